@@ -1,0 +1,34 @@
+# lstsd: `make help` lists the targets. `make run` and `make test` work on a fresh clone: they create .venv
+# and install the package (editable) with its dependencies first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export WANDB_MODE ?= disabled
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-slow clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install lstsd with its dependencies (editable)
+
+run: $(STAMP) ## The main job: every method on the embedded digits data, 3 seeds, then a comparison table
+	$(BIN)/lstsd experiment=demo
+
+test: $(STAMP) ## Run the test suite (the default, fast part)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP) ## Run only the slow end-to-end tests
+	$(BIN)/python -m pytest -q -m slow
+
+clean: ## Remove run outputs (outputs/, multirun/)
+	rm -rf outputs multirun

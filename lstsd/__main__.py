@@ -1,0 +1,3 @@
+from lstsd.cli import main
+
+main()

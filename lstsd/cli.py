@@ -1,0 +1,60 @@
+"""``lstsd`` (= ``python -m lstsd``): the Hydra application.
+
+Exit codes: 0 success; 2 bad configuration or input (one line on stderr, no traceback); 1 a failure during
+training. Hydra would exit 1 for both kinds, so errors are re-raised to this wrapper, which tells them apart;
+``HYDRA_FULL_ERROR=1`` keeps full tracebacks for debugging.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from lstsd.config import ConfigError, one_line, register_configs
+from lstsd.engine import TrainingError
+
+register_configs()
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # the repository's conf/ (editable install)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def app(cfg: DictConfig) -> float:
+    from lstsd.run import run
+
+    try:
+        results = run(cfg)
+    except ConfigError as e:  # stop here, before Hydra wraps it in a multi-line job report
+        if os.environ.get("LSTSD_DEBUG") == "1":
+            raise
+        print(f"lstsd: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    return results.get("val_acc_final", results["test_acc_final"])  # what a hyper-parameter sweeper maximises
+
+
+def main() -> None:
+    debug = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["LSTSD_DEBUG"] = "1" if debug else "0"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        app()
+    except (ConfigError, HydraException, OmegaConfBaseException) as e:
+        if debug:
+            raise
+        cause = e.__cause__ if isinstance(e.__cause__, (ConfigError, OmegaConfBaseException)) else None
+        detail = one_line(e) + (f" ({one_line(cause)})" if cause is not None and str(cause) not in str(e) else "")
+        print(f"lstsd: error: {detail}", file=sys.stderr)
+        sys.exit(2)
+    except TrainingError as e:
+        if debug:
+            raise
+        print(f"lstsd: training failed: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

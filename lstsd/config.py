@@ -1,0 +1,227 @@
+"""Structured-config schemas (Hydra ConfigStore) and the one place where configurations are validated.
+
+Every YAML option under ``conf/<group>/`` starts from a schema stored here as ``base_<option>`` (for the
+method group, one per registered method), so Hydra rejects unknown keys and wrong types while composing;
+:func:`validate` then turns the composed config into dataclass objects, whose ``__post_init__`` checks the
+ranges. Any problem raises :class:`ConfigError`, which the CLI prints as one line with exit code 2.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A bad configuration or input: reported as one line, exit code 2, before training starts."""
+
+
+def require(ok: bool, key: str, allowed: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is invalid: allowed {allowed}")
+
+
+def require_choice(key: str, value: Any, choices: tuple) -> None:
+    require(value in choices, key, "one of " + ", ".join(map(str, choices)), value)
+
+
+# --------------------------------------------------------------------------- dataset
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    root: str = "data"
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    val_fraction: float = 0.0  # carved reproducibly from the training split (split_seed)
+    split_seed: int = 0
+    augment: bool = True
+    download: bool = False  # torchvision download of the real files, when online
+
+    def __post_init__(self) -> None:
+        require(self.batch_size >= 1, "dataset.batch_size", "an integer >= 1", self.batch_size)
+        require(self.eval_batch_size >= 1, "dataset.eval_batch_size", "an integer >= 1", self.eval_batch_size)
+        require(0.0 <= self.val_fraction < 1.0, "dataset.val_fraction", "a number in [0, 1)", self.val_fraction)
+
+
+@dataclass
+class SyntheticConfig(DatasetConfig):
+    num_train: int = 512
+    num_test: int = 256
+    num_classes: int = 10
+    shape: list[int] = field(default_factory=lambda: [3, 32, 32])
+    noise: float = 1.0  # std of the per-sample noise around each class's mean pattern
+    data_seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.num_train >= 1 and self.num_test >= 1, "dataset.num_train/num_test", "integers >= 1",
+                (self.num_train, self.num_test))
+        require(self.num_classes >= 2, "dataset.num_classes", "an integer >= 2", self.num_classes)
+        require(len(self.shape) == 3 and min(self.shape) >= 1, "dataset.shape", "[channels, height, width]",
+                list(self.shape))
+
+
+# --------------------------------------------------------------------------- model
+@dataclass
+class ModelConfig:
+    arch: str = MISSING  # key of lstsd.models.MODELS
+    name: str = MISSING  # display name; for arch=timm the timm model name
+    depth: Optional[int] = None
+    growth_rate: Optional[int] = None
+    compression: float = 0.5
+    dropout: float = 0.0
+    pretrained: bool = False
+
+    def __post_init__(self) -> None:
+        from lstsd.models import MODELS
+
+        require_choice("model.arch", self.arch, tuple(MODELS))
+        require(0.0 <= self.dropout < 1.0, "model.dropout", "a number in [0, 1)", self.dropout)
+
+
+# --------------------------------------------------------------------------- optimiser (Hydra instantiate)
+@dataclass
+class OptimConfig:
+    _target_: str = MISSING
+    _partial_: bool = True
+    lr: float = 0.1
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        require(self.lr > 0, "optim.lr", "a number > 0", self.lr)
+        require(self.weight_decay >= 0, "optim.weight_decay", "a number >= 0", self.weight_decay)
+
+
+@dataclass
+class SGDConfig(OptimConfig):
+    _target_: str = "torch.optim.SGD"
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(0.0 <= self.momentum < 1.0, "optim.momentum", "a number in [0, 1)", self.momentum)
+        require(not self.nesterov or self.momentum > 0, "optim.nesterov", "false when optim.momentum=0",
+                self.nesterov)
+
+
+@dataclass
+class AdamConfig(OptimConfig):
+    _target_: str = "torch.optim.Adam"
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+
+
+# --------------------------------------------------------------------------- learning-rate schedule
+SCHEDULES = ("constant", "step", "cosine", "cyclic_cosine")
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = MISSING
+    milestones: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])  # fractions of training
+    gamma: float = 0.1
+    cycles: int = 1  # cyclic_cosine: number of equal cycles (restarts at the base lr)
+    lr_min: float = 0.0
+
+    def __post_init__(self) -> None:
+        require_choice("schedule.name", self.name, SCHEDULES)
+        require(all(0 < m < 1 for m in self.milestones), "schedule.milestones", "fractions in (0, 1)",
+                list(self.milestones))
+        require(0 < self.gamma <= 1, "schedule.gamma", "a number in (0, 1]", self.gamma)
+        require(self.cycles >= 1, "schedule.cycles", "an integer >= 1", self.cycles)
+        require(self.lr_min >= 0, "schedule.lr_min", "a number >= 0", self.lr_min)
+
+
+# --------------------------------------------------------------------------- trainer, logger, method
+@dataclass
+class TrainerConfig:
+    epochs: int = 30
+    device: str = "auto"
+    resume: bool = True  # continue from last.pt in the run directory when it exists
+    checkpoint: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        require(self.epochs >= 1, "trainer.epochs", "an integer >= 1", self.epochs)
+        require_choice("trainer.device", self.device, ("auto", "cpu", "cuda"))
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "none"
+
+    def __post_init__(self) -> None:
+        require_choice("logger.name", self.name, ("none",))
+
+
+@dataclass
+class MethodConfig:
+    name: str = MISSING  # key of lstsd.methods.METHODS
+    label: str = "${.name}"  # how results and tables name this configuration (variants override it)
+
+    def __post_init__(self) -> None:
+        from lstsd.methods import METHODS
+
+        require_choice("method.name", self.name, tuple(METHODS))
+
+
+@dataclass
+class Config:
+    dataset: DatasetConfig = MISSING
+    model: ModelConfig = MISSING
+    method: MethodConfig = MISSING
+    schedule: ScheduleConfig = MISSING
+    optim: OptimConfig = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    seed: int = 0
+    name: str = "default"  # experiment name: output folders and grouping
+
+
+def register_configs() -> None:
+    """Store the schemas; YAML options extend them through their defaults list (``- base_<option>``)."""
+    from lstsd.methods import METHODS
+
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    for name, node in {"digits": DatasetConfig, "cifar": DatasetConfig, "synthetic": SyntheticConfig}.items():
+        cs.store(group="dataset", name=f"base_{name}", node=node)
+    cs.store(group="model", name="base_model", node=ModelConfig)
+    cs.store(group="optim", name="base_sgd", node=SGDConfig)
+    cs.store(group="optim", name="base_adam", node=AdamConfig)
+    cs.store(group="schedule", name="base_schedule", node=ScheduleConfig)
+    cs.store(group="trainer", name="base_trainer", node=TrainerConfig)
+    cs.store(group="logger", name="base_logger", node=LoggerConfig)
+    for name, (_, schema) in METHODS.items():
+        cs.store(group="method", name=f"base_{name}", node=schema)
+
+
+def validate(cfg: DictConfig) -> Config:
+    """Check a composed config; return it as typed objects or raise :class:`ConfigError` (one line)."""
+    try:
+        obj = OmegaConf.to_object(cfg)
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as e:
+        cause = e.__cause__ if isinstance(e.__cause__, ConfigError) else None
+        if cause is not None:
+            raise cause from None
+        raise ConfigError(one_line(e)) from None
+    if not isinstance(obj, Config):
+        raise ConfigError("the configuration does not follow the lstsd schema (compose it from conf/config.yaml)")
+    return obj
+
+
+def one_line(e: BaseException) -> str:
+    """Hydra and OmegaConf errors span several lines; the CLI reports exactly one."""
+    key = getattr(e, "full_key", None)
+    msg = getattr(e, "msg", None) or str(e)
+    text = " ".join(part.strip() for part in str(msg).splitlines() if part.strip())
+    text = text.replace("\t", " ")
+    return f"{key}: {text}" if key and key not in text else text

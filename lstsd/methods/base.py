@@ -1,0 +1,74 @@
+"""The method interface: everything a training policy adds to plain supervised training.
+
+The trainer calls, per epoch, ``on_epoch_start``; per step ``training_step`` (forward and loss), backward and
+the optimiser step, then ``after_step`` (bank writes, EMA updates, all without gradients); ``on_epoch_end``
+(snapshots); evaluates the student and every model of ``evaluators()``; and checkpoints ``state_dict()``.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lstsd.data import DataInfo
+from lstsd.data.loader import Batch
+
+
+@dataclass
+class RunContext:
+    model: nn.Module
+    info: DataInfo
+    device: torch.device
+    epochs: int
+    steps_per_epoch: int
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A teacher snapshot: a copy in eval mode with no gradients."""
+    teacher = copy.deepcopy(model).eval()
+    return teacher.requires_grad_(False)
+
+
+class Method:
+    name = "base"
+
+    def __init__(self, cfg, ctx: RunContext):
+        self.cfg, self.ctx, self.model = cfg, ctx, ctx.model
+        self.epoch = 0
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def training_step(self, batch: Batch) -> tuple[Tensor, Tensor, dict]:
+        """Forward the batch; return (loss, logits, named loss terms)."""
+        logits = self.model(batch.x)
+        loss, terms = self.loss(batch, logits)
+        return loss, logits, terms
+
+    def loss(self, batch: Batch, logits: Tensor) -> tuple[Tensor, dict]:
+        ce = F.cross_entropy(logits, batch.y)
+        return ce, {"ce": ce}
+
+    @torch.no_grad()
+    def after_step(self, batch: Batch, logits: Tensor) -> None:
+        pass
+
+    def on_epoch_end(self, epoch: int) -> None:
+        pass
+
+    def evaluators(self) -> dict[str, nn.Module]:
+        """Extra models evaluated every epoch beside the student (EMA teachers, ensembles)."""
+        return {}
+
+    def summary(self) -> dict:
+        """Extra entries for results.json."""
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

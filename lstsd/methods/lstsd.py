@@ -1,0 +1,161 @@
+"""Long Short-Term Sample Distillation (Zhu et al., AAAI 2020): Algorithm 1 and Eq. 1.
+
+Training is split into mini-generations of E = ``minigen_epochs`` epochs. Every training sample i has
+
+* a short-term teacher z_i^S: what the model predicted for i when i was trained on in the previous epoch
+  (Algorithm 1 line 14: written for every sample at every step that trains on it);
+* a long-term teacher z_i^L: what the model predicted for i in the last epoch of the previous mini-generation
+  (line 16: written only when e = E, then held fixed through the next mini-generation).
+
+In the first mini-generation the loss is cross-entropy only (line 11); from the second on (lines 7-9, Eq. 1)
+
+    L = CE + lambda^L * KD(f(x), z^L) + lambda^S * KD(f(x), z^S)
+
+with the one KD term of :mod:`lstsd.losses` (temperature on teacher and student, KL direction and T^2 scaling
+configurable). A term whose weight is 0 is neither stored nor computed.
+
+``bank_source``: ``train_forward`` (default) stores the logits of the forward pass that trained on the sample,
+taken just before the update, so the banks cost one scatter per step and no extra computation, the point of the
+paper. ``post_update`` re-computes f(x; theta) after the update, as line 14 reads literally: one extra forward
+pass per step (about a third more step time), in eval mode so that batch-norm running statistics are not
+updated twice.
+
+``lstsd_single`` (Table 3, "LSTSD (single)"): one teacher pair for all samples, the long-term teacher a frozen
+copy of the model at the end of the previous mini-generation and the short-term one a frozen copy at the end
+of the previous epoch; both run forward on each batch in eval mode without gradients.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lstsd.banks import BANK_DTYPES, SampleBank
+from lstsd.config import MethodConfig, require, require_choice
+from lstsd.losses import KD_DIRECTIONS, kd_loss, teacher_probs
+from lstsd.methods import register_method
+from lstsd.methods.base import Method, frozen_copy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LSTSDConfig(MethodConfig):
+    lambda_long: float = 2.4
+    lambda_short: float = 4.0
+    minigen_epochs: int = 6
+    temperature: float = 2.0
+    kl_direction: str = "forward"  # forward: KL(teacher || student), Hinton; reverse: KL(student || teacher), Eq. 1
+    t2_scale: bool = True
+    bank_dtype: str = "float32"
+    bank_store: str = "logits"  # logits, or probs = softmax(logits / temperature)
+    bank_source: str = "train_forward"  # or post_update (Algorithm 1 line 14 literally; one extra forward)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.lambda_long >= 0, "method.lambda_long", "a number >= 0", self.lambda_long)
+        require(self.lambda_short >= 0, "method.lambda_short", "a number >= 0", self.lambda_short)
+        require(self.minigen_epochs >= 1, "method.minigen_epochs", "an integer >= 1", self.minigen_epochs)
+        require(self.temperature > 0, "method.temperature", "a number > 0", self.temperature)
+        require_choice("method.kl_direction", self.kl_direction, KD_DIRECTIONS)
+        require_choice("method.bank_dtype", self.bank_dtype, tuple(BANK_DTYPES))
+        require_choice("method.bank_store", self.bank_store, ("logits", "probs"))
+        require_choice("method.bank_source", self.bank_source, ("train_forward", "post_update"))
+
+
+@register_method("lstsd", LSTSDConfig)
+class LSTSD(Method):
+    teachers_are_probs = False
+
+    def __init__(self, cfg: LSTSDConfig, ctx):
+        super().__init__(cfg, ctx)
+        self.weights = {"long": cfg.lambda_long, "short": cfg.lambda_short}
+        self.distil = self.record_long = False
+        if cfg.minigen_epochs >= ctx.epochs:
+            log.warning(f"method.minigen_epochs={cfg.minigen_epochs} >= trainer.epochs={ctx.epochs}: the first "
+                        "mini-generation never ends, so this run never distils (it equals vanilla training)")
+        self.setup_teachers()
+
+    def setup_teachers(self) -> None:
+        n, c = self.ctx.info.num_train, self.ctx.info.num_classes
+        self.teachers_are_probs = self.cfg.bank_store == "probs"
+        self.banks = {k: SampleBank(n, c, self.cfg.bank_dtype, self.ctx.device)
+                      for k, w in self.weights.items() if w > 0}
+
+    def on_epoch_start(self, epoch: int) -> None:
+        super().on_epoch_start(epoch)
+        e = self.cfg.minigen_epochs
+        self.distil = epoch >= e  # mini-generation m = epoch // E > 0 (Algorithm 1 line 6)
+        self.record_long = (epoch + 1) % e == 0  # last epoch of the mini-generation (line 15)
+
+    def teacher(self, kind: str, batch) -> Tensor:
+        return self.banks[kind].read(batch.index)
+
+    def loss(self, batch, logits: Tensor) -> tuple[Tensor, dict]:
+        ce = F.cross_entropy(logits, batch.y)
+        loss, terms = ce, {"ce": ce}
+        if self.distil:
+            for kind, weight in self.weights.items():
+                if weight > 0:
+                    kd = kd_loss(logits, self.teacher(kind, batch), self.cfg.temperature, self.cfg.kl_direction,
+                                 self.cfg.t2_scale, teacher_is_probs=self.teachers_are_probs)
+                    terms[f"kd_{kind}"] = kd
+                    loss = loss + weight * kd
+        return loss, terms
+
+    @torch.no_grad()
+    def after_step(self, batch, logits: Tensor) -> None:
+        if self.cfg.bank_source == "post_update":
+            self.model.eval()
+            logits = self.model(batch.x)
+            self.model.train()
+        rows = teacher_probs(logits, self.cfg.temperature) if self.teachers_are_probs else logits
+        if "short" in self.banks:
+            self.banks["short"].write(batch.index, rows)
+        if "long" in self.banks and self.record_long:
+            self.banks["long"].write(batch.index, rows)
+
+    def summary(self) -> dict:
+        return {"bank_bytes": sum(b.nbytes for b in self.banks.values())}
+
+    def state_dict(self) -> dict:
+        return {k: b.state_dict() for k, b in self.banks.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, b in self.banks.items():
+            b.load_state_dict(state[k])
+
+
+@register_method("lstsd_single", LSTSDConfig)
+class LSTSDSingle(LSTSD):
+    """Table 3's LSTSD (single): the same loss, teachers are two frozen whole-model snapshots."""
+
+    def setup_teachers(self) -> None:
+        self.snapshots = {}
+
+    def teacher(self, kind: str, batch) -> Tensor:
+        with torch.no_grad():
+            return self.snapshots[kind](batch.x)
+
+    def after_step(self, batch, logits: Tensor) -> None:
+        pass
+
+    def on_epoch_end(self, epoch: int) -> None:
+        kinds = ["short", "long"] if self.record_long else ["short"]
+        for kind in kinds:
+            if self.weights[kind] > 0:
+                self.snapshots[kind] = frozen_copy(self.model)
+
+    def summary(self) -> dict:
+        return {"bank_bytes": 0}
+
+    def state_dict(self) -> dict:
+        return {k: m.state_dict() for k, m in self.snapshots.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for kind, weights in state.items():
+            self.snapshots[kind] = frozen_copy(self.model)
+            self.snapshots[kind].load_state_dict(weights)

@@ -1,0 +1,25 @@
+"""Model registry: every architecture is built by name (``model.arch``) through :func:`build_model`."""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str):
+    """Decorator registering ``fn(cfg, num_classes, in_channels) -> nn.Module`` under ``name``."""
+
+    def wrap(fn):
+        MODELS[name] = fn
+        return fn
+
+    return wrap
+
+
+def build_model(cfg, num_classes: int, in_channels: int) -> nn.Module:
+    return MODELS[cfg.arch](cfg=cfg, num_classes=num_classes, in_channels=in_channels)
+
+
+from lstsd.models import cifar_resnet, densenet, small, timm_adapter  # noqa: E402,F401  (registration)

@@ -1,0 +1,36 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+from lstsd.cli import CONFIG_DIR  # noqa: E402  (also registers the schemas)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def compose_cfg(*overrides: str):
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+# Small, fast runs: synthetic 4x4 images, a tiny CNN, a few epochs.
+TINY = ("dataset=synthetic", "dataset.num_train=40", "dataset.num_test=20", "dataset.shape=[1,8,8]",
+        "dataset.num_classes=4", "dataset.batch_size=16", "model=digits_cnn", "trainer.epochs=3",
+        "trainer.progress=false", "optim.lr=0.05")
+
+
+@pytest.fixture
+def tiny_cfg():
+    return lambda *overrides: compose_cfg(*TINY, *overrides)
+
+
+def run_cli(*args: str, cwd=None, timeout=300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_MODE="disabled", PYTHONUNBUFFERED="1")
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, "-m", "lstsd", *args], cwd=cwd or REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)

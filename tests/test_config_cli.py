@@ -1,0 +1,79 @@
+"""Config composition, validation and the command line (exit codes, one-line errors, multirun)."""
+import json
+from pathlib import Path
+
+import pytest
+
+from lstsd.config import ConfigError, validate
+from conftest import CONFIG_DIR, compose_cfg, run_cli
+
+GROUPS = ["dataset", "model", "method", "schedule", "optim", "trainer", "logger", "experiment"]
+
+
+@pytest.mark.parametrize("group,option", [(g, p.stem) for g in GROUPS for p in sorted((Path(CONFIG_DIR) / g).glob("*.yaml"))])
+def test_every_option_composes_and_validates(group, option):
+    cfg = compose_cfg(f"{group}={option}")
+    conf = validate(cfg)
+    if group == "method":
+        assert conf.method.label == option  # results name each method config by its file
+
+
+def test_design_keys():
+    conf = validate(compose_cfg("seed=3", "trainer.epochs=2", "trainer.device=cpu", "dataset.root=/x",
+                                "dataset.batch_size=7", "optim.lr=0.2", "method=lstsd", "method.lambda_long=1",
+                                "method.lambda_short=2", "method.minigen_epochs=3", "method.temperature=4"))
+    assert (conf.seed, conf.trainer.epochs, conf.dataset.batch_size, conf.optim.lr) == (3, 2, 7, 0.2)
+    assert (conf.method.lambda_long, conf.method.minigen_epochs, conf.method.temperature) == (1, 3, 4)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["trainer.epochs=0"], "trainer.epochs=0 is invalid: allowed an integer >= 1"),
+    (["dataset.batch_size=-4"], "dataset.batch_size=-4 is invalid"),
+    (["optim.lr=0"], "optim.lr=0.0 is invalid: allowed a number > 0"),
+    (["method=lstsd", "method.minigen_epochs=0"], "method.minigen_epochs=0 is invalid"),
+    (["method=lstsd", "method.lambda_short=-1"], "method.lambda_short=-1.0 is invalid"),
+    (["method=lstsd", "method.temperature=0"], "method.temperature=0.0 is invalid: allowed a number > 0"),
+    (["method=lstsd", "method.kl_direction=sideways"], "method.kl_direction='sideways' is invalid: allowed one of forward, reverse"),
+    (["trainer.device=tpu"], "trainer.device='tpu' is invalid"),
+])
+def test_range_errors_name_the_key(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        validate(compose_cfg(*overrides))
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["method=nonexistent"], "method/nonexistent"),
+    (["trainer.epochs=abc"], "trainer.epochs"),
+    (["trainer.epochs=0"], "trainer.epochs=0 is invalid"),
+    (["dataset.batch_size=0"], "dataset.batch_size=0 is invalid"),
+    (["optim.lr=-0.1"], "optim.lr=-0.1 is invalid"),
+    (["trainer.nonsense=1"], "nonsense"),
+    (["dataset=cifar10", "dataset.root=/does/not/exist"], "expected the python-pickle folder /does/not/exist/cifar-10-batches-py"),
+])
+def test_cli_bad_input_exit_2_one_line(tmp_path, args, fragment):
+    r = run_cli(*args, f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 2, r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("lstsd: error:"), r.stderr
+    assert fragment in lines[0] and "Traceback" not in r.stderr
+    assert not (tmp_path / "metrics.jsonl").exists()  # stopped before training
+
+
+def test_cli_multirun_end_to_end(tmp_path):
+    r = run_cli("-m", "method=vanilla,lstsd", "trainer.epochs=2", "seed=0",
+                f"hydra.sweep.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr
+    for job in ("0", "1"):
+        d = tmp_path / job
+        assert (d / ".hydra" / "config.yaml").exists() and (d / "last.pt").exists()
+        rows = [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()]
+        assert [r_["epoch"] for r_ in rows] == [1, 2]
+        for key in ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds"):
+            assert key in rows[0]
+        res = json.loads((d / "results.json").read_text())
+        for key in ("method", "model", "dataset", "seed", "epochs", "test_acc_final", "test_acc_best", "best_epoch",
+                    "train_loss_final", "wall_seconds", "steps_per_second"):
+            assert key in res
+        assert res["dataset"] == "digits" and res["epochs"] == 2
+    assert "| digits | digits_cnn | lstsd | 1 |" in r.stdout  # the comparison table of the sweep
