@@ -220,6 +220,11 @@ def validate(cfg: DictConfig) -> Config:
 
 def one_line(e: BaseException) -> str:
     """Hydra and OmegaConf errors span several lines; the CLI reports exactly one."""
+    options, missing = getattr(e, "options", None), getattr(e, "missing_cfg_file", None)
+    if options and missing and "/" in missing:  # an unknown option of a config group
+        group, option = missing.rsplit("/", 1)
+        choices = [o for o in options if not o.startswith("base_")]  # schemas are not user options
+        return f"{group}={option} is invalid: allowed one of {', '.join(choices)}"
     key = getattr(e, "full_key", None)
     msg = getattr(e, "msg", None) or str(e)
     text = " ".join(part.strip() for part in str(msg).splitlines() if part.strip())

@@ -43,7 +43,9 @@ def test_range_errors_name_the_key(overrides, message):
 
 
 @pytest.mark.parametrize("args,fragment", [
-    (["method=nonexistent"], "method/nonexistent"),
+    (["method=nonexistent"], "method=nonexistent is invalid: allowed one of lstsd, lstsd_single, lstsd_wo_long, lstsd_wo_short, vanilla"),
+    (["experiment=nope"], "experiment=nope is invalid: allowed one of demo"),
+    (["method=lstsd", "method.temperature=0"], "method.temperature=0.0 is invalid"),
     (["trainer.epochs=abc"], "trainer.epochs"),
     (["trainer.epochs=0"], "trainer.epochs=0 is invalid"),
     (["dataset.batch_size=0"], "dataset.batch_size=0 is invalid"),
@@ -77,3 +79,23 @@ def test_cli_multirun_end_to_end(tmp_path):
             assert key in res
         assert res["dataset"] == "digits" and res["epochs"] == 2
     assert "| digits | digits_cnn | lstsd | 1 |" in r.stdout  # the comparison table of the sweep
+
+
+def test_paper_experiments_sweep_the_paper_axes():
+    from hydra import compose, initialize_config_dir
+
+    def params(name):
+        with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+            cfg = compose("config", overrides=[f"experiment={name}"], return_hydra_config=True)
+        return cfg, dict(cfg.hydra.sweeper.params)
+
+    cfg, p = params("lstsd_table1")
+    assert (cfg.dataset.name, cfg.trainer.epochs, cfg.dataset.batch_size, cfg.optim.weight_decay) == ("cifar100", 164, 128, 1e-4)
+    assert p == {"model": "resnet20,resnet32,resnet56,resnet110", "method": "vanilla,lstsd", "seed": "0,1,2"}
+    cfg, p = params("lstsd_table1_densenet")
+    assert (cfg.model.name, cfg.trainer.epochs, cfg.dataset.batch_size) == ("densenet100", 300, 64)
+    assert params("lstsd_table3")[1]["method"] == "lstsd,lstsd_wo_long,lstsd_wo_short,lstsd_single"
+    p = params("lstsd_fig2")[1]
+    assert p["method"] == "lstsd" and p["method.minigen_epochs"] == "1,2,3,4,5,6,8,10,20,40"
+    cfg, p = params("lstsd_grid")
+    assert p["method"] == "lstsd" and "4.0" in p["method.lambda_short"].split(",") and cfg.dataset.val_fraction == 0.1

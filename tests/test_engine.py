@@ -1,0 +1,71 @@
+"""The run function and trainer: outputs, determinism, exact resume."""
+import json
+
+import pytest
+import torch
+
+from lstsd.engine import Trainer
+from lstsd.run import run
+
+
+def strip_time(results: dict) -> dict:
+    return {k: v for k, v in results.items() if "second" not in k}  # wall time aside
+
+
+def metrics(run_dir) -> list:
+    rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def test_run_writes_outputs(tiny_cfg, tmp_path):
+    res = run(tiny_cfg("dataset.val_fraction=0.25"), tmp_path)
+    assert json.loads((tmp_path / "results.json").read_text()) == res
+    assert res["epochs"] == 3 and res["method"] == "vanilla" and res["model"] == "digits_cnn"
+    assert 0 <= res["test_acc_final"] <= 100 and res["best_epoch"] in (1, 2, 3)
+    assert res["test_acc_best"] == max(r["test_acc"] for r in metrics(tmp_path))
+    assert "val_acc_final" in res and "test_acc_at_best_val" in res and "val_acc" in metrics(tmp_path)[0]
+    assert res["steps_per_second"] > 0
+    assert (tmp_path / "last.pt").exists()
+
+
+def test_same_seed_same_numbers(tiny_cfg, tmp_path):
+    a = run(tiny_cfg("method=lstsd", "method.minigen_epochs=1"), tmp_path / "a")
+    b = run(tiny_cfg("method=lstsd", "method.minigen_epochs=1"), tmp_path / "b")
+    c = run(tiny_cfg("method=lstsd", "method.minigen_epochs=1", "seed=1"), tmp_path / "c")
+    assert strip_time(a) == strip_time(b)
+    assert metrics(tmp_path / "a") == metrics(tmp_path / "b")
+    assert metrics(tmp_path / "a") != metrics(tmp_path / "c")
+
+
+@pytest.mark.parametrize("method", [["method=vanilla"], ["method=lstsd", "method.minigen_epochs=1"],
+                                    ["method=lstsd_single", "method.minigen_epochs=1"]])
+def test_resume_after_a_crash_gives_the_same_results(tiny_cfg, tmp_path, monkeypatch, method):
+    overrides = (*method, "trainer.epochs=4", "model.dropout=0.3")  # dropout: the global RNG must resume too
+    full = run(tiny_cfg(*overrides), tmp_path / "full")
+
+    original = Trainer.train_epoch
+
+    def crash_in_epoch_3(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt  # killed mid-run, after epoch 2's checkpoint
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", crash_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_cfg(*overrides), tmp_path / "resumed")
+    assert len(metrics(tmp_path / "resumed")) == 2
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    resumed = run(tiny_cfg(*overrides), tmp_path / "resumed")
+    assert strip_time(resumed) == strip_time(full)
+    assert metrics(tmp_path / "resumed") == metrics(tmp_path / "full")
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_incompatible_checkpoint_is_a_clear_error(tiny_cfg, tmp_path):
+    run(tiny_cfg("trainer.epochs=1"), tmp_path)
+    from lstsd.engine import TrainingError
+
+    with pytest.raises(TrainingError, match="cannot resume from .*last.pt"):
+        run(tiny_cfg("trainer.epochs=2", "model=resnet20"), tmp_path)
