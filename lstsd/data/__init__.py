@@ -1,0 +1,70 @@
+"""Datasets: every batch is ``(input, target, index)``, ``index`` the stable id in ``[0, N)`` of a training
+sample (its row in the per-sample banks). Each loader function returns the raw splits; :func:`build_data`
+carves the optional validation split and wraps the splits in loaders."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from lstsd.data.loader import MemoryLoader, Splits, carve_validation
+
+DATASETS: dict[str, Callable[..., Splits]] = {}
+
+
+def register_dataset(name: str):
+    def wrap(fn):
+        DATASETS[name] = fn
+        return fn
+
+    return wrap
+
+
+@dataclass
+class DataInfo:
+    name: str
+    num_classes: int
+    input_shape: tuple
+    num_train: int
+    num_val: int
+    num_test: int
+
+    @property
+    def in_channels(self) -> int:
+        return self.input_shape[0]
+
+
+@dataclass
+class Data:
+    info: DataInfo
+    train: MemoryLoader
+    evals: dict  # split name ("val", "test") -> MemoryLoader
+
+
+def build_data(cfg, seed: int, device) -> Data:
+    from lstsd.config import require_choice
+
+    require_choice("dataset.name", cfg.name, tuple(DATASETS))
+    splits = DATASETS[cfg.name](cfg)
+    splits = carve_validation(splits, cfg.val_fraction, cfg.split_seed)
+    loader = lambda split, bs, train: MemoryLoader(  # noqa: E731
+        split, splits, bs, device, augment=train and cfg.augment, shuffle=train, seed=seed
+    )
+    evals = {name: loader(name, cfg.eval_batch_size, False) for name in ("val", "test") if name in splits.sets}
+    info = DataInfo(
+        name=cfg.name,
+        num_classes=splits.num_classes,
+        input_shape=tuple(splits.sets["train"][0].shape[1:]),
+        num_train=len(splits.sets["train"][1]),
+        num_val=len(splits.sets["val"][1]) if "val" in splits.sets else 0,
+        num_test=len(splits.sets["test"][1]),
+    )
+    return Data(info, loader("train", cfg.batch_size, True), evals)
+
+
+def tensors(x, y) -> tuple:
+    return torch.as_tensor(x), torch.as_tensor(y, dtype=torch.int64)
+
+
+from lstsd.data import cifar, digits, synthetic  # noqa: E402,F401  (registration)
