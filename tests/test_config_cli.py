@@ -51,6 +51,8 @@ def test_range_errors_name_the_key(overrides, message):
     (["dataset.batch_size=0"], "dataset.batch_size=0 is invalid"),
     (["optim.lr=-0.1"], "optim.lr=-0.1 is invalid"),
     (["trainer.nonsense=1"], "nonsense"),
+    (["model=resnet20", "model.depth=21"], "model.depth=21 is invalid for cifar_resnet: expected 6n+2"),
+    (["model=timm", "model.name=no_such_net"], "model.name='no_such_net' is invalid: not a timm model"),
     (["dataset=cifar10", "dataset.root=/does/not/exist"], "expected the python-pickle folder /does/not/exist/cifar-10-batches-py"),
 ])
 def test_cli_bad_input_exit_2_one_line(tmp_path, args, fragment):

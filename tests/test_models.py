@@ -72,3 +72,10 @@ def test_option_a_shortcut_is_parameter_free_padded_identity():
 def test_invalid_depth_raises(cfg):
     with pytest.raises(ValueError, match="model.depth"):
         build_model(cfg, num_classes=10, in_channels=3)
+
+
+def test_timm_builds_any_timm_model_by_name():
+    import torch
+
+    model = build_model(SimpleNamespace(arch="timm", name="resnet10t", pretrained=False), num_classes=7, in_channels=1)
+    assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 7)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lstsd.config import ConfigError
 from lstsd.models import register_model
 
 
@@ -43,7 +44,7 @@ class CifarResNet(nn.Module):
     def __init__(self, depth: int, num_classes: int, in_channels: int = 3):
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
-            raise ValueError(f"model.depth={depth} is invalid for cifar_resnet: expected 6n+2 (20, 32, 44, 56, 110, ...)")
+            raise ConfigError(f"model.depth={depth} is invalid for cifar_resnet: expected 6n+2 (20, 32, 44, 56, 110, ...)")
         n = (depth - 2) // 6
         self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lstsd.config import ConfigError
 from lstsd.models import register_model
 
 
@@ -43,7 +44,7 @@ class DenseNetBC(nn.Module):
                  num_classes: int = 10, in_channels: int = 3, dropout: float = 0.0):
         super().__init__()
         if depth < 10 or (depth - 4) % 6:
-            raise ValueError(f"model.depth={depth} is invalid for densenet_bc: expected 6n+4 (40, 100, 190, ...)")
+            raise ConfigError(f"model.depth={depth} is invalid for densenet_bc: expected 6n+4 (40, 100, 190, ...)")
         n = (depth - 4) // 6
         planes = 2 * growth_rate
         layers: list[nn.Module] = [nn.Conv2d(in_channels, planes, 3, padding=1, bias=False)]
