@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -13,9 +14,15 @@ from lstsd.cli import CONFIG_DIR  # noqa: E402  (also registers the schemas)
 REPO = Path(__file__).resolve().parent.parent
 
 
-def compose_cfg(*overrides: str):
+def compose_cfg(*overrides: str, return_hydra_config: bool = False):
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+        return compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+
+
+def read_metrics(run_dir) -> list:
+    """metrics.jsonl as a list of rows, wall time aside."""
+    rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
 
 # Small, fast runs: synthetic 4x4 images, a tiny CNN, a few epochs.

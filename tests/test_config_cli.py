@@ -84,11 +84,8 @@ def test_cli_multirun_end_to_end(tmp_path):
 
 
 def test_paper_experiments_sweep_the_paper_axes():
-    from hydra import compose, initialize_config_dir
-
     def params(name):
-        with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-            cfg = compose("config", overrides=[f"experiment={name}"], return_hydra_config=True)
+        cfg = compose_cfg(f"experiment={name}", return_hydra_config=True)
         return cfg, dict(cfg.hydra.sweeper.params)
 
     cfg, p = params("lstsd_table1")

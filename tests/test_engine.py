@@ -6,15 +6,11 @@ import torch
 
 from lstsd.engine import Trainer
 from lstsd.run import run
+from conftest import read_metrics as metrics
 
 
 def strip_time(results: dict) -> dict:
     return {k: v for k, v in results.items() if "second" not in k}  # wall time aside
-
-
-def metrics(run_dir) -> list:
-    rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
 
 def test_run_writes_outputs(tiny_cfg, tmp_path):

@@ -1,5 +1,4 @@
 """LSTSD's semantics pinned on a tiny dataset with recorded shuffles (Algorithm 1, Eq. 1, Table 3 variants)."""
-import json
 import logging
 from collections import Counter
 
@@ -10,6 +9,7 @@ from lstsd.banks import SampleBank
 from lstsd.losses import teacher_probs
 from lstsd.methods.lstsd import LSTSD, LSTSDSingle
 from lstsd.run import run
+from conftest import read_metrics
 
 E = 2  # epochs per mini-generation
 TINY_LSTSD = ("method=lstsd", f"method.minigen_epochs={E}", "trainer.epochs=6", "dataset.num_train=10",
@@ -58,7 +58,7 @@ def test_short_and_long_targets_follow_algorithm_1(tiny_cfg, tmp_path, recorder)
 
 def test_no_kd_term_in_first_minigeneration(tiny_cfg, tmp_path):
     run(tiny_cfg(*TINY_LSTSD), tmp_path)
-    rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(tmp_path)
     for row in rows[:E]:
         assert "loss_kd_long" not in row and "loss_kd_short" not in row
         assert row["train_loss"] == pytest.approx(row["loss_ce"])
@@ -76,9 +76,7 @@ def test_zero_weights_reproduce_vanilla_bit_for_bit(tiny_cfg, tmp_path):
     weights = {k: torch.load(tmp_path / k / "last.pt", weights_only=False)["model"] for k in ("vanilla", "zero", "lstsd")}
     assert all(torch.equal(weights["vanilla"][k], weights["zero"][k]) for k in weights["vanilla"])
     assert not all(torch.equal(weights["vanilla"][k], weights["lstsd"][k]) for k in weights["vanilla"])
-    strip = lambda d: [{k: v for k, v in json.loads(l).items() if k != "seconds"}  # noqa: E731
-                       for l in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
-    assert strip("vanilla") == strip("zero")
+    assert read_metrics(tmp_path / "vanilla") == read_metrics(tmp_path / "zero")
 
 
 @pytest.mark.parametrize("variant,banks", [("lstsd_wo_long", {"short"}), ("lstsd_wo_short", {"long"})])

@@ -39,13 +39,12 @@ def load_cifar(cfg, name: str) -> Splits:
     folder_name, train_files, test_files, label_key, classes, mean, std, tv_class = CIFAR[name]
     root = Path(cfg.root).expanduser()
     folder = root / folder_name
-    missing = [f for f in train_files + test_files if not (folder / f).is_file()]
-    if missing and cfg.download:
+    complete = lambda: all((folder / f).is_file() for f in train_files + test_files)  # noqa: E731
+    if not complete() and cfg.download:
         import torchvision
 
         getattr(torchvision.datasets, tv_class)(str(root), download=True)
-        missing = [f for f in train_files + test_files if not (folder / f).is_file()]
-    if missing:
+    if not complete():
         raise ConfigError(
             f"dataset.root: {name} not found: expected the python-pickle folder {folder.resolve()} with "
             f"{', '.join(train_files + test_files)}; set dataset.root=<folder containing {folder_name}> "
