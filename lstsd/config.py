@@ -118,15 +118,14 @@ class AdamConfig(OptimConfig):
 
 
 # --------------------------------------------------------------------------- learning-rate schedule
-SCHEDULES = ("constant", "step", "cosine", "cyclic_cosine")
+SCHEDULES = ("constant", "step", "cosine")
 
 
 @dataclass
 class ScheduleConfig:
     name: str = MISSING
-    milestones: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])  # fractions of training
+    milestones: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])  # fractions of training (of a cycle)
     gamma: float = 0.1
-    cycles: int = 1  # cyclic_cosine: number of equal cycles (restarts at the base lr)
     lr_min: float = 0.0
 
     def __post_init__(self) -> None:
@@ -134,7 +133,6 @@ class ScheduleConfig:
         require(all(0 < m < 1 for m in self.milestones), "schedule.milestones", "fractions in (0, 1)",
                 list(self.milestones))
         require(0 < self.gamma <= 1, "schedule.gamma", "a number in (0, 1]", self.gamma)
-        require(self.cycles >= 1, "schedule.cycles", "an integer >= 1", self.cycles)
         require(self.lr_min >= 0, "schedule.lr_min", "a number >= 0", self.lr_min)
 
 
@@ -170,6 +168,9 @@ class MethodConfig:
 
         require_choice("method.name", self.name, tuple(METHODS))
 
+    def check(self, cfg: "Config") -> None:
+        """Checks that need the rest of the run's configuration (e.g. trainer.epochs); override as needed."""
+
 
 @dataclass
 class Config:
@@ -182,6 +183,9 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = 0
     name: str = "default"  # experiment name: output folders and grouping
+
+    def __post_init__(self) -> None:
+        self.method.check(self)
 
 
 def register_configs() -> None:

@@ -199,4 +199,4 @@ class Trainer:
         for key in h[-1]:  # extra evaluators (EMA teacher, ensembles): final accuracy of each
             if key.endswith("_acc") and key not in ("train_acc", "test_acc", "val_acc"):
                 out[f"{key}_final"] = h[-1][key]
-        return out | self.method.summary()
+        return out | self.method.summary(h)

@@ -9,6 +9,10 @@ by the number of classes too),
 multiplied by T_t^2 when ``t2_scale`` (keeps gradient magnitudes independent of T, Hinton et al.). The teacher is
 given either as logits or, with ``teacher_is_probs``, as the already tempered distribution softmax(t / T_t).
 ``student_temperature`` defaults to the teacher's; Snapshot Distillation's asymmetric term sets it to 1.
+
+``consistency_loss`` is the target term of Mean Teacher and Temporal Ensembling: this KD term (``kl``), or the
+squared difference of the probability vectors averaged over batch and classes (``mse``: Laine & Aila's
+1/(C|B|) sum ||p_s - p_t||^2, Tarvainen & Valpola's softmax MSE).
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 KD_DIRECTIONS = ("forward", "reverse")
+CONSISTENCY_LOSSES = ("kl", "mse")
 _TINY = torch.finfo(torch.float32).tiny
 
 
@@ -50,3 +55,13 @@ def kd_loss(
 def teacher_probs(logits: Tensor, temperature: float) -> Tensor:
     """softmax(logits / T): what a bank stores when it keeps probabilities instead of logits."""
     return F.softmax(logits.detach().float() / temperature, dim=-1)
+
+
+def consistency_loss(student_logits: Tensor, teacher: Tensor, kind: str = "kl", temperature: float = 1.0,
+                     teacher_is_probs: bool = False) -> Tensor:
+    if kind == "kl":
+        return kd_loss(student_logits, teacher, temperature, teacher_is_probs=teacher_is_probs)
+    if kind != "mse":
+        raise ValueError(f"kind must be one of {CONSISTENCY_LOSSES}, got {kind!r}")
+    p_t = teacher.detach().float() if teacher_is_probs else teacher_probs(teacher, temperature)
+    return F.mse_loss(F.softmax(student_logits.float() / temperature, dim=-1), p_t)

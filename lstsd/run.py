@@ -55,5 +55,5 @@ def run(cfg: DictConfig, run_dir: Optional[str | Path] = None) -> dict:
     optimizer = instantiate(cfg.optim, _convert_="all")(model.parameters())
     steps = len(data.train)
     method = build_method(conf.method, RunContext(model, data.info, device, conf.trainer.epochs, steps))
-    scheduler = build_schedule(conf.schedule, optimizer, conf.trainer.epochs * steps)
+    scheduler = build_schedule(conf.schedule, optimizer, steps, conf.trainer.epochs, method.lr_cycles)
     return Trainer(conf, model, method, data, optimizer, scheduler, run_dir).fit()

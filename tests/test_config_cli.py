@@ -35,6 +35,18 @@ def test_design_keys():
     (["method=lstsd", "method.temperature=0"], "method.temperature=0.0 is invalid: allowed a number > 0"),
     (["method=lstsd", "method.kl_direction=sideways"], "method.kl_direction='sideways' is invalid: allowed one of forward, reverse"),
     (["trainer.device=tpu"], "trainer.device='tpu' is invalid"),
+    (["method=sd", "trainer.epochs=3"], "method.minigens=4 is invalid: allowed an integer in [1, trainer.epochs=3]"),
+    (["method=snapshot_ensembles", "method.minigen_lengths=[10,10]"],
+     "method.minigen_lengths=[10, 10] is invalid: allowed lengths summing to trainer.epochs=30"),
+    (["method=sd", "method.minigen_lengths=[30,0]"], "method.minigen_lengths=[30, 0] is invalid"),
+    (["method=sd", "method.lambda_teacher=-1"], "method.lambda_teacher=-1.0 is invalid: allowed a number >= 0"),
+    (["method=sd", "method.lambda_ce=-0.5"], "method.lambda_ce=-0.5 is invalid"),
+    (["method=mean_teacher", "method.decay=1.0"], "method.decay=1.0 is invalid: allowed a number in (0, 1)"),
+    (["method=mean_teacher", "method.decay=0"], "method.decay=0.0 is invalid: allowed a number in (0, 1)"),
+    (["method=mean_teacher", "method.weight=-2"], "method.weight=-2.0 is invalid: allowed a number >= 0"),
+    (["method=mean_teacher", "method.loss=l1"], "method.loss='l1' is invalid: allowed one of kl, mse"),
+    (["method=temporal_ensembling", "method.alpha=1.5"], "method.alpha=1.5 is invalid: allowed a number in (0, 1)"),
+    (["method=temporal_ensembling", "method.rampup_epochs=-1"], "method.rampup_epochs=-1 is invalid"),
 ])
 def test_range_errors_name_the_key(overrides, message):
     with pytest.raises(ConfigError) as e:
@@ -43,7 +55,8 @@ def test_range_errors_name_the_key(overrides, message):
 
 
 @pytest.mark.parametrize("args,fragment", [
-    (["method=nonexistent"], "method=nonexistent is invalid: allowed one of lstsd, lstsd_single, lstsd_wo_long, lstsd_wo_short, vanilla"),
+    (["method=nonexistent"], "method=nonexistent is invalid: allowed one of lstsd, lstsd_single, lstsd_wo_long, lstsd_wo_short, mean_teacher, "
+     "sd, sd_t3, snapshot_ensembles, temporal_ensembling, vanilla"),
     (["experiment=nope"], "experiment=nope is invalid: allowed one of demo"),
     (["method=lstsd", "method.temperature=0"], "method.temperature=0.0 is invalid"),
     (["trainer.epochs=abc"], "trainer.epochs"),
@@ -51,6 +64,9 @@ def test_range_errors_name_the_key(overrides, message):
     (["dataset.batch_size=0"], "dataset.batch_size=0 is invalid"),
     (["optim.lr=-0.1"], "optim.lr=-0.1 is invalid"),
     (["trainer.nonsense=1"], "nonsense"),
+    (["method=sd", "trainer.epochs=2"], "method.minigens=4 is invalid: allowed an integer in [1, trainer.epochs=2]"),
+    (["method=mean_teacher", "method.decay=1.5"], "method.decay=1.5 is invalid: allowed a number in (0, 1)"),
+    (["method=temporal_ensembling", "method.weight=-1"], "method.weight=-1.0 is invalid: allowed a number >= 0"),
     (["model=resnet20", "model.depth=21"], "model.depth=21 is invalid for cifar_resnet: expected 6n+2"),
     (["model=timm", "model.name=no_such_net"], "model.name='no_such_net' is invalid: not a timm model"),
     (["dataset=cifar10", "dataset.root=/does/not/exist"], "expected the python-pickle folder /does/not/exist/cifar-10-batches-py"),
@@ -90,11 +106,38 @@ def test_paper_experiments_sweep_the_paper_axes():
 
     cfg, p = params("lstsd_table1")
     assert (cfg.dataset.name, cfg.trainer.epochs, cfg.dataset.batch_size, cfg.optim.weight_decay) == ("cifar100", 164, 128, 1e-4)
-    assert p == {"model": "resnet20,resnet32,resnet56,resnet110", "method": "vanilla,lstsd", "seed": "0,1,2"}
+    assert p == {"model": "resnet20,resnet32,resnet56,resnet110", "seed": "0,1,2",
+                 "method": "vanilla,mean_teacher,snapshot_ensembles,temporal_ensembling,sd,lstsd"}
     cfg, p = params("lstsd_table1_densenet")
     assert (cfg.model.name, cfg.trainer.epochs, cfg.dataset.batch_size) == ("densenet100", 300, 64)
+    assert p["method"] == "vanilla,mean_teacher,snapshot_ensembles,temporal_ensembling,sd,lstsd"
+    cfg, p = params("sd_table3")
+    assert (cfg.dataset.name, cfg.trainer.epochs, cfg.schedule.name, cfg.optim.nesterov) == ("cifar100", 164, "cosine", True)
+    assert p == {"model": "resnet20,resnet32,resnet56,resnet110", "method": "vanilla,snapshot_ensembles,sd,sd_t3",
+                 "seed": "0,1,2"}
+    cfg, p = params("sd_table3_densenet")
+    assert (cfg.model.name, cfg.trainer.epochs, cfg.dataset.batch_size, p["model"]) == ("densenet100", 300, 64, "densenet100")
     assert params("lstsd_table3")[1]["method"] == "lstsd,lstsd_wo_long,lstsd_wo_short,lstsd_single"
     p = params("lstsd_fig2")[1]
     assert p["method"] == "lstsd" and p["method.minigen_epochs"] == "1,2,3,4,5,6,8,10,20,40"
     cfg, p = params("lstsd_grid")
     assert p["method"] == "lstsd" and "4.0" in p["method.lambda_short"].split(",") and cfg.dataset.val_fraction == 0.1
+
+
+@pytest.mark.parametrize("experiment,method,schedule,lengths", [
+    ("lstsd_table1", "vanilla", "step", None), ("lstsd_table1", "lstsd", "step", None),
+    ("lstsd_table1", "mean_teacher", "step", None), ("lstsd_table1", "temporal_ensembling", "step", None),
+    ("lstsd_table1", "sd", "cosine", [41] * 4), ("lstsd_table1", "snapshot_ensembles", "cosine", [41] * 4),
+    ("lstsd_table1_densenet", "sd", "cosine", [75] * 4), ("sd_table3", "vanilla", "cosine", None),
+    ("sd_table3", "sd_t3", "cosine", [41] * 4), ("sd_table3_densenet", "snapshot_ensembles", "cosine", [75] * 4),
+])
+def test_each_job_of_the_paper_sweeps_gets_its_papers_settings(experiment, method, schedule, lengths):
+    conf = validate(compose_cfg(f"experiment={experiment}", f"method={method}"))
+    assert conf.schedule.name == schedule
+    if lengths:
+        assert conf.method.lengths(conf.trainer.epochs) == lengths and conf.method.restart_lr
+        assert conf.method.temperature == (3.0 if method == "sd_t3" else 2.0) if method.startswith("sd") else True
+    if method == "mean_teacher":
+        assert conf.method.decay == 0.999
+    if method == "temporal_ensembling":
+        assert conf.method.alpha == 0.6

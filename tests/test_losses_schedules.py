@@ -60,11 +60,11 @@ def test_kd_gradient_is_ps_minus_pt_over_T():
     assert torch.allclose(s.grad, expected, atol=1e-6)
 
 
-def lrs(name, total, **kw):
+def lrs(name, total, cycles=None, steps_per_epoch=1, **kw):
     opt = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1)
     cfg = SimpleNamespace(name=name, milestones=kw.get("milestones", [0.25, 0.5, 0.75]), gamma=0.1,
-                          cycles=kw.get("cycles", 1), lr_min=0.0)
-    sched, out = build_schedule(cfg, opt, total), []
+                          lr_min=kw.get("lr_min", 0.0))
+    sched, out = build_schedule(cfg, opt, steps_per_epoch, total // steps_per_epoch, cycles), []
     for t in range(total):
         sched.step_update(t)
         out.append(opt.param_groups[0]["lr"])
@@ -78,12 +78,31 @@ def test_step_schedule_divides_by_10_at_25_50_75_percent():
         assert out[t] == pytest.approx(lr), t
 
 
-def test_cosine_and_cyclic_cosine_values():
+def test_cosine_values():
     out = lrs("cosine", 8)
     assert out == pytest.approx([0.05 * (1 + math.cos(math.pi * t / 8)) for t in range(8)])
-    out = lrs("cyclic_cosine", 12, cycles=3)  # restarts at 0.1 at t = 4 and 8
+    out = lrs("cosine", 8, lr_min=0.01)
+    assert out == pytest.approx([0.01 + 0.045 * (1 + math.cos(math.pi * t / 8)) for t in range(8)])
+
+
+def test_cosine_restarted_per_minigeneration_equal_cycles():
+    # SE / SD Eq. 5: 3 mini-generations of 2 epochs x 2 steps; restarts at 0.1 at t = 4 and 8
+    out = lrs("cosine", 12, cycles=[2, 2, 2], steps_per_epoch=2)
     assert out == pytest.approx([0.05 * (1 + math.cos(math.pi * (t % 4) / 4)) for t in range(12)])
-    assert out[3] == pytest.approx(0.05 * (1 + math.cos(3 * math.pi / 4))) and out[4] == pytest.approx(0.1)
+    assert out[3] == pytest.approx(0.05 * (1 + math.cos(3 * math.pi / 4)))  # last update of cycle 1
+    assert out[4] == pytest.approx(0.1) and out[8] == pytest.approx(0.1)  # first update of cycles 2 and 3
+    assert out[5] == pytest.approx(0.05 * (1 + math.cos(math.pi / 4)))
+
+
+def test_restarts_with_unequal_cycles_and_step_schedule():
+    # cycles of 1, 3 epochs (x 10 steps): cosine over 10 then over 30 updates
+    out = lrs("cosine", 40, cycles=[1, 3], steps_per_epoch=10)
+    assert out[:10] == pytest.approx([0.05 * (1 + math.cos(math.pi * t / 10)) for t in range(10)])
+    assert out[10:] == pytest.approx([0.05 * (1 + math.cos(math.pi * t / 30)) for t in range(30)])
+    assert out[9] == pytest.approx(0.05 * (1 + math.cos(0.9 * math.pi))) and out[10] == pytest.approx(0.1)
+    # a step schedule restarted per cycle: milestones are fractions of each cycle
+    out = lrs("step", 24, cycles=[2, 4], steps_per_epoch=4, milestones=[0.5])
+    assert out == pytest.approx([0.1] * 4 + [0.01] * 4 + [0.1] * 8 + [0.01] * 8)
 
 
 def test_constant_schedule():

@@ -3,11 +3,13 @@
 The trainer calls, per epoch, ``on_epoch_start``; per step ``training_step`` (forward and loss), backward and
 the optimiser step, then ``after_step`` (bank writes, EMA updates, all without gradients); ``on_epoch_end``
 (snapshots); evaluates the student and every model of ``evaluators()``; and checkpoints ``state_dict()``.
+A method whose mini-generations restart the learning rate sets ``lr_cycles`` (their lengths in epochs).
 """
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +36,7 @@ def frozen_copy(model: nn.Module) -> nn.Module:
 
 class Method:
     name = "base"
+    lr_cycles: Optional[list[int]] = None  # epochs per learning-rate cycle; None: one schedule over the run
 
     def __init__(self, cfg, ctx: RunContext):
         self.cfg, self.ctx, self.model = cfg, ctx, ctx.model
@@ -63,8 +66,8 @@ class Method:
         """Extra models evaluated every epoch beside the student (EMA teachers, ensembles)."""
         return {}
 
-    def summary(self) -> dict:
-        """Extra entries for results.json."""
+    def summary(self, history: list[dict]) -> dict:
+        """Extra entries for results.json, given the metrics rows of every epoch."""
         return {}
 
     def state_dict(self) -> dict:

@@ -118,7 +118,7 @@ class LSTSD(Method):
         if "long" in self.banks and self.record_long:
             self.banks["long"].write(batch.index, rows)
 
-    def summary(self) -> dict:
+    def summary(self, history: list[dict]) -> dict:
         return {"bank_bytes": sum(b.nbytes for b in self.banks.values())}
 
     def state_dict(self) -> dict:
@@ -149,7 +149,7 @@ class LSTSDSingle(LSTSD):
             if self.weights[kind] > 0:
                 self.snapshots[kind] = frozen_copy(self.model)
 
-    def summary(self) -> dict:
+    def summary(self, history: list[dict]) -> dict:
         return {"bank_bytes": 0}
 
     def state_dict(self) -> dict:

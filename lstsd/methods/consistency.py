@@ -1,0 +1,178 @@
+"""Mean Teacher (Tarvainen & Valpola, NeurIPS 2017) and Temporal Ensembling (Laine & Aila, ICLR 2017), the
+LSTSD paper's one-generation baselines. Both add a consistency term to the cross-entropy,
+
+    L = CE(f(x), y) + w(e) * C(f(x), target),    w(e) = weight * exp(-5 (1 - e / R)^2) for epoch e < R, else weight
+
+(the sigmoid-shaped ramp-up of both papers, R = ``rampup_epochs``; R = 0 switches it off), with C the KL term
+of :func:`lstsd.losses.kd_loss` or the softmax MSE (``loss``), both at ``temperature``.
+
+``mean_teacher``: the target is the prediction of a teacher whose weights are an exponential moving average of
+the student's, theta' <- a * theta' + (1 - a) * theta after every update (LSTSD paper Section "Baselines"; MT
+Eq. 1), a = min(1 - 1/(s + 1), decay) at update s = 1, 2, ... (``decay_warmup``, the MT code; false: a = decay
+from the first update). timm's ModelEmaV3 keeps the average (of the batch-norm statistics too). The teacher runs
+in eval mode, without gradients, on the same augmented batch; it is evaluated each epoch as ``ema``.
+
+``temporal_ensembling``: each sample's training-pass prediction z_i = softmax(f(x_i) / T) is kept in a
+per-sample bank through the epoch; at the epoch's end Z <- a Z + (1 - a) z (a = ``alpha``, 0.6), and the next
+epochs' target is the bias-corrected z_hat = Z / (1 - a^t) after t such updates (Laine & Aila, Algorithm 2).
+There is no target in the first epoch, so w = 0 there.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from timm.utils import ModelEmaV3
+from torch import Tensor, nn
+
+from lstsd.banks import BANK_DTYPES, SampleBank
+from lstsd.config import MethodConfig, require, require_choice
+from lstsd.losses import CONSISTENCY_LOSSES, consistency_loss, teacher_probs
+from lstsd.methods import register_method
+from lstsd.methods.base import Method
+
+
+def sigmoid_rampup(epoch: float, length: int) -> float:
+    """exp(-5 (1 - t)^2) with t = epoch / length clipped to [0, 1]; 1 when length is 0."""
+    if length <= 0:
+        return 1.0
+    t = min(max(epoch / length, 0.0), 1.0)
+    return math.exp(-5.0 * (1.0 - t) ** 2)
+
+
+@dataclass
+class ConsistencyConfig(MethodConfig):
+    weight: float = 1.0  # lambda: the consistency weight after ramp-up
+    loss: str = "kl"  # kl: T^2 KL(target || student), or mse of the probability vectors
+    temperature: float = 1.0
+    rampup_epochs: int = 5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.weight >= 0, "method.weight", "a number >= 0", self.weight)
+        require_choice("method.loss", self.loss, CONSISTENCY_LOSSES)
+        require(self.temperature > 0, "method.temperature", "a number > 0", self.temperature)
+        require(self.rampup_epochs >= 0, "method.rampup_epochs", "an integer >= 0", self.rampup_epochs)
+
+
+@dataclass
+class MeanTeacherConfig(ConsistencyConfig):
+    decay: float = 0.999  # alpha of the EMA (the LSTSD paper, as MT suggests)
+    decay_warmup: bool = True  # min(1 - 1/(s+1), decay), as the MT code; false: decay from the first update
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(0.0 < self.decay < 1.0, "method.decay", "a number in (0, 1)", self.decay)
+
+
+@dataclass
+class TemporalEnsemblingConfig(ConsistencyConfig):
+    alpha: float = 0.6  # ensemble momentum (Laine & Aila; the LSTSD paper)
+    loss: str = "mse"
+    weight: float = 30.0  # w_max of Laine & Aila (CIFAR-10), all labels used
+    rampup_epochs: int = 80
+    bank_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(0.0 < self.alpha < 1.0, "method.alpha", "a number in (0, 1)", self.alpha)
+        require_choice("method.bank_dtype", self.bank_dtype, tuple(BANK_DTYPES))
+
+
+class Consistency(Method):
+    """CE + w(e) * C(f(x), target(batch)); subclasses give the target."""
+
+    def on_epoch_start(self, epoch: int) -> None:
+        super().on_epoch_start(epoch)
+        self.w = self.cfg.weight * sigmoid_rampup(epoch, self.cfg.rampup_epochs)
+
+    def target(self, batch) -> tuple[Tensor, bool] | None:
+        """(logits or probabilities, whether probabilities), or None when there is no target yet."""
+        raise NotImplementedError
+
+    def loss(self, batch, logits: Tensor) -> tuple[Tensor, dict]:
+        ce = F.cross_entropy(logits, batch.y)
+        target = self.target(batch)
+        if target is None:
+            return ce, {"ce": ce}
+        cons = consistency_loss(logits, target[0], self.cfg.loss, self.cfg.temperature, teacher_is_probs=target[1])
+        return ce + self.w * cons, {"ce": ce, "consistency": cons}
+
+
+@register_method("mean_teacher", MeanTeacherConfig)
+class MeanTeacher(Consistency):
+    def __init__(self, cfg: MeanTeacherConfig, ctx):
+        super().__init__(cfg, ctx)
+        # warmup_gamma = warmup_power = 1 makes timm's warm-up decay 1 - 1/step, capped at `decay`
+        self.ema = ModelEmaV3(self.model, decay=cfg.decay, use_warmup=cfg.decay_warmup, warmup_gamma=1.0,
+                              warmup_power=1.0)
+        self.ema.module.requires_grad_(False)
+        self.updates = 0
+
+    @property
+    def decay(self) -> float:
+        """The decay the next update uses: min(1 - 1/(s + 1), decay) for update s = updates + 1."""
+        return self.ema.get_decay(self.updates + 2)  # timm's step s' = step - 1 and decay 1 - 1/(1 + s')
+
+    def target(self, batch):
+        with torch.no_grad():
+            return self.ema.module(batch.x), False
+
+    @torch.no_grad()
+    def after_step(self, batch, logits: Tensor) -> None:
+        self.ema.update(self.model, step=self.updates + 2)
+        self.updates += 1
+
+    def evaluators(self) -> dict[str, nn.Module]:
+        return {"ema": self.ema.module}
+
+    def state_dict(self) -> dict:
+        return {"ema": self.ema.module.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.ema.module.load_state_dict(state["ema"])
+        self.updates = state["updates"]
+
+
+@register_method("temporal_ensembling", TemporalEnsemblingConfig)
+class TemporalEnsembling(Consistency):
+    def __init__(self, cfg: TemporalEnsemblingConfig, ctx):
+        super().__init__(cfg, ctx)
+        n, c = ctx.info.num_train, ctx.info.num_classes
+        self.current = SampleBank(n, c, cfg.bank_dtype, ctx.device)  # z: this epoch's predictions
+        self.accumulated = SampleBank(n, c, cfg.bank_dtype, ctx.device)  # Z
+        self.updates = 0  # t: epochs accumulated into Z
+
+    def on_epoch_start(self, epoch: int) -> None:
+        super().on_epoch_start(epoch)
+        if self.updates == 0:
+            self.w = 0.0
+
+    def target(self, batch):
+        if self.updates == 0:
+            return None
+        return self.accumulated.read(batch.index) / (1.0 - self.cfg.alpha ** self.updates), True
+
+    @torch.no_grad()
+    def after_step(self, batch, logits: Tensor) -> None:
+        self.current.write(batch.index, teacher_probs(logits, self.cfg.temperature))
+
+    @torch.no_grad()
+    def on_epoch_end(self, epoch: int) -> None:
+        z, acc = self.current.values, self.accumulated.values
+        acc.copy_((self.cfg.alpha * acc.float() + (1.0 - self.cfg.alpha) * z.float()).to(acc.dtype))
+        self.updates += 1
+
+    def summary(self, history: list[dict]) -> dict:
+        return {"bank_bytes": self.current.nbytes + self.accumulated.nbytes}
+
+    def state_dict(self) -> dict:
+        return {"current": self.current.state_dict(), "accumulated": self.accumulated.state_dict(),
+                "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.current.load_state_dict(state["current"])
+        self.accumulated.load_state_dict(state["accumulated"])
+        self.updates = state["updates"]
