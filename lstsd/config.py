@@ -70,6 +70,7 @@ class ModelConfig:
     arch: str = MISSING  # key of lstsd.models.MODELS
     name: str = MISSING  # display name; for arch=timm the timm model name
     depth: Optional[int] = None
+    width: Optional[int] = None  # widening factor / base width where an architecture has one (WRN, ResNeXt)
     growth_rate: Optional[int] = None
     compression: float = 0.5
     dropout: float = 0.0

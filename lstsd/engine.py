@@ -182,6 +182,8 @@ class Trainer:
             "method_name": cfg.method.name,
             "model": cfg.model.name,
             "dataset": cfg.dataset.name,
+            "num_classes": self.data.info.num_classes,
+            "input_shape": list(self.data.info.input_shape),
             "seed": cfg.seed,
             "epochs": self.epochs,
             "test_acc_final": h[-1]["test_acc"],

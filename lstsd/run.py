@@ -8,7 +8,7 @@ from typing import Optional
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lstsd.config import ConfigError, validate
 from lstsd.data import build_data
@@ -33,27 +33,37 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def output_dir() -> Path:
+def hydra_job():
     from hydra.core.hydra_config import HydraConfig
 
-    return Path(HydraConfig.get().runtime.output_dir)
+    return HydraConfig.get() if HydraConfig.initialized() else None
 
 
-def run(cfg: DictConfig, run_dir: Optional[str | Path] = None) -> dict:
+def run(cfg: DictConfig, run_dir: Optional[str | Path] = None, overrides: Optional[list[str]] = None) -> dict:
     """Validate ``cfg``, build data, model, method, optimiser and schedule, train; return results.json's dict.
 
-    ``run_dir`` defaults to Hydra's output directory. Raises :class:`ConfigError` for bad input, before any
-    training.
+    ``run_dir`` and ``overrides`` (the command line ``cfg`` was composed with; a teacher trained on the fly
+    starts from it) default to Hydra's output directory and task overrides. Raises :class:`ConfigError` for
+    bad input, before any training.
     """
     conf = validate(cfg)
-    run_dir = Path(run_dir) if run_dir is not None else output_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    job = hydra_job()
+    if run_dir is None:
+        run_dir = job.runtime.output_dir
+    if overrides is None:
+        overrides = list(job.overrides.task) if job is not None else []
+    run_dir = Path(run_dir)
+    saved = run_dir / ".hydra" / "config.yaml"  # Hydra writes it; a run through the API writes it here
+    if not saved.exists():
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, saved)
     device = resolve_device(conf.trainer.device)
     seed_everything(conf.seed)
     data = build_data(conf.dataset, conf.seed, device)
     model = build_model(conf.model, data.info.num_classes, data.info.in_channels).to(device)
     optimizer = instantiate(cfg.optim, _convert_="all")(model.parameters())
     steps = len(data.train)
-    method = build_method(conf.method, RunContext(model, data.info, device, conf.trainer.epochs, steps))
+    method = build_method(conf.method, RunContext(model, data.info, device, conf.trainer.epochs, steps,
+                                                    data.train, conf.seed, tuple(overrides)))
     scheduler = build_schedule(conf.schedule, optimizer, steps, conf.trainer.epochs, method.lr_cycles)
     return Trainer(conf, model, method, data, optimizer, scheduler, run_dir).fit()

@@ -12,7 +12,8 @@ GROUPS = ["dataset", "model", "method", "schedule", "optim", "trainer", "logger"
 
 @pytest.mark.parametrize("group,option", [(g, p.stem) for g in GROUPS for p in sorted((Path(CONFIG_DIR) / g).glob("*.yaml"))])
 def test_every_option_composes_and_validates(group, option):
-    cfg = compose_cfg(f"{group}={option}")
+    needs = {"kd": ["method.teacher_run=runs/teacher"]}  # no default teacher
+    cfg = compose_cfg(f"{group}={option}", *needs.get(option, []))
     conf = validate(cfg)
     if group == "method":
         assert conf.method.label == option  # results name each method config by its file
@@ -55,8 +56,8 @@ def test_range_errors_name_the_key(overrides, message):
 
 
 @pytest.mark.parametrize("args,fragment", [
-    (["method=nonexistent"], "method=nonexistent is invalid: allowed one of lstsd, lstsd_single, lstsd_wo_long, lstsd_wo_short, mean_teacher, "
-     "sd, sd_t3, snapshot_ensembles, temporal_ensembling, vanilla"),
+    (["method=nonexistent"], "method=nonexistent is invalid: allowed one of dlb, kd, label_smoothing, lstsd, lstsd_single, lstsd_wo_long, "
+     "lstsd_wo_short, mean_teacher, sd, sd_t3, snapshot_ensembles, temporal_ensembling, tfkd_reg, tfkd_self, vanilla"),
     (["experiment=nope"], "experiment=nope is invalid: allowed one of demo"),
     (["method=lstsd", "method.temperature=0"], "method.temperature=0.0 is invalid"),
     (["trainer.epochs=abc"], "trainer.epochs"),

@@ -37,7 +37,8 @@ def test_same_seed_same_numbers(tiny_cfg, tmp_path):
                                     ["method=lstsd_single", "method.minigen_epochs=1"],
                                     ["method=sd", "method.minigens=2"], ["method=snapshot_ensembles"],
                                     ["method=mean_teacher", "method.rampup_epochs=0"],
-                                    ["method=temporal_ensembling", "method.rampup_epochs=1"]])
+                                    ["method=temporal_ensembling", "method.rampup_epochs=1"],
+                                    ["method=dlb"], ["method=tfkd_reg"]])
 def test_resume_after_a_crash_gives_the_same_results(tiny_cfg, tmp_path, monkeypatch, method):
     overrides = (*method, "trainer.epochs=4", "model.dropout=0.3")  # dropout: the global RNG must resume too
     full = run(tiny_cfg(*overrides), tmp_path / "full")

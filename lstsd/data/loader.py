@@ -45,8 +45,10 @@ def carve_validation(splits: Splits, fraction: float, split_seed: int) -> Splits
     return Splits(sets, splits.num_classes, splits.mean, splits.std, splits.scale, splits.augment)
 
 
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
+def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
+    """A generator determined by (seed, epoch); other ``stream`` values give independent ones."""
+    state = np.random.SeedSequence([seed, epoch, stream] if stream else [seed, epoch]).generate_state(
+        1, dtype=np.uint64)[0]
     return torch.Generator().manual_seed(int(state))
 
 
@@ -92,11 +94,14 @@ class MemoryLoader:
             return torch.randperm(self.num_samples, generator=generator)
         return torch.arange(self.num_samples)
 
+    def get(self, index: Tensor, generator: torch.Generator) -> Batch:
+        """The samples ``index`` (on the device), augmented with ``generator`` when training, normalised."""
+        x = self.x[index]
+        if self.augment:
+            x = pad_crop_flip(x, generator)
+        return Batch((x.float() - self.mean) / self.std, self.y[index], index)
+
     def epoch(self, epoch: int) -> Iterator[Batch]:
         g = epoch_generator(self.seed, epoch)
         for index in self.order(g).split(self.batch_size):
-            index = index.to(self.y.device)
-            x = self.x[index]
-            if self.augment:
-                x = pad_crop_flip(x, g)
-            yield Batch((x.float() - self.mean) / self.std, self.y[index], index)
+            yield self.get(index.to(self.y.device), g)

@@ -26,6 +26,9 @@ class RunContext:
     device: torch.device
     epochs: int
     steps_per_epoch: int
+    train: Optional[object] = None  # the training loader (``get(index, generator)`` re-reads samples)
+    seed: int = 0
+    overrides: tuple = ()  # the run's command-line overrides (teachers trained on the fly start from them)
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:

@@ -1,0 +1,79 @@
+"""Self-Distillation from Last Mini-Batch (DLB; Shen et al., CVPR 2022).
+
+Each step t forwards, in one pass, the new mini-batch B_t together with the samples of the previous step's new
+mini-batch B_{t-1} again, re-read from the training set with a fresh augmentation. Cross-entropy is averaged
+over both halves; on the repeated half the logits z_prev that B_{t-1} received in step t-1 (train mode, before
+that step's update, detached) are the soft targets:
+
+    L = CE(f([B_t, B_{t-1}]), y) + alpha * T^2 * KL( softmax(z_prev / T) || softmax(f(B_{t-1}) / T) )
+
+(the KL averaged over the repeated half; T = 3, alpha = 1). Only the last batch's indices and logits are kept,
+not a per-sample bank. The first step of training has no repeated half; the previous batch carries across an
+epoch boundary (the first step of an epoch repeats the last, possibly partial, batch of the one before), so
+every sample is trained on once as new and once, in the step after, as repeated. The repeated half's
+augmentation is drawn from a generator of its own seeded by (seed, epoch), and the last batch is part of the
+checkpoint, so a resumed run repeats the same samples with the same augmentation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lstsd.config import MethodConfig, require
+from lstsd.data.loader import epoch_generator
+from lstsd.losses import kd_loss
+from lstsd.methods import register_method
+from lstsd.methods.base import Method
+
+REPEAT_STREAM = 1  # epoch_generator stream of the repeated half's augmentation
+
+
+@dataclass
+class DLBConfig(MethodConfig):
+    alpha: float = 1.0
+    temperature: float = 3.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.alpha >= 0, "method.alpha", "a number >= 0", self.alpha)
+        require(self.temperature > 0, "method.temperature", "a number > 0", self.temperature)
+
+
+@register_method("dlb", DLBConfig)
+class DLB(Method):
+    def __init__(self, cfg: DLBConfig, ctx):
+        super().__init__(cfg, ctx)
+        self.last: Optional[tuple[Tensor, Tensor]] = None  # (indices, logits) of the previous step's new half
+        self.generator: Optional[torch.Generator] = None
+
+    def on_epoch_start(self, epoch: int) -> None:
+        super().on_epoch_start(epoch)
+        self.generator = epoch_generator(self.ctx.seed, epoch, REPEAT_STREAM)
+
+    def training_step(self, batch) -> tuple[Tensor, Tensor, dict]:
+        if self.last is None:
+            logits = self.model(batch.x)
+            ce = F.cross_entropy(logits, batch.y)
+            return ce, logits, {"ce": ce}
+        index, z_prev = self.last
+        rep = self.ctx.train.get(index, self.generator)
+        n = len(batch.y)
+        out = self.model(torch.cat([batch.x, rep.x]))
+        logits, logits_rep = out[:n], out[n:]
+        ce = F.cross_entropy(out, torch.cat([batch.y, rep.y]))
+        kd = kd_loss(logits_rep, z_prev, self.cfg.temperature)
+        return ce + self.cfg.alpha * kd, logits, {"ce": ce, "kd": kd}
+
+    @torch.no_grad()
+    def after_step(self, batch, logits: Tensor) -> None:
+        self.last = (batch.index, logits.detach())
+
+    def state_dict(self) -> dict:
+        return {"last": self.last}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.last = state["last"]

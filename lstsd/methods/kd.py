@@ -1,0 +1,136 @@
+"""Teacher-based and teacher-free distillation baselines.
+
+``kd`` (Hinton et al. 2015): a teacher trained by an earlier run of this framework,
+
+    L = (1 - alpha) * CE(f(x), y) + alpha * T^2 * KL( softmax(t/T) || softmax(f(x)/T) )
+
+with the one KD term of :mod:`lstsd.losses`. The teacher is either ``teacher_run`` (a finished run's directory:
+its architecture is read from that run's config) or trained first from ``teacher`` (overrides of the student's
+own command line, with method=vanilla; trained once into ``teacher_cache`` and reused by every job that asks
+for the same teacher). It runs in eval mode, without gradients, on the student's augmented batch.
+
+``tfkd_self`` (Yuan et al., CVPR 2020, Tf-KD_self) is ``kd`` whose teacher is a pre-trained model of the
+student's own architecture: the same loss; its config trains that teacher with no further overrides.
+
+``label_smoothing`` (Szegedy et al. 2016): CE against (1 - eps) * one-hot + eps / K (torch's
+``label_smoothing``).
+
+``tfkd_reg`` (Tf-KD_reg): a virtual teacher p^d with probability a on the correct class and (1 - a)/(K - 1) on
+each other, softened as softmax(p^d / tau), the student untempered (the official code; ``student_temperature``
+sets another), and the term scaled by ``multiplier``:
+
+    L = (1 - alpha) * CE + alpha * multiplier * KL( softmax(p^d / tau) || softmax(f(x) / T_s) )
+
+The KL is averaged over the batch only; the official code's ``nn.KLDivLoss()`` also averages over the K classes,
+so its multiplier of 100 on CIFAR-100 corresponds to ``multiplier=1`` here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lstsd.config import MethodConfig, require
+from lstsd.losses import kd_loss
+from lstsd.methods import register_method
+from lstsd.methods.base import Method
+from lstsd.teachers import load_teacher, teacher_overrides, train_teacher
+
+
+@dataclass
+class KDConfig(MethodConfig):
+    teacher_run: Optional[str] = None  # directory of a finished run
+    teacher: Optional[list[str]] = None  # or: overrides of a teacher run to train first (cached)
+    teacher_cache: str = "outputs/teachers"  # relative to the working directory
+    alpha: float = 0.9
+    temperature: float = 4.0
+    t2_scale: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require((self.teacher_run is None) != (self.teacher is None), "method.teacher_run",
+                "a run directory, or null with method.teacher a list of overrides (exactly one of the two)",
+                self.teacher_run)
+        require(0.0 <= self.alpha <= 1.0, "method.alpha", "a number in [0, 1]", self.alpha)
+        require(self.temperature > 0, "method.temperature", "a number > 0", self.temperature)
+
+
+@register_method("kd", KDConfig)
+class KD(Method):
+    def __init__(self, cfg: KDConfig, ctx):
+        super().__init__(cfg, ctx)
+        if cfg.teacher_run is not None:
+            run_dir, key = cfg.teacher_run, "method.teacher_run"
+        else:
+            run_dir = train_teacher(teacher_overrides(list(ctx.overrides), list(cfg.teacher)), cfg.teacher_cache)
+            key = "method.teacher"
+        self.teacher = load_teacher(run_dir, key, ctx.info.num_classes, ctx.device)
+        self.teacher_dir = str(run_dir)
+
+    def loss(self, batch, logits: Tensor) -> tuple[Tensor, dict]:
+        ce = F.cross_entropy(logits, batch.y)
+        with torch.no_grad():
+            t = self.teacher(batch.x)
+        kd = kd_loss(logits, t, self.cfg.temperature, "forward", self.cfg.t2_scale)
+        return (1 - self.cfg.alpha) * ce + self.cfg.alpha * kd, {"ce": ce, "kd": kd}
+
+    def evaluators(self):
+        return {"teacher": self.teacher} if self.epoch == 0 else {}
+
+    def summary(self, history: list[dict]) -> dict:
+        first = history[0] if history else {}
+        return {"teacher_dir": self.teacher_dir, "teacher_test_acc": first.get("teacher_test_acc")}
+
+
+@dataclass
+class LabelSmoothingConfig(MethodConfig):
+    epsilon: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(0.0 <= self.epsilon < 1.0, "method.epsilon", "a number in [0, 1)", self.epsilon)
+
+
+@register_method("label_smoothing", LabelSmoothingConfig)
+class LabelSmoothing(Method):
+    def loss(self, batch, logits: Tensor) -> tuple[Tensor, dict]:
+        ce = F.cross_entropy(logits, batch.y, label_smoothing=self.cfg.epsilon)
+        return ce, {"ce": ce}
+
+
+@dataclass
+class TfKDRegConfig(MethodConfig):
+    alpha: float = 0.1
+    temperature: float = 20.0  # tau, softens the virtual teacher
+    correct_prob: float = 0.99  # a
+    multiplier: float = 1.0
+    student_temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(0.0 <= self.alpha <= 1.0, "method.alpha", "a number in [0, 1]", self.alpha)
+        require(self.temperature > 0, "method.temperature", "a number > 0", self.temperature)
+        require(self.student_temperature > 0, "method.student_temperature", "a number > 0",
+                self.student_temperature)
+        require(0.0 < self.correct_prob < 1.0, "method.correct_prob", "a number in (0, 1)", self.correct_prob)
+        require(self.multiplier >= 0, "method.multiplier", "a number >= 0", self.multiplier)
+
+
+@register_method("tfkd_reg", TfKDRegConfig)
+class TfKDReg(Method):
+    def virtual_teacher(self, y: Tensor, num_classes: int) -> Tensor:
+        """p^d: a on the label, (1 - a)/(K - 1) elsewhere."""
+        a = self.cfg.correct_prob
+        p = torch.full((len(y), num_classes), (1 - a) / (num_classes - 1), device=y.device)
+        return p.scatter_(1, y[:, None], a)
+
+    def loss(self, batch, logits: Tensor) -> tuple[Tensor, dict]:
+        cfg = self.cfg
+        ce = F.cross_entropy(logits, batch.y)
+        # p^d is softened as if it were logits: softmax(p^d / tau), as the official code does
+        reg = kd_loss(logits, self.virtual_teacher(batch.y, logits.shape[1]), cfg.temperature, "forward",
+                      t2_scale=False, student_temperature=cfg.student_temperature)
+        return (1 - cfg.alpha) * ce + cfg.alpha * cfg.multiplier * reg, {"ce": ce, "reg": reg}

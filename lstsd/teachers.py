@@ -1,0 +1,88 @@
+"""Teachers are runs of this framework: loaded from a finished run's directory, or trained once and cached.
+
+* :func:`load_teacher`: the final model of a finished run (``results.json``, ``.hydra/config.yaml`` and
+  ``last.pt``), its architecture read from that run's config, checked against the student's number of classes;
+  returned frozen (eval mode, no gradients).
+* :func:`train_teacher`: the run composed from ``conf/config.yaml`` and a list of overrides, trained into
+  ``<cache>/<hash of the overrides>/`` unless a finished run is already there. Concurrent jobs of a sweep wait
+  on a file lock for the one that trains it, so a sweep trains each teacher once. The caller's random
+  generators are left as they were, so a student's run does not depend on whether its teacher was cached.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from lstsd.config import ConfigError, ModelConfig, require
+
+log = logging.getLogger(__name__)
+
+
+def load_teacher(run_dir: str | Path, key: str, num_classes: int, device) -> nn.Module:
+    from lstsd.methods.base import frozen_copy
+    from lstsd.models import build_model
+
+    d = Path(run_dir).expanduser()
+    files = [d / "results.json", d / ".hydra" / "config.yaml", d / "last.pt"]
+    missing = [str(f.relative_to(d)) for f in files if not f.exists()]
+    require(not missing, key, f"the directory of a finished lstsd run (missing: {', '.join(missing)})", str(d))
+    res = json.loads(files[0].read_text())
+    require(res.get("num_classes") == num_classes, key,
+            f"a run with {num_classes} classes like this dataset (it has {res.get('num_classes')})", str(d))
+    saved = OmegaConf.load(files[1])
+    model_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), saved.model))
+    model = build_model(model_cfg, num_classes, res["input_shape"][0])
+    state = torch.load(files[2], map_location="cpu", weights_only=False)["model"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ConfigError(f"{key}={str(d)!r} is invalid: its last.pt does not fit its config ({e})") from None
+    return frozen_copy(model.to(device))
+
+
+def compose_config(overrides: list[str]):
+    """conf/config.yaml with ``overrides``, inside or outside a running Hydra application."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lstsd.cli import CONFIG_DIR
+
+    if GlobalHydra.instance().is_initialized():
+        return compose("config", overrides=overrides)
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def teacher_overrides(student_overrides: list[str], teacher: list[str]) -> list[str]:
+    """The student's command line without its method and Hydra settings, then method=vanilla and ``teacher``."""
+    keep = [o for o in student_overrides if not o.lstrip("+~").split("=")[0].split(".")[0] in ("method", "hydra")]
+    return keep + ["method=vanilla", *teacher]
+
+
+def train_teacher(overrides: list[str], cache: str | Path) -> Path:
+    from lstsd.run import run
+
+    key = hashlib.sha256("\n".join(overrides).encode()).hexdigest()[:16]
+    d = Path(cache).expanduser() / key
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (d / "results.json").exists():
+            cfg = compose_config(overrides)
+            (d / "overrides.txt").write_text("\n".join(overrides) + "\n")
+            log.warning(f"training the teacher {' '.join(overrides)} into {d}")
+            states = random.getstate(), np.random.get_state()
+            with torch.random.fork_rng(devices=[]):
+                run(cfg, d, overrides)
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+    return d

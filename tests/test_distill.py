@@ -1,0 +1,209 @@
+"""KD with a teacher run, label smoothing, Tf-KD (self and reg) and DLB, pinned against hand-computed values."""
+import json
+import math
+from collections import Counter
+
+import pytest
+import torch
+
+from conftest import TINY, compose_cfg, read_metrics, run_cli
+from lstsd.config import ConfigError, validate
+from lstsd.data.loader import Batch
+from lstsd.methods.dlb import DLB
+from lstsd.run import run
+
+
+def log_softmax(row):
+    m = math.log(sum(math.exp(v) for v in row))
+    return [v - m for v in row]
+
+
+def softmax(row):
+    return [math.exp(v) for v in log_softmax(row)]
+
+
+def kl(p, log_q):
+    return sum(pi * (math.log(pi) - lq) for pi, lq in zip(p, log_q))
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("teacher")
+    run(compose_cfg(*TINY), d, overrides=list(TINY))
+    return d
+
+
+def build(*overrides, run_dir):
+    """The method object of a run (trained for 0 epochs: the method is built, nothing trained)."""
+    from lstsd import engine
+
+    captured = {}
+    orig = engine.Trainer.fit
+
+    def fit(self):
+        captured["method"] = self.method
+        return {}
+
+    engine.Trainer.fit = fit
+    try:
+        run(compose_cfg(*TINY, *overrides), run_dir, overrides=[*TINY, *overrides])
+    finally:
+        engine.Trainer.fit = orig
+    return captured["method"]
+
+
+S = [[1.0, 0.0, -1.0, 0.5], [0.2, 0.1, 0.0, -0.3]]
+TL = [[0.0, 2.0, 0.0, 1.0], [1.0, -1.0, 3.0, 0.0]]
+Y = [0, 2]
+
+
+def test_kd_loss_with_a_teacher_run(teacher_dir, tmp_path):
+    kd = build("method=kd", f"method.teacher_run={teacher_dir}", "method.alpha=0.7", "method.temperature=2",
+               run_dir=tmp_path)
+    assert not kd.teacher.training and not any(p.requires_grad for p in kd.teacher.parameters())
+    kd.teacher = lambda x: torch.tensor(TL)
+    loss, terms = kd.loss(Batch(None, torch.tensor(Y), torch.tensor([0, 1])), torch.tensor(S))
+    ce = -(log_softmax(S[0])[0] + log_softmax(S[1])[2]) / 2
+    k = 4 * sum(kl(softmax([t / 2 for t in TL[i]]), log_softmax([s / 2 for s in S[i]])) for i in range(2)) / 2
+    assert terms["kd"].item() == pytest.approx(k, rel=1e-5)
+    assert loss.item() == pytest.approx(0.3 * ce + 0.7 * k, rel=1e-5)
+
+
+def test_kd_run_reports_its_teacher(teacher_dir, tmp_path):
+    res = run(compose_cfg(*TINY, "method=kd", f"method.teacher_run={teacher_dir}"), tmp_path)
+    teacher = json.loads((teacher_dir / "results.json").read_text())
+    assert res["teacher_test_acc"] == teacher["test_acc_final"]  # the loaded weights are the teacher's
+    assert "loss_kd" in read_metrics(tmp_path)[0]
+
+
+def test_bad_teacher_runs_are_config_errors(teacher_dir, tmp_path):
+    with pytest.raises(ConfigError, match=r"method.teacher_run='/does/not/exist' is invalid: allowed the "
+                                          r"directory of a finished lstsd run \(missing: results.json"):
+        build("method=kd", "method.teacher_run=/does/not/exist", run_dir=tmp_path)
+    with pytest.raises(ConfigError, match="allowed a run with 7 classes like this dataset \\(it has 4\\)"):
+        build("method=kd", f"method.teacher_run={teacher_dir}", "dataset.num_classes=7", run_dir=tmp_path)
+    with pytest.raises(ConfigError, match="exactly one of the two"):
+        validate(compose_cfg("method=kd"))
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["method=kd", "method.teacher_run=/nope"], "method.teacher_run='/nope' is invalid"),
+    (["method=kd", "method.teacher_run=/nope", "method.alpha=1.5"], "method.alpha=1.5 is invalid: allowed a number in [0, 1]"),
+    (["method=kd", "method.teacher_run=/nope", "method.temperature=0"], "method.temperature=0.0 is invalid: allowed a number > 0"),
+    (["method=dlb", "method.temperature=-1"], "method.temperature=-1.0 is invalid: allowed a number > 0"),
+    (["method=tfkd_reg", "method.alpha=-0.1"], "method.alpha=-0.1 is invalid: allowed a number in [0, 1]"),
+    (["method=label_smoothing", "method.epsilon=1"], "method.epsilon=1.0 is invalid: allowed a number in [0, 1)"),
+])
+def test_cli_bad_distillation_input(tmp_path, args, fragment):
+    r = run_cli(*args, "trainer.epochs=1", f"hydra.run.dir={tmp_path}")
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and fragment in lines[0], r.stderr
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_teacher_trained_once_and_students_independent_of_the_cache(tmp_path):
+    cache = tmp_path / "cache"
+    args = ("method=tfkd_self", f"method.teacher_cache={cache}")
+    a = run(compose_cfg(*TINY, *args), tmp_path / "a", overrides=[*TINY, *args])  # trains the teacher
+    (teacher,) = cache.iterdir()
+    stamp = (teacher / "results.json").stat().st_mtime_ns
+    b = run(compose_cfg(*TINY, *args), tmp_path / "b", overrides=[*TINY, *args])  # finds it
+    assert (teacher / "results.json").stat().st_mtime_ns == stamp and len(list(cache.iterdir())) == 1
+    assert read_metrics(tmp_path / "a") == read_metrics(tmp_path / "b")
+    assert a["teacher_dir"] == b["teacher_dir"] == str(teacher)
+    overrides = (teacher / "overrides.txt").read_text().split()
+    assert overrides[-1] == "method=vanilla" and "model=digits_cnn" in overrides  # the student's own architecture
+    vanilla = run(compose_cfg(*TINY), tmp_path / "v")  # the teacher is exactly the vanilla run of the student
+    assert json.loads((teacher / "results.json").read_text())["test_acc_final"] == vanilla["test_acc_final"]
+
+
+def test_label_smoothing_loss():
+    from lstsd.methods.kd import LabelSmoothing
+
+    m = LabelSmoothing.__new__(LabelSmoothing)
+    m.cfg = type("C", (), {"epsilon": 0.1})
+    loss, _ = m.loss(Batch(None, torch.tensor(Y), None), torch.tensor(S))
+    q = lambda y: [0.9 + 0.025 if k == y else 0.025 for k in range(4)]  # noqa: E731
+    expected = -sum(sum(qk * lp for qk, lp in zip(q(Y[i]), log_softmax(S[i]))) for i in range(2)) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_tfkd_reg_loss(tmp_path):
+    m = build("method=tfkd_reg", "method.alpha=0.4", "method.temperature=5", "method.correct_prob=0.9",
+              "method.multiplier=3", run_dir=tmp_path)
+    pd = m.virtual_teacher(torch.tensor(Y), 4)
+    assert pd.tolist()[0] == pytest.approx([0.9, 0.1 / 3, 0.1 / 3, 0.1 / 3])
+    loss, terms = m.loss(Batch(None, torch.tensor(Y), None), torch.tensor(S))
+    ce = -(log_softmax(S[0])[0] + log_softmax(S[1])[2]) / 2
+    reg = sum(kl(softmax([p / 5 for p in pd.tolist()[i]]), log_softmax(S[i])) for i in range(2)) / 2
+    assert terms["reg"].item() == pytest.approx(reg, rel=1e-5)
+    assert loss.item() == pytest.approx(0.6 * ce + 0.4 * 3 * reg, rel=1e-5)
+
+
+# --------------------------------------------------------------------------- DLB
+def test_dlb_batch_composition(tmp_path, monkeypatch):
+    steps = []  # (epoch, new indices, repeated indices, kd target, logits of the new half)
+    orig_step, orig_get = DLB.training_step, None
+    from lstsd.data.loader import MemoryLoader
+
+    orig_get = MemoryLoader.get
+    fetched = []
+
+    def get(self, index, generator):
+        fetched.append(index.clone())
+        return orig_get(self, index, generator)
+
+    def training_step(self, batch):
+        fetched.clear()
+        target = None if self.last is None else self.last[1].clone()
+        loss, logits, terms = orig_step(self, batch)
+        rep = fetched[-1] if self.last is not None else None
+        steps.append((self.epoch, batch.index.tolist(), None if rep is None else rep.tolist(), target,
+                      logits.detach().clone(), "kd" in terms))
+        return loss, logits, terms
+
+    monkeypatch.setattr(MemoryLoader, "get", get)
+    monkeypatch.setattr(DLB, "training_step", training_step)
+    run(compose_cfg(*TINY, "method=dlb"), tmp_path)  # 40 samples, batches of 16, 16, 8; 3 epochs
+    assert len(steps) == 9 and [len(s[1]) for s in steps] == [16, 16, 8] * 3
+    assert steps[0][2] is None and not steps[0][5]  # the first step of training: no repeated half, no KD
+    for prev, cur in zip(steps, steps[1:]):
+        assert cur[2] == prev[1]  # the repeated half is the previous step's new half (across epochs too)
+        assert torch.equal(cur[3], prev[4]) and cur[5]  # its KD target: the previous step's logits
+    # the first step of epochs 2 and 3 repeats the previous epoch's partial last batch of 8
+    assert [len(s[2]) for s in steps[1:]] == [16, 16, 8, 16, 16, 8, 16, 16]
+    for e in range(3):
+        new = Counter(i for s in steps if s[0] == e for i in s[1])
+        assert new == Counter(range(40))  # every sample once as new per epoch
+        repeated = Counter(i for s in steps[1:] if s[2] and steps[steps.index(s) - 1][0] == e for i in s[2])
+        assert repeated == (Counter(range(40)) if e < 2 else Counter(range(40)) - Counter(steps[-1][1]))
+
+
+def test_dlb_loss():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+
+    class Train:  # the training set: sample i is the vector (i, 1, -i)
+        def get(self, index, generator):
+            x = torch.stack([index.float(), torch.ones(len(index)), -index.float()], 1)
+            return Batch(x, index % 2, index)
+
+    from lstsd.methods.base import RunContext
+
+    m = DLB(type("C", (), {"alpha": 0.5, "temperature": 3.0}),
+            RunContext(model, None, torch.device("cpu"), 1, 1, Train(), 0))
+    m.on_epoch_start(0)
+    new = Train().get(torch.tensor([4, 5]), None)
+    z_prev = torch.tensor([[1.0, -1.0], [0.0, 2.0]])
+    m.last = (torch.tensor([0, 1]), z_prev)
+    loss, logits, terms = m.training_step(new)
+    rep = Train().get(torch.tensor([0, 1]), None)
+    with torch.no_grad():
+        out_new, out_rep = model(new.x).tolist(), model(rep.x).tolist()
+    ys = [0, 1, 0, 1]
+    ce = -sum(log_softmax(o)[y] for o, y in zip(out_new + out_rep, ys)) / 4  # mean over both halves
+    kd = 9 * sum(kl(softmax([v / 3 for v in z_prev[i].tolist()]), log_softmax([v / 3 for v in out_rep[i]]))
+                 for i in range(2)) / 2
+    assert terms["ce"].item() == pytest.approx(ce, rel=1e-5) and terms["kd"].item() == pytest.approx(kd, rel=1e-5)
+    assert loss.item() == pytest.approx(ce + 0.5 * kd, rel=1e-5)
+    assert logits.shape == (2, 2) and torch.allclose(logits, torch.tensor(out_new))  # the new half's logits
