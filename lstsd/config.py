@@ -64,6 +64,24 @@ class SyntheticConfig(DatasetConfig):
                 list(self.shape))
 
 
+@dataclass
+class SynMNISTConfig(DatasetConfig):
+    num_classes: int = 10  # K: set it to the target dataset's number of classes
+    num_train: int = 60000  # spread evenly over the classes (Algorithm 1's E_k)
+    num_test: int = 10000
+    size: int = 28
+    data_seed: int = 0
+    augment: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.num_classes >= 2, "dataset.num_classes", "an integer >= 2", self.num_classes)
+        require(self.num_train >= self.num_classes, "dataset.num_train", "an integer >= dataset.num_classes",
+                self.num_train)
+        require(self.num_test >= 1, "dataset.num_test", "an integer >= 1", self.num_test)
+        require(self.size >= 4, "dataset.size", "an integer >= 4", self.size)
+
+
 # --------------------------------------------------------------------------- model
 @dataclass
 class ModelConfig:
@@ -71,6 +89,7 @@ class ModelConfig:
     name: str = MISSING  # display name; for arch=timm the timm model name
     depth: Optional[int] = None
     width: Optional[int] = None  # widening factor / base width where an architecture has one (WRN, ResNeXt)
+    cardinality: Optional[int] = None  # groups of a ResNeXt block
     growth_rate: Optional[int] = None
     compression: float = 0.5
     dropout: float = 0.0
@@ -195,7 +214,8 @@ def register_configs() -> None:
 
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
-    for name, node in {"digits": DatasetConfig, "cifar": DatasetConfig, "synthetic": SyntheticConfig}.items():
+    for name, node in {"digits": DatasetConfig, "cifar": DatasetConfig, "synthetic": SyntheticConfig,
+                       "synmnist": SynMNISTConfig}.items():
         cs.store(group="dataset", name=f"base_{name}", node=node)
     cs.store(group="model", name="base_model", node=ModelConfig)
     cs.store(group="optim", name="base_sgd", node=SGDConfig)

@@ -64,6 +64,6 @@ def run(cfg: DictConfig, run_dir: Optional[str | Path] = None, overrides: Option
     optimizer = instantiate(cfg.optim, _convert_="all")(model.parameters())
     steps = len(data.train)
     method = build_method(conf.method, RunContext(model, data.info, device, conf.trainer.epochs, steps,
-                                                    data.train, conf.seed, tuple(overrides)))
+                                                    data.train, conf.seed, tuple(overrides), conf))
     scheduler = build_schedule(conf.schedule, optimizer, steps, conf.trainer.epochs, method.lr_cycles)
     return Trainer(conf, model, method, data, optimizer, scheduler, run_dir).fit()

@@ -38,8 +38,7 @@ def load_teacher(run_dir: str | Path, key: str, num_classes: int, device) -> nn.
     res = json.loads(files[0].read_text())
     require(res.get("num_classes") == num_classes, key,
             f"a run with {num_classes} classes like this dataset (it has {res.get('num_classes')})", str(d))
-    saved = OmegaConf.load(files[1])
-    model_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), saved.model))
+    model_cfg = load_section(d, "model", ModelConfig)
     model = build_model(model_cfg, num_classes, res["input_shape"][0])
     state = torch.load(files[2], map_location="cpu", weights_only=False)["model"]
     try:
@@ -47,6 +46,12 @@ def load_teacher(run_dir: str | Path, key: str, num_classes: int, device) -> nn.
     except RuntimeError as e:
         raise ConfigError(f"{key}={str(d)!r} is invalid: its last.pt does not fit its config ({e})") from None
     return frozen_copy(model.to(device))
+
+
+def load_section(run_dir: Path, section: str, schema):
+    """One section of a run's saved config as its schema's object (e.g. the model, the dataset)."""
+    saved = OmegaConf.load(Path(run_dir) / ".hydra" / "config.yaml")
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), saved[section]))
 
 
 def compose_config(overrides: list[str]):

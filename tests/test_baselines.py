@@ -146,13 +146,16 @@ def test_reported_ensemble_accuracy_is_that_of_the_snapshots_mean(tiny_cfg, tmp_
     test = build_data(cfg.dataset, cfg.seed, torch.device("cpu")).evals["test"]
     scale = 2.0 if method == "sd" else 1.0  # T = 2 for the second snapshot of SD
     correct = total = 0
+    nll = 0.0
     with torch.no_grad():
         for b in test.epoch(0):
             p = (snaps[0](b.x).softmax(-1) + (scale * snaps[1](b.x)).softmax(-1)) / 2
             correct += (p.argmax(1) == b.y).sum().item()
+            nll -= p[torch.arange(len(b.y)), b.y].log().sum().item()
             total += len(b.y)
     assert res["ensemble_test_acc_final"] == pytest.approx(100.0 * correct / total)
     rows = read_metrics(tmp_path)
+    assert rows[-1]["ensemble_test_loss"] == pytest.approx(nll / total, rel=1e-5)  # the mixture's NLL
     assert "ensemble_test_acc" not in rows[0] and "ensemble_test_acc" in rows[3]  # only when a cycle ends
 
 
@@ -161,7 +164,7 @@ def test_mean_teacher_ema_arithmetic():
     model = nn.Linear(1, 1, bias=False)
     with torch.no_grad():
         model.weight.fill_(1.0)
-    mt = make_method("method=mean_teacher", "method.decay=0.6", model=model)
+    mt = make_method("method=mean_teacher", "method.decay=0.6", "method.decay_warmup=true", model=model)
     teacher = mt.ema.module
     assert teacher.weight.item() == 1.0 and teacher.training is False
     expected = 1.0
@@ -175,12 +178,11 @@ def test_mean_teacher_ema_arithmetic():
         assert teacher.weight.item() == pytest.approx(expected, rel=1e-6), s
     assert expected == pytest.approx(0.6 * (0.6 * 2.0 + 0.4 * 5.0) + 0.4 * -1.0)  # 1.52
 
-    const = make_method("method=mean_teacher", "method.decay=0.6", "method.decay_warmup=false",
-                        model=nn.Linear(1, 1, bias=False))
+    const = make_method("method=mean_teacher", "method.decay=0.6", model=nn.Linear(1, 1, bias=False))
     with torch.no_grad():
         const.ema.module.weight.fill_(1.0)
         const.model.weight.fill_(3.0)
-    const.after_step(None, None)  # decay 0.6 from the first update
+    const.after_step(None, None)  # the default: decay 0.6 from the first update (the paper's formula)
     assert const.ema.module.weight.item() == pytest.approx(0.6 * 1.0 + 0.4 * 3.0)
 
 
@@ -206,10 +208,28 @@ def test_mean_teacher_loss_and_rampup():
 
 
 def test_mean_teacher_reports_the_ema_teacher(tiny_cfg, tmp_path):
+    from lstsd.data import build_data
+    from lstsd.engine import evaluate
+    from lstsd.models import build_model
+
     res = run(tiny_cfg("method=mean_teacher"), tmp_path)
     rows = read_metrics(tmp_path)
-    assert "ema_test_acc" in rows[0] and res["ema_test_acc_final"] == rows[-1]["ema_test_acc"]
-    assert "loss_consistency" in rows[0]
+    assert "ema_test_acc" in rows[0] and "loss_consistency" in rows[0]
+    conf = validate(tiny_cfg())
+    data = build_data(conf.dataset, conf.seed, torch.device("cpu"))
+    teacher = build_model(conf.model, data.info.num_classes, data.info.in_channels)
+    teacher.load_state_dict(torch.load(tmp_path / "last.pt", weights_only=False)["method"]["ema"])
+    loss, acc = evaluate(teacher, data.evals["test"])  # the checkpointed EMA weights, evaluated afresh
+    assert res["ema_test_acc_final"] == pytest.approx(acc) and rows[-1]["ema_test_loss"] == pytest.approx(loss)
+    assert res["ema_test_acc_final"] != res["test_acc_final"] or rows[-1]["ema_test_loss"] != rows[-1]["test_loss"]
+
+
+def test_resuming_with_other_minigenerations_is_refused(tiny_cfg, tmp_path):
+    from lstsd.engine import TrainingError
+
+    run(tiny_cfg("method=snapshot_ensembles", "trainer.epochs=4", "method.minigens=2"), tmp_path)
+    with pytest.raises(TrainingError, match="mini-generations end at epochs \\[2, 4\\], this run's at \\[1, 2, 3, 4\\]"):
+        run(tiny_cfg("method=snapshot_ensembles", "trainer.epochs=4", "method.minigens=4"), tmp_path)
 
 
 # --------------------------------------------------------------------------- Temporal Ensembling

@@ -56,8 +56,10 @@ def test_range_errors_name_the_key(overrides, message):
 
 
 @pytest.mark.parametrize("args,fragment", [
-    (["method=nonexistent"], "method=nonexistent is invalid: allowed one of dlb, kd, label_smoothing, lstsd, lstsd_single, lstsd_wo_long, "
-     "lstsd_wo_short, mean_teacher, sd, sd_t3, snapshot_ensembles, temporal_ensembling, tfkd_reg, tfkd_self, vanilla"),
+    (["method=nonexistent"], "method=nonexistent is invalid: allowed one of dlb, kd, kd_densenet121, kd_lenetw, "
+     "kd_resnet18, kd_resnet50, kd_resnext29, label_smoothing, lstsd, lstsd_single, lstsd_wo_long, lstsd_wo_short, "
+     "lwkd, lwkd_c10, lwkd_digits, lwkd_wo_adv, lwkd_wo_kl, lwkd_wo_syn, mean_teacher, sd, sd_t3, "
+     "snapshot_ensembles, temporal_ensembling, tfkd_reg, tfkd_self, vanilla"),
     (["experiment=nope"], "experiment=nope is invalid: allowed one of demo"),
     (["method=lstsd", "method.temperature=0"], "method.temperature=0.0 is invalid"),
     (["trainer.epochs=abc"], "trainer.epochs"),

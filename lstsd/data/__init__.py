@@ -67,4 +67,4 @@ def tensors(x, y) -> tuple:
     return torch.as_tensor(x), torch.as_tensor(y, dtype=torch.int64)
 
 
-from lstsd.data import cifar, digits, synthetic  # noqa: E402,F401  (registration)
+from lstsd.data import cifar, digits, synmnist, synthetic  # noqa: E402,F401  (registration)

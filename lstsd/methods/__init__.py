@@ -22,4 +22,4 @@ def build_method(cfg, ctx):
     return METHODS[cfg.name][0](cfg, ctx)
 
 
-from lstsd.methods import consistency, dlb, kd, lstsd, snapshots, vanilla  # noqa: E402,F401  (registration)
+from lstsd.methods import consistency, dlb, kd, lstsd, lwkd, snapshots, vanilla  # noqa: E402,F401  (registration)

@@ -29,6 +29,7 @@ class RunContext:
     train: Optional[object] = None  # the training loader (``get(index, generator)`` re-reads samples)
     seed: int = 0
     overrides: tuple = ()  # the run's command-line overrides (teachers trained on the fly start from them)
+    config: Optional[object] = None  # the run's validated Config
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:

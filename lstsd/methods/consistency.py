@@ -7,9 +7,9 @@ LSTSD paper's one-generation baselines. Both add a consistency term to the cross
 of :func:`lstsd.losses.kd_loss` or the softmax MSE (``loss``), both at ``temperature``.
 
 ``mean_teacher``: the target is the prediction of a teacher whose weights are an exponential moving average of
-the student's, theta' <- a * theta' + (1 - a) * theta after every update (LSTSD paper Section "Baselines"; MT
-Eq. 1), a = min(1 - 1/(s + 1), decay) at update s = 1, 2, ... (``decay_warmup``, the MT code; false: a = decay
-from the first update). timm's ModelEmaV3 keeps the average (of the batch-norm statistics too). The teacher runs
+the student's, theta' <- a * theta' + (1 - a) * theta after every update with a = ``decay`` (the formula the
+LSTSD paper prints in its Section "Baselines"; MT Eq. 1), or a = min(1 - 1/(s + 1), decay) at update
+s = 1, 2, ... with ``decay_warmup`` (the MT code's warm-up). timm's ModelEmaV3 keeps the average (of the batch-norm statistics too). The teacher runs
 in eval mode, without gradients, on the same augmented batch; it is evaluated each epoch as ``ema``.
 
 ``temporal_ensembling``: each sample's training-pass prediction z_i = softmax(f(x_i) / T) is kept in a
@@ -60,7 +60,7 @@ class ConsistencyConfig(MethodConfig):
 @dataclass
 class MeanTeacherConfig(ConsistencyConfig):
     decay: float = 0.999  # alpha of the EMA (the LSTSD paper, as MT suggests)
-    decay_warmup: bool = True  # min(1 - 1/(s+1), decay), as the MT code; false: decay from the first update
+    decay_warmup: bool = False  # true: min(1 - 1/(s+1), decay), the MT code's warm-up
 
     def __post_init__(self) -> None:
         super().__post_init__()

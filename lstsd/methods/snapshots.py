@@ -12,7 +12,9 @@ k > 1 every iteration is supervised by the frozen M_{k-1} (in the first, lambda^
 
     L = lambda^S * CE(f(x), y) + lambda^T * KL( softmax(t / T) || softmax(f(x)) )
 
-with asymmetric distillation (Section 3.3.3: the teacher's logits divided by T, the student's not),
+(Eq. 3 is printed with one leading minus over both terms, as if the KL term were also a log-likelihood; the
+KL is a divergence to minimise, so it enters with a plus sign) with asymmetric distillation (Section 3.3.3:
+the teacher's logits divided by T, the student's not),
 lambda^S = 1 + 1/T and lambda^T = 1 (Section 4.1). Its ensemble multiplies the logits of M_k by T^(k-1) before
 the softmax (Table 3's caption). results.json lists the accuracy at the end of each mini-generation
 (``minigen_test_acc``: the accuracy of every snapshot), the best epoch, and the ensemble's accuracy.
@@ -132,9 +134,12 @@ class SnapshotEnsembles(Method):
         return out
 
     def state_dict(self) -> dict:
-        return {"snapshots": [m.state_dict() for m in self.snapshots]}
+        return {"snapshots": [m.state_dict() for m in self.snapshots], "ends": self.ends}
 
     def load_state_dict(self, state: dict) -> None:
+        if state["ends"] != self.ends:
+            raise ValueError(f"the checkpoint's mini-generations end at epochs {state['ends']}, this run's at "
+                             f"{self.ends}")
         self.snapshots = []
         for weights in state["snapshots"]:
             self.snapshots.append(frozen_copy(self.model))

@@ -22,4 +22,4 @@ def build_model(cfg, num_classes: int, in_channels: int) -> nn.Module:
     return MODELS[cfg.arch](cfg=cfg, num_classes=num_classes, in_channels=in_channels)
 
 
-from lstsd.models import cifar_resnet, densenet, small, timm_adapter  # noqa: E402,F401  (registration)
+from lstsd.models import cifar_resnet, cifar_zoo, densenet, lenet, small, timm_adapter  # noqa: E402,F401  (registration)

@@ -16,6 +16,15 @@ from lstsd.config import ConfigError
 from lstsd.models import register_model
 
 
+
+def init_weights(model: nn.Module) -> None:
+    """Kaiming-normal (fan-out) convolutions and zero linear biases (He et al. 2015, as the DenseNet code)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.Linear):
+            nn.init.zeros_(m.bias)
+
 class Bottleneck(nn.Module):
     def __init__(self, in_planes: int, growth_rate: int, dropout: float = 0.0):
         super().__init__()
@@ -59,11 +68,7 @@ class DenseNetBC(nn.Module):
         layers += [nn.BatchNorm2d(planes), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         self.features = nn.Sequential(*layers)
         self.fc = nn.Linear(planes, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(self.features(x))

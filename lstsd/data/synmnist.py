@@ -1,0 +1,113 @@
+"""``dataset=synmnist``: SynMNIST, the synthetic digit dataset of LW-KD (Algorithm 1) for a K-class task.
+
+Class k is written with the decimal digits of k, zero-padded to the width of K - 1 ("03" is class 3 of 100):
+each sample concatenates, left to right, one randomly drawn handwritten image of each digit and resizes the
+strip to ``size`` x ``size`` (area interpolation). ``num_train`` and ``num_test`` samples are split evenly over
+the classes (the first ``num % K`` classes get one more), drawn from ``data_seed``.
+
+The digit images come from MNIST when its IDX files are under ``dataset.root`` (``train-images-idx3-ubyte``,
+``train-labels-idx1-ubyte`` and the ``t10k-`` pair for the test split, optionally ``.gz``, directly there or
+in torchvision's ``MNIST/raw/``). Otherwise, offline, from scikit-learn's bundled 8 x 8 digits (1,797 images,
+pixels 0..16 rescaled to 0..255; even-numbered images feed the training split and odd ones the test split):
+far fewer and coarser source images than MNIST's 70,000 at 28 x 28, so the same K gives a less varied
+dataset. The run's log names the source used.
+"""
+from __future__ import annotations
+
+import gzip
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lstsd.data import register_dataset
+from lstsd.data.loader import Splits
+
+log = logging.getLogger(__name__)
+
+MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+               "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (the MNIST format: magic 0x0000 08 <ndim>, big-endian sizes, uint8 data), gzipped or not."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if data[0:2] != b"\x00\x00" or data[2] != 0x08:
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape).copy()
+
+
+def find_mnist(root: Path) -> dict | None:
+    for folder in (root, root / "MNIST" / "raw"):
+        found = {}
+        for split, names in MNIST_FILES.items():
+            paths = [next((folder / (n + ext) for ext in ("", ".gz") if (folder / (n + ext)).exists()), None)
+                     for n in names]
+            if None in paths:
+                break
+            found[split] = paths
+        else:
+            return found
+    return None
+
+
+def digit_sources(root: str) -> tuple[dict, str]:
+    """split -> (uint8 images N x H x W, labels N) of handwritten digits, and the source's name."""
+    files = find_mnist(Path(root).expanduser())
+    if files is not None:
+        return {s: (read_idx(i), read_idx(l)) for s, (i, l) in files.items()}, "mnist"
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)
+    return {"train": (x[0::2], bunch.target[0::2]), "test": (x[1::2], bunch.target[1::2])}, "sklearn_digits"
+
+
+def class_digits(k: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The decimal digits of each class id, zero-padded to the width of num_classes - 1 (N x width)."""
+    width = len(str(num_classes - 1))
+    powers = 10 ** torch.arange(width - 1, -1, -1)
+    return (k[:, None] // powers) % 10
+
+
+def balanced_labels(n: int, num_classes: int) -> torch.Tensor:
+    return torch.arange(n) % num_classes
+
+
+def render(labels: torch.Tensor, num_classes: int, images: np.ndarray, digit_labels: np.ndarray,
+           size: int, generator: torch.Generator, chunk: int = 4096) -> torch.Tensor:
+    """Algorithm 1, lines 2-6, for every label: N x 1 x size x size uint8 images."""
+    images, digit_labels = torch.as_tensor(images), torch.as_tensor(digit_labels)
+    pools = [torch.nonzero(digit_labels == d).flatten() for d in range(10)]
+    digits = class_digits(labels, num_classes)  # N x width
+    picks = torch.empty_like(digits)
+    for d in range(10):  # a random image of digit d at each place that needs one
+        where = digits == d
+        if where.any():
+            picks[where] = pools[d][torch.randint(len(pools[d]), (int(where.sum()),), generator=generator)]
+    out = []
+    for start in range(0, len(labels), chunk):
+        strip = images[picks[start:start + chunk]]  # n x width x h x w
+        n, width, h, w = strip.shape
+        strip = strip.permute(0, 2, 1, 3).reshape(n, 1, h, width * w).float()  # concatenated left to right
+        out.append(F.interpolate(strip, size=(size, size), mode="area").round().clamp(0, 255).to(torch.uint8))
+    return torch.cat(out)
+
+
+@register_dataset("synmnist")
+def make_synmnist(cfg) -> Splits:
+    sources, source = digit_sources(cfg.root)
+    log.info(f"SynMNIST-{cfg.num_classes}: digit images from {source}")
+    g = torch.Generator().manual_seed(cfg.data_seed)
+    sets = {}
+    for split, n in (("train", cfg.num_train), ("test", cfg.num_test)):
+        y = balanced_labels(n, cfg.num_classes)
+        sets[split] = (render(y, cfg.num_classes, *sources[split], cfg.size, g), y)
+    train = sets["train"][0].float() / 255.0
+    return Splits(sets, cfg.num_classes, mean=(float(train.mean()),), std=(float(train.std()),), scale=255.0)

@@ -1,0 +1,164 @@
+"""LW-KD: knowledge distillation from a lightweight teacher trained on synthetic digits (LW-KD Algorithms 1-2).
+
+1. A LeNet-5 teacher is trained on SynMNIST-K (``dataset=synmnist`` with the target's K classes; Algorithm 2
+   line 1), once per (K, seed, teacher settings): it is a cached run of this framework
+   (:func:`lstsd.teachers.train_teacher`), or ``teacher_run`` names one.
+2. Each target training sample is mapped to a fixed synthetic training sample of its class (line 3: the j-th
+   sample of class c, in index order, to the (j mod E_c)-th synthetic sample of class c). The teacher is fixed,
+   so its logits on the mapped samples are computed once and kept in a per-sample bank (no teacher forward
+   during training).
+3. The soft target p_tau^t = softmax(z^t / tau) gets the shift of Eq. 3: the values at the arg-max class m and
+   at the ground-truth class c are swapped.
+4. The student minimises Eq. 8 with Eq. 4, (1 - alpha) CE + alpha KL(p_hat_tau^t || p_tau^s) (times tau^2 with
+   ``t2_scale``, as the KD code LW-KD builds on), + beta E[log(1 - D(p_tau^s))]; the discriminator D, a two-layer
+   MLP on probability vectors (K -> ``disc_hidden`` -> 1, ReLU), maximises Eq. 7,
+   E[log D(p_hat_tau^t)] + E[log(1 - D(p_tau^s))], with its own Adam optimiser (lr 0.1, the paper's), one step
+   after each student step (lines 12-13). The student's optimiser holds only the student's parameters and D's
+   are frozen during the student's backward pass.
+
+Ablations (Table 7): ``lwkd_wo_adv`` (beta = 0), ``lwkd_wo_kl`` (``use_kl=false``: the alpha KL term erased,
+(1 - alpha) CE kept), ``lwkd_wo_syn`` (``teacher_source=target``: a LeNetW trained on the target data itself with
+the student's settings, run forward on each batch in eval mode).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lstsd.banks import SampleBank
+from lstsd.config import MethodConfig, SynMNISTConfig, require, require_choice
+from lstsd.losses import kd_loss
+from lstsd.methods import register_method
+from lstsd.methods.base import Method
+from lstsd.teachers import load_section, load_teacher, teacher_overrides, train_teacher
+
+
+def shift(p: Tensor, y: Tensor) -> Tensor:
+    """Eq. 3: swap each row's largest probability with the probability of its ground-truth class."""
+    m = p.argmax(1, keepdim=True)
+    c = y[:, None]
+    p_c, p_m = p.gather(1, c), p.gather(1, m)
+    return p.scatter(1, m, p_c).scatter(1, c, p_m)
+
+
+@dataclass
+class LWKDConfig(MethodConfig):
+    alpha: float = 0.1
+    beta: float = 0.1
+    temperature: float = 20.0  # tau (CIFAR-100: alpha 0.1, beta 0.1, tau 20; CIFAR-10: 0.5, 0.1, 6)
+    t2_scale: bool = True
+    use_kl: bool = True
+    teacher_source: str = "synmnist"  # or "target": LeNetW trained on the target data (w/o SYN)
+    teacher: list[str] = field(default_factory=lambda: [
+        "model=lenet5", "trainer.epochs=10", "optim.lr=0.1", "optim.weight_decay=5e-4", "schedule=constant",
+        "dataset.batch_size=128"])  # the teacher run's overrides (LW-KD Table 11)
+    teacher_run: Optional[str] = None  # or a finished teacher run
+    teacher_cache: str = "outputs/teachers"
+    disc_hidden: int = 128
+    disc_lr: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(0.0 <= self.alpha <= 1.0, "method.alpha", "a number in [0, 1]", self.alpha)
+        require(self.beta >= 0, "method.beta", "a number >= 0", self.beta)
+        require(self.temperature > 0, "method.temperature", "a number > 0", self.temperature)
+        require_choice("method.teacher_source", self.teacher_source, ("synmnist", "target"))
+        require(self.disc_hidden >= 1, "method.disc_hidden", "an integer >= 1", self.disc_hidden)
+        require(self.disc_lr > 0, "method.disc_lr", "a number > 0", self.disc_lr)
+
+
+@register_method("lwkd", LWKDConfig)
+class LWKD(Method):
+    def __init__(self, cfg: LWKDConfig, ctx):
+        super().__init__(cfg, ctx)
+        k = ctx.info.num_classes
+        key = "method.teacher_run" if cfg.teacher_run else "method.teacher"
+        if cfg.teacher_run:
+            run_dir = cfg.teacher_run
+        elif cfg.teacher_source == "synmnist":
+            run_dir = train_teacher(["dataset=synmnist", f"dataset.num_classes={k}",
+                                     f"dataset.root={ctx.config.dataset.root}", f"seed={ctx.seed}",
+                                     "method=vanilla", *cfg.teacher], cfg.teacher_cache)
+        else:
+            run_dir = train_teacher(teacher_overrides(list(ctx.overrides), list(cfg.teacher)), cfg.teacher_cache)
+        self.teacher_dir = str(run_dir)
+        self.teacher = load_teacher(run_dir, key, k, ctx.device)
+        self.bank = None
+        if cfg.teacher_source == "synmnist":
+            self.bank = self.synthetic_targets(load_section(run_dir, "dataset", SynMNISTConfig))
+        self.disc = nn.Sequential(nn.Linear(k, cfg.disc_hidden), nn.ReLU(), nn.Linear(cfg.disc_hidden, 1))
+        self.disc.to(ctx.device).requires_grad_(False)
+        self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.disc_lr)
+        self.pending: Optional[tuple[Tensor, Tensor]] = None
+
+    @torch.no_grad()
+    def synthetic_targets(self, syn_cfg) -> SampleBank:
+        """Algorithm 2 line 3 and line 8, once: the teacher's logits on each target sample's synthetic twin."""
+        from lstsd.data import build_data
+
+        syn = build_data(syn_cfg, 0, self.ctx.device).train
+        y_syn, y = syn.y, self.ctx.train.y
+        mapped = torch.empty_like(y)
+        for c in range(self.ctx.info.num_classes):
+            targets, pool = torch.nonzero(y == c).flatten(), torch.nonzero(y_syn == c).flatten()
+            if len(targets):
+                mapped[targets] = pool[torch.arange(len(targets), device=y.device) % len(pool)]
+        self.mapped = mapped
+        bank = SampleBank(len(y), self.ctx.info.num_classes, device=self.ctx.device)
+        for index in torch.arange(len(y), device=y.device).split(1024):
+            bank.write(index, self.teacher(syn.get(mapped[index], None).x))
+        return bank
+
+    def teacher_logits(self, batch) -> Tensor:
+        if self.bank is not None:
+            return self.bank.read(batch.index)
+        with torch.no_grad():
+            return self.teacher(batch.x)
+
+    def loss(self, batch, logits: Tensor) -> tuple[Tensor, dict]:
+        cfg, tau = self.cfg, self.cfg.temperature
+        ce = F.cross_entropy(logits, batch.y)
+        p_t = shift(F.softmax(self.teacher_logits(batch).float() / tau, dim=1), batch.y)
+        loss, terms = (1 - cfg.alpha) * ce, {"ce": ce}
+        if cfg.use_kl:
+            terms["kl"] = kd_loss(logits, p_t, tau, "forward", cfg.t2_scale, teacher_is_probs=True)
+            loss = loss + cfg.alpha * terms["kl"]
+        p_s = F.softmax(logits.float() / tau, dim=1)
+        if cfg.beta > 0:
+            terms["adv"] = F.logsigmoid(-self.disc(p_s)).mean()  # E[log(1 - D(p_s))], D frozen here
+            loss = loss + cfg.beta * terms["adv"]
+        self.pending = (p_t.detach(), p_s.detach())
+        return loss, terms
+
+    def after_step(self, batch, logits: Tensor) -> None:
+        """Line 13: one ascent step of the discriminator on Eq. 7 (descent on its negative)."""
+        if self.cfg.beta == 0 or self.pending is None:
+            return
+        p_t, p_s = self.pending
+        with torch.enable_grad():
+            self.disc.requires_grad_(True)
+            d_loss = -(F.logsigmoid(self.disc(p_t)).mean() + F.logsigmoid(-self.disc(p_s)).mean())
+            self.disc_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.disc_opt.step()
+            self.disc.requires_grad_(False)
+
+    def summary(self, history: list[dict]) -> dict:
+        """The teacher's run and its own final test accuracy (on SynMNIST, or on the target for w/o SYN)."""
+        import json
+        from pathlib import Path
+
+        res = json.loads((Path(self.teacher_dir) / "results.json").read_text())
+        return {"teacher_dir": self.teacher_dir, "teacher_test_acc": res["test_acc_final"],
+                "teacher_dataset": res["dataset"]}
+
+    def state_dict(self) -> dict:
+        return {"disc": self.disc.state_dict(), "disc_opt": self.disc_opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.disc.load_state_dict(state["disc"])
+        self.disc_opt.load_state_dict(state["disc_opt"])
