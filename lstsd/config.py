@@ -164,6 +164,7 @@ class TrainerConfig:
     resume: bool = True  # continue from last.pt in the run directory when it exists
     checkpoint: bool = True
     progress: bool = True
+    skip_completed: bool = True  # a run directory with a completed results.json is not trained again
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "trainer.epochs", "an integer >= 1", self.epochs)
@@ -172,10 +173,19 @@ class TrainerConfig:
 
 @dataclass
 class LoggerConfig:
-    name: str = "none"
+    name: str = "none"  # none, or wandb
+    project: str = "lstsd"
+    entity: Optional[str] = None
+    group: Optional[str] = None  # null: the experiment name
+    job_type: Optional[str] = None  # null: the method's label
+    run_name: Optional[str] = None  # null: the run directory's name
+    tags: list[str] = field(default_factory=list)
+    mode: Optional[str] = None  # online, offline, disabled; null: WANDB_MODE or wandb's default
 
     def __post_init__(self) -> None:
-        require_choice("logger.name", self.name, ("none",))
+        require_choice("logger.name", self.name, ("none", "wandb"))
+        require(self.mode in (None, "online", "offline", "disabled"), "logger.mode",
+                "null, online, offline or disabled", self.mode)
 
 
 @dataclass

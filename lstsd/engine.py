@@ -59,8 +59,11 @@ def evaluate(model, loader) -> tuple[float, float]:
 
 
 class Trainer:
-    def __init__(self, cfg, model, method, data, optimizer, scheduler, run_dir: Path):
+    def __init__(self, cfg, model, method, data, optimizer, scheduler, run_dir: Path, logger=None):
+        from lstsd.loggers import NoLogger
+
         self.cfg, self.model, self.method, self.data = cfg, model, method, data
+        self.logger = logger or NoLogger()
         self.optimizer, self.scheduler = optimizer, scheduler
         self.run_dir = Path(run_dir)
         self.epochs = cfg.trainer.epochs
@@ -161,6 +164,7 @@ class Trainer:
             self.history.append(row)
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(row) + "\n")
+            self.logger.log_epoch(row)
             self.start_epoch = epoch + 1
             if self.cfg.trainer.checkpoint:
                 atomic_save(self.state_dict(), ckpt)

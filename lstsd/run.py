@@ -1,6 +1,8 @@
 """``run(cfg) -> results``: the single entry the CLI, the tests, sweeps and benchmarks call."""
 from __future__ import annotations
 
+import json
+import logging
 import random
 from pathlib import Path
 from typing import Optional
@@ -12,11 +14,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from lstsd.config import ConfigError, validate
 from lstsd.data import build_data
-from lstsd.engine import Trainer
+from lstsd.engine import Trainer, write_json
+from lstsd.loggers import build_logger
 from lstsd.methods import build_method
 from lstsd.methods.base import RunContext
 from lstsd.models import build_model
 from lstsd.schedules import build_schedule
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -31,6 +36,15 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def completed(run_dir: Path) -> Optional[dict]:
+    """The results of a finished run in ``run_dir``, or None."""
+    path = Path(run_dir) / "results.json"
+    if not path.exists():
+        return None
+    results = json.loads(path.read_text())
+    return results if results.get("status") == "completed" else None
 
 
 def hydra_job():
@@ -53,6 +67,10 @@ def run(cfg: DictConfig, run_dir: Optional[str | Path] = None, overrides: Option
     if overrides is None:
         overrides = list(job.overrides.task) if job is not None else []
     run_dir = Path(run_dir)
+    done = completed(run_dir)
+    if done is not None and conf.trainer.skip_completed:
+        log.warning(f"{run_dir} already holds a completed run: skipped (trainer.skip_completed=false reruns it)")
+        return done
     saved = run_dir / ".hydra" / "config.yaml"  # Hydra writes it; a run through the API writes it here
     if not saved.exists():
         saved.parent.mkdir(parents=True, exist_ok=True)
@@ -66,4 +84,16 @@ def run(cfg: DictConfig, run_dir: Optional[str | Path] = None, overrides: Option
     method = build_method(conf.method, RunContext(model, data.info, device, conf.trainer.epochs, steps,
                                                     data.train, conf.seed, tuple(overrides), conf))
     scheduler = build_schedule(conf.schedule, optimizer, steps, conf.trainer.epochs, method.lr_cycles)
-    return Trainer(conf, model, method, data, optimizer, scheduler, run_dir).fit()
+    logger = build_logger(conf, cfg, run_dir)
+    results, failed = None, True
+    try:
+        results = Trainer(conf, model, method, data, optimizer, scheduler, run_dir, logger).fit()
+        failed = False
+        return results
+    except Exception as e:
+        write_json({"status": "failed", "error": f"{type(e).__name__}: {e}", "method": conf.method.label,
+                    "method_name": conf.method.name, "model": conf.model.name, "dataset": conf.dataset.name,
+                    "seed": conf.seed, "experiment": conf.name}, run_dir / "results.json")
+        raise
+    finally:
+        logger.finish(results, failed)

@@ -36,6 +36,7 @@ def load_teacher(run_dir: str | Path, key: str, num_classes: int, device) -> nn.
     missing = [str(f.relative_to(d)) for f in files if not f.exists()]
     require(not missing, key, f"the directory of a finished lstsd run (missing: {', '.join(missing)})", str(d))
     res = json.loads(files[0].read_text())
+    require(res.get("status") == "completed", key, f"a completed run (its status is {res.get('status')})", str(d))
     require(res.get("num_classes") == num_classes, key,
             f"a run with {num_classes} classes like this dataset (it has {res.get('num_classes')})", str(d))
     model_cfg = load_section(d, "model", ModelConfig)
@@ -74,14 +75,14 @@ def teacher_overrides(student_overrides: list[str], teacher: list[str]) -> list[
 
 
 def train_teacher(overrides: list[str], cache: str | Path) -> Path:
-    from lstsd.run import run
+    from lstsd.run import completed, run
 
     key = hashlib.sha256("\n".join(overrides).encode()).hexdigest()[:16]
     d = Path(cache).expanduser() / key
     d.mkdir(parents=True, exist_ok=True)
     with open(d / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if not (d / "results.json").exists():
+        if completed(d) is None:
             cfg = compose_config(overrides)
             (d / "overrides.txt").write_text("\n".join(overrides) + "\n")
             log.warning(f"training the teacher {' '.join(overrides)} into {d}")

@@ -36,8 +36,8 @@ def tiny_cfg():
     return lambda *overrides: compose_cfg(*TINY, *overrides)
 
 
-def run_cli(*args: str, cwd=None, timeout=300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, WANDB_MODE="disabled", PYTHONUNBUFFERED="1")
+def run_cli(*args: str, cwd=None, timeout=300, **env_vars) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1", **env_vars}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([sys.executable, "-m", "lstsd", *args], cwd=cwd or REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)

@@ -229,7 +229,8 @@ def test_resuming_with_other_minigenerations_is_refused(tiny_cfg, tmp_path):
 
     run(tiny_cfg("method=snapshot_ensembles", "trainer.epochs=4", "method.minigens=2"), tmp_path)
     with pytest.raises(TrainingError, match="mini-generations end at epochs \\[2, 4\\], this run's at \\[1, 2, 3, 4\\]"):
-        run(tiny_cfg("method=snapshot_ensembles", "trainer.epochs=4", "method.minigens=4"), tmp_path)
+        run(tiny_cfg("method=snapshot_ensembles", "trainer.epochs=4", "method.minigens=4", "trainer.skip_completed=false"),
+            tmp_path)
 
 
 # --------------------------------------------------------------------------- Temporal Ensembling

@@ -68,4 +68,22 @@ def test_incompatible_checkpoint_is_a_clear_error(tiny_cfg, tmp_path):
     from lstsd.engine import TrainingError
 
     with pytest.raises(TrainingError, match="cannot resume from .*last.pt"):
-        run(tiny_cfg("trainer.epochs=2", "model=resnet20"), tmp_path)
+        run(tiny_cfg("trainer.epochs=2", "model=resnet20", "trainer.skip_completed=false"), tmp_path)
+
+
+def test_completed_runs_are_skipped_and_failed_runs_marked(tiny_cfg, tmp_path, monkeypatch):
+    first = run(tiny_cfg(), tmp_path)
+    stamp = (tmp_path / "results.json").stat().st_mtime_ns
+    again = run(tiny_cfg(), tmp_path)  # a re-launched sweep job: nothing is trained again
+    assert again == first and (tmp_path / "results.json").stat().st_mtime_ns == stamp
+
+    def boom(self, epoch):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(Trainer, "train_epoch", boom)
+    with pytest.raises(RuntimeError):
+        run(tiny_cfg(), tmp_path / "failed")
+    res = json.loads((tmp_path / "failed" / "results.json").read_text())
+    assert res["status"] == "failed" and res["error"] == "RuntimeError: out of memory" and res["method"] == "vanilla"
+    monkeypatch.undo()
+    assert run(tiny_cfg(), tmp_path / "failed")["status"] == "completed"  # a failed run is run again
