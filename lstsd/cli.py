@@ -6,18 +6,32 @@ training. Hydra would exit 1 for both kinds, so errors are re-raised to this wra
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import socket
 import sys
+import time
 from pathlib import Path
 
 import hydra
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lstsd.config import ConfigError, one_line, register_configs
 from lstsd.engine import TrainingError
 
+def sweep_uid() -> str:
+    """A short id of this launch (host, process, time), the same for every job of a sweep, including jobs run in
+    other processes (submitit, SLURM), which inherit it through the environment: two sweeps started in the same
+    second get different directories."""
+    if "LSTSD_SWEEP_UID" not in os.environ:
+        seed = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
+        os.environ["LSTSD_SWEEP_UID"] = hashlib.sha1(seed.encode()).hexdigest()[:6]
+    return os.environ["LSTSD_SWEEP_UID"]
+
+
+OmegaConf.register_new_resolver("lstsd_uid", sweep_uid, replace=True)
 register_configs()
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # the repository's conf/ (editable install)
 

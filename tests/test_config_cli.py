@@ -87,8 +87,8 @@ def test_cli_multirun_end_to_end(tmp_path):
     r = run_cli("-m", "method=vanilla,lstsd", "trainer.epochs=2", "seed=0",
                 f"hydra.sweep.dir={tmp_path}")
     assert r.returncode == 0, r.stderr
-    for job in ("0", "1"):
-        d = tmp_path / job
+    for job in ("method=vanilla,seed=0,trainer.epochs=2", "method=lstsd,seed=0,trainer.epochs=2"):
+        d = tmp_path / job  # one folder per combination of overrides
         assert (d / ".hydra" / "config.yaml").exists() and (d / "last.pt").exists()
         rows = [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()]
         assert [r_["epoch"] for r_ in rows] == [1, 2]

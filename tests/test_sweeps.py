@@ -1,0 +1,66 @@
+"""Sweeps: one folder per combination of overrides, re-launched sweeps skip finished jobs and finish the rest,
+simultaneous sweeps never share a folder, and the submitit launcher runs the same jobs in other processes."""
+import json
+import subprocess
+import sys
+
+from conftest import REPO, run_cli
+
+JOBS = ("method=lstsd,seed=0,trainer.epochs=2", "method=vanilla,seed=0,trainer.epochs=2")
+
+
+def test_relaunched_sweep_skips_completed_jobs_and_completes_the_rest(tmp_path):
+    args = ("-m", "method=vanilla,lstsd", "seed=0", "trainer.epochs=2", f"hydra.sweep.dir={tmp_path}")
+    assert run_cli(*args).returncode == 0
+    done, lost = tmp_path / JOBS[1], tmp_path / JOBS[0]
+    stamp = (done / "results.json").stat().st_mtime_ns
+    first = json.loads((lost / "results.json").read_text())
+    (lost / "results.json").unlink()  # as if this job had been killed before the end
+    r = run_cli(*args)
+    assert r.returncode == 0
+    assert (done / "results.json").stat().st_mtime_ns == stamp  # skipped: not trained again
+    assert "already holds a completed run: skipped" in (done / "cli.log").read_text()
+    again = json.loads((lost / "results.json").read_text())
+    assert {k: v for k, v in again.items() if "seconds" not in k} == \
+        {k: v for k, v in first.items() if "seconds" not in k}  # completed from its checkpoint, same result
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == sorted(JOBS)
+
+
+def test_sweeps_started_together_get_their_own_folders(tmp_path):
+    cmd = [sys.executable, "-m", "lstsd", "-m", "seed=0", "trainer.epochs=1", "name=twins"]
+    env = {"WANDB_MODE": "disabled", "PATH": "/usr/bin:/bin"}
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for _ in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    sweeps = list((tmp_path / "multirun" / "twins").iterdir())
+    assert len(sweeps) == 2 and all((s / "seed=0,trainer.epochs=1" / "results.json").exists() for s in sweeps)
+
+
+def test_submitit_local_launcher(tmp_path):
+    r = run_cli("-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", "method=vanilla,lstsd",
+                "seed=0", "trainer.epochs=2", f"hydra.sweep.dir={tmp_path}", timeout=600)
+    assert r.returncode == 0, r.stderr
+    for job in JOBS:
+        assert json.loads((tmp_path / job / "results.json").read_text())["status"] == "completed"
+    assert list(tmp_path.glob(".submitit/*/*_result.pkl"))  # the jobs ran through submitit
+    assert "| digits | digits_cnn | lstsd | 1 |" in r.stdout
+
+
+def test_launcher_presets_and_the_git_ignored_site_file(monkeypatch):
+    from conftest import compose_cfg
+
+    launcher = compose_cfg("hydra/launcher=slurm", return_hydra_config=True).hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.max_num_timeout == 10
+    assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.partition) == (1, 1, None)
+    site = REPO / "conf" / "hydra" / "launcher" / "site"
+    local = site / "slurm_local.yaml"
+    assert not local.exists()
+    local.write_text((site / "slurm_local.yaml.example").read_text())
+    try:
+        assert compose_cfg("hydra/launcher=slurm", return_hydra_config=True).hydra.launcher.partition == "gpu"
+        r = subprocess.run(["git", "check-ignore", "-q", str(local)], cwd=REPO)
+        assert r.returncode == 0  # the cluster's settings never reach the repository
+    finally:
+        local.unlink()
+    workstation = compose_cfg("hydra/launcher=workstation", return_hydra_config=True).hydra.launcher
+    assert workstation._target_.endswith("LocalLauncher")
