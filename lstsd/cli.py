@@ -61,6 +61,8 @@ def main() -> None:
             raise
         cause = e.__cause__ if isinstance(e.__cause__, (ConfigError, OmegaConfBaseException)) else None
         detail = one_line(e) + (f" ({one_line(cause)})" if cause is not None and str(cause) not in str(e) else "")
+        if "hydra/sweeper=optuna" in detail:  # the Optuna plugin is not installed
+            detail += "; experiment=hparams_search needs the search extra: pip install -e '.[search]'"
         print(f"lstsd: error: {detail}", file=sys.stderr)
         sys.exit(2)
     except TrainingError as e:

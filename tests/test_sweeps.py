@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+from omegaconf import OmegaConf
+
 from conftest import REPO, run_cli
 
 JOBS = ("method=lstsd,seed=0,trainer.epochs=2", "method=vanilla,seed=0,trainer.epochs=2")
@@ -64,3 +66,27 @@ def test_launcher_presets_and_the_git_ignored_site_file(monkeypatch):
         local.unlink()
     workstation = compose_cfg("hydra/launcher=workstation", return_hydra_config=True).hydra.launcher
     assert workstation._target_.endswith("LocalLauncher")
+
+
+def test_optuna_hparams_search_maximises_validation_accuracy_and_resumes(tmp_path):
+    """experiment=hparams_search: each trial returns its final validation accuracy (a held-out split, not the test
+    set), the study's best is the best of them, and a re-launch replays the finished trials without training."""
+    args = ("experiment=hparams_search", "dataset=digits", "model=digits_cnn", "trainer.epochs=2",
+            "hydra.sweeper.n_trials=3", "method.minigen_epochs=choice(1,2)", f"hydra.sweep.dir={tmp_path}")
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    trials = sorted(tmp_path.glob("*/results.json"))
+    results = [json.loads(f.read_text()) for f in trials]
+    methods = [OmegaConf.load(f.parent / ".hydra" / "config.yaml").method for f in trials]
+    assert len(results) == 3 and all(m.minigen_epochs in (1, 2) for m in methods)
+    assert all(0.5 <= m.lambda_short <= 8.0 and 0.3 <= m.lambda_long <= 4.8 for m in methods)
+    assert len({m.lambda_short for m in methods}) == 3
+    best = OmegaConf.load(tmp_path / "optimization_results.yaml")
+    assert best.best_value == max(res["val_acc_final"] for res in results)
+    winners = [m.lambda_short for m, res in zip(methods, results) if res["val_acc_final"] == best.best_value]
+    assert best.best_params["method.lambda_short"] in winners
+    stamps = [f.stat().st_mtime_ns for f in trials]
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert sorted(tmp_path.glob("*/results.json")) == trials and [f.stat().st_mtime_ns for f in trials] == stamps
+    assert OmegaConf.load(tmp_path / "optimization_results.yaml") == best
