@@ -119,7 +119,7 @@ def test_paper_experiments_sweep_the_paper_axes():
     assert p == {"model": "resnet20,resnet32,resnet56,resnet110", "method": "vanilla,snapshot_ensembles,sd,sd_t3",
                  "seed": "0,1,2"}
     cfg, p = params("sd_table3_densenet")
-    assert (cfg.model.name, cfg.trainer.epochs, cfg.dataset.batch_size, p["model"]) == ("densenet100", 300, 64, "densenet100")
+    assert (cfg.model.name, cfg.trainer.epochs, cfg.dataset.batch_size, p["model"]) == ("densenet100", 300, 64, "densenet100,densenet190")
     assert params("lstsd_table3")[1]["method"] == "lstsd,lstsd_wo_long,lstsd_wo_short,lstsd_single"
     p = params("lstsd_fig2")[1]
     assert p["method"] == "lstsd" and p["method.minigen_epochs"] == "1,2,3,4,5,6,8,10,20,40"

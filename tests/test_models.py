@@ -40,6 +40,11 @@ def test_densenet_bc_100_k12_param_count():
     assert n_params(build_model(densenet_cfg(), num_classes=100, in_channels=3)) == 800_032
 
 
+def test_densenet_bc_190_k40_param_count():
+    """Huang et al. (2017), Table 2: DenseNet-BC (L = 190, k = 40) has 25.6M parameters (CIFAR-10 head)."""
+    assert n_params(build_model(densenet_cfg(190, 40), num_classes=10, in_channels=3)) == 25_624_430
+
+
 @pytest.mark.parametrize("cfg,num_classes", [
     (resnet_cfg(20), 10), (resnet_cfg(20), 100), (densenet_cfg(depth=40), 10), (densenet_cfg(depth=40), 100),
 ])

@@ -73,7 +73,9 @@ def test_missing_jobs_of_a_sweep(tmp_path):
     (tmp_path / "method=vanilla,seed=1,trainer.epochs=1" / "results.json").unlink()  # still running
     text = report([tmp_path])
     assert f"- {tmp_path / 'method=lstsd,seed=1,trainer.epochs=1'}" in text and "Missing (1 jobs" in text
-    row = next(line for line in text.splitlines() if "| vanilla |" in line)
+    lines = text.splitlines()
+    assert lines[2].split(" | ")[3] == "vanilla" and lines[3].split(" | ")[3] == "lstsd"  # the sweep's order
+    row = next(line for line in lines if "| vanilla |" in line)
     assert "| 1 |" in row and row.endswith("| 1 running |")
 
 
@@ -90,3 +92,21 @@ def test_grid_cells_are_variants_with_validation_accuracy(tmp_path):
             "| 62.10 ± 0.71 | 70.00 ± 0.00 | 51.50 ± 0.71 |") in text
     assert "| method.lambda_long=2.4 method.lambda_short=4.0 | 1 | 66.40 ± 0.00 |" in text
     assert len(text.splitlines()) == 2 + 3 and "trainer.epochs" not in text
+
+
+def test_every_published_cell_is_a_cell_its_experiment_runs():
+    """The reference index names (experiment, dataset, model, method label) exactly as the experiment's sweep
+    produces them, so no published number is silently never shown (LSTSD Table 2 waits for its experiment)."""
+    from conftest import compose_cfg
+    from lstsd.report.reference import index
+
+    keys = [k for k in index() if k[0] != "lstsd_table2"]
+    assert len(keys) >= 130
+    for experiment in sorted({k[0] for k in keys}):
+        cfg = compose_cfg(f"experiment={experiment}", return_hydra_config=True)
+        axes = {k: str(v).split(",") for k, v in cfg.hydra.sweeper.params.items()}
+        labels = {compose_cfg(f"experiment={experiment}", f"method={m}").method.label for m in axes["method"]}
+        for _, dataset, model, method in (k for k in keys if k[0] == experiment):
+            assert dataset == cfg.dataset.name, (experiment, dataset)
+            assert model in axes.get("model", [cfg.model.name]), (experiment, model)
+            assert method in labels, (experiment, method)

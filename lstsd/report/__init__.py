@@ -34,9 +34,17 @@ def natural_key(path: Path) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
 
 
+def launch_order(d: Path) -> tuple:
+    """Sort key of a job folder: its sweep folder, then Hydra's job number (the order of the sweep's axes, e.g.
+    vanilla before lstsd as the experiment lists them), then the name (0, 1, 2, ..., 10)."""
+    hydra_yaml = d / ".hydra" / "hydra.yaml"
+    num = OmegaConf.load(hydra_yaml).hydra.job.get("num") if hydra_yaml.exists() else None
+    return natural_key(d.parent), -1 if num is None else int(num), natural_key(d)
+
+
 def job_dirs(path: Path) -> list[Path]:
     marks = {p.parent for p in path.rglob("results.json")} | {p.parent.parent for p in path.rglob(".hydra/config.yaml")}
-    return sorted(marks, key=natural_key)
+    return sorted(marks, key=launch_order)
 
 
 def read_run(d: Path) -> dict:
@@ -122,7 +130,7 @@ def summarize(runs: list[dict]) -> list[dict]:
     table = []
     for key, variant, group in rows:
         done = [r for r in group if r.get("status") == "completed"]
-        paper = published(*[key[0], key[2], key[3]])
+        paper = published(*key)
         row = dict(zip(KEYS, key)) | {
             "variant": variant,
             "n": len(done),
@@ -157,7 +165,7 @@ def markdown(table: list[dict], missing: list[str] = ()) -> str:
         return "(no runs found)"
     cols = columns(table)
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(str(row.get(c, "")) for c in cols) + " |" for row in table]
+    lines += ["| " + " | ".join(str(row.get(c, "-")) for c in cols) + " |" for row in table]
     if missing:
         lines += ["", f"Missing ({len(missing)} jobs of the sweep never started):"]
         lines += [f"- {m}" for m in missing]
