@@ -2,6 +2,11 @@
 
 Rows live on the training device in a configurable dtype (float16/bfloat16 halve float32's memory) and are
 read and written with vectorised index operations, so a bank costs one gather and one scatter per step.
+
+With ``topk`` = k > 0 a row of probabilities is kept as its k largest values and their class ids; reading it
+back gives those k probabilities exactly (to the bank's dtype) and spreads the remaining mass uniformly over the
+other C - k classes, so every row is again a distribution. ImageNet's 1,281,167 x 1,000 float32 bank is 5.1 GB;
+at k = 5 with float16 values and int16 ids it is 26 MB.
 """
 from __future__ import annotations
 
@@ -12,29 +17,50 @@ BANK_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": t
 
 
 class SampleBank:
-    """An ``N x C`` table; ``filled`` marks the rows written at least once."""
+    """An ``N x C`` table (``N x k`` values and class ids when ``topk`` = k > 0); ``filled`` marks the rows
+    written at least once."""
 
-    def __init__(self, num_samples: int, num_classes: int, dtype: str = "float32", device="cpu"):
-        self.values = torch.zeros(num_samples, num_classes, dtype=BANK_DTYPES[dtype], device=device)
+    def __init__(self, num_samples: int, num_classes: int, dtype: str = "float32", device="cpu", topk: int = 0):
+        if not 0 <= topk < num_classes:
+            raise ValueError(f"topk={topk} must be in [0, {num_classes})")
+        self.num_classes, self.topk = num_classes, topk
+        self.values = torch.zeros(num_samples, topk or num_classes, dtype=BANK_DTYPES[dtype], device=device)
+        ids = torch.int16 if num_classes <= torch.iinfo(torch.int16).max else torch.int32
+        self.classes = torch.zeros(num_samples, topk, dtype=ids, device=device) if topk else None
         self.filled = torch.zeros(num_samples, dtype=torch.bool, device=device)
 
     def write(self, index: Tensor, rows: Tensor) -> None:
-        self.values[index] = rows.detach().to(self.values.dtype)
+        rows = rows.detach()
+        if self.topk:
+            top = rows.float().topk(self.topk, dim=1)
+            self.values[index] = top.values.to(self.values.dtype)
+            self.classes[index] = top.indices.to(self.classes.dtype)
+        else:
+            self.values[index] = rows.to(self.values.dtype)
         self.filled[index] = True
 
     def read(self, index: Tensor) -> Tensor:
-        """The rows of ``index`` in float32 (the loss is always computed in float32)."""
-        return self.values[index].float()
+        """The rows of ``index`` in float32 (the loss is always computed in float32), full ``C`` wide."""
+        values = self.values[index].float()
+        if not self.topk:
+            return values
+        rest = (1.0 - values.sum(1, keepdim=True)).clamp_min(0.0) / (self.num_classes - self.topk)
+        return rest.expand(len(values), self.num_classes).scatter(1, self.classes[index].long(), values)
 
     @property
     def nbytes(self) -> int:
-        return self.values.numel() * self.values.element_size()
+        ids = 0 if self.classes is None else self.classes.numel() * self.classes.element_size()
+        return self.values.numel() * self.values.element_size() + ids
 
     def state_dict(self) -> dict:
-        return {"values": self.values, "filled": self.filled}
+        state = {"values": self.values, "filled": self.filled}
+        return state if self.classes is None else state | {"classes": self.classes}
 
     def load_state_dict(self, state: dict) -> None:
-        if state["values"].shape != self.values.shape:
-            raise ValueError(f"bank shape {tuple(state['values'].shape)} != {tuple(self.values.shape)}")
+        if state["values"].shape != self.values.shape or ("classes" in state) != (self.classes is not None):
+            raise ValueError(f"bank shape {tuple(state['values'].shape)} != {tuple(self.values.shape)}"
+                             f"{'' if self.classes is None else f' (top-{self.topk})'}")
         self.values.copy_(state["values"])
         self.filled.copy_(state["filled"])
+        if self.classes is not None:
+            self.classes.copy_(state["classes"])

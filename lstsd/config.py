@@ -39,9 +39,13 @@ class DatasetConfig:
     split_seed: int = 0
     augment: bool = True
     download: bool = False  # torchvision download of the real files, when online
+    loader: str = "memory"  # memory: the split on the training device; torchvision: DataLoader + transforms
+    num_workers: int = 2  # worker processes of the torchvision loader
 
     def __post_init__(self) -> None:
         require(self.batch_size >= 1, "dataset.batch_size", "an integer >= 1", self.batch_size)
+        require_choice("dataset.loader", self.loader, ("memory", "torchvision"))
+        require(self.num_workers >= 0, "dataset.num_workers", "an integer >= 0", self.num_workers)
         require(self.eval_batch_size >= 1, "dataset.eval_batch_size", "an integer >= 1", self.eval_batch_size)
         require(0.0 <= self.val_fraction < 1.0, "dataset.val_fraction", "a number in [0, 1)", self.val_fraction)
 
@@ -54,12 +58,14 @@ class SyntheticConfig(DatasetConfig):
     shape: list[int] = field(default_factory=lambda: [3, 32, 32])
     noise: float = 1.0  # std of the per-sample noise around each class's mean pattern
     data_seed: int = 0
+    pixels: str = "float"  # float, or uint8: stored like CIFAR (8-bit pixels, pad-crop-flip augmentation)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.num_train >= 1 and self.num_test >= 1, "dataset.num_train/num_test", "integers >= 1",
                 (self.num_train, self.num_test))
         require(self.num_classes >= 2, "dataset.num_classes", "an integer >= 2", self.num_classes)
+        require_choice("dataset.pixels", self.pixels, ("float", "uint8"))
         require(len(self.shape) == 3 and min(self.shape) >= 1, "dataset.shape", "[channels, height, width]",
                 list(self.shape))
 
@@ -109,10 +115,14 @@ class OptimConfig:
     _partial_: bool = True
     lr: float = 0.1
     weight_decay: float = 0.0
+    foreach: Optional[bool] = None  # null: torch's default (multi-tensor updates on CUDA)
+    fused: Optional[bool] = None  # true: one fused kernel per step (CUDA, and CPU with recent torch)
 
     def __post_init__(self) -> None:
         require(self.lr > 0, "optim.lr", "a number > 0", self.lr)
         require(self.weight_decay >= 0, "optim.weight_decay", "a number >= 0", self.weight_decay)
+        require(not (self.foreach and self.fused), "optim.fused", "false or null when optim.foreach=true",
+                self.fused)
 
 
 @dataclass
@@ -165,10 +175,14 @@ class TrainerConfig:
     checkpoint: bool = True
     progress: bool = True
     skip_completed: bool = True  # a run directory with a completed results.json is not trained again
+    precision: str = "fp32"  # fp32, bf16 or fp16: autocast with fp32 master weights (fp16 adds a GradScaler)
+    channels_last: bool = False  # NHWC model and inputs (faster convolutions with tensor cores)
+    compile: bool = False  # torch.compile the model (module.compile(): state_dict keys unchanged)
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "trainer.epochs", "an integer >= 1", self.epochs)
         require_choice("trainer.device", self.device, ("auto", "cpu", "cuda"))
+        require_choice("trainer.precision", self.precision, ("fp32", "bf16", "fp16"))
 
 
 @dataclass

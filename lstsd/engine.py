@@ -6,6 +6,7 @@ epoch, so the step itself never waits for the host.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -44,13 +45,15 @@ def write_json(obj, path: Path) -> None:
 
 
 @torch.no_grad()
-def evaluate(model, loader) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy (%) of ``model`` over ``loader``."""
+def evaluate(model, loader, autocast=contextlib.nullcontext) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (%) of ``model`` over ``loader`` (forward passes under ``autocast``, the
+    training precision; the loss in float32)."""
     was_training = model.training
     model.eval()
     loss, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
     for batch in loader.epoch(0):
-        logits = model(batch.x)
+        with autocast():
+            logits = model(batch.x).float()
         loss += F.cross_entropy(logits, batch.y, reduction="sum").float().cpu()
         correct += (logits.argmax(1) == batch.y).sum().cpu()
     model.train(was_training)
@@ -70,6 +73,12 @@ class Trainer:
         self.start_epoch, self.global_step = 0, 0
         self.history: list[dict] = []
         self.train_seconds = self.wall_seconds = 0.0
+        device = next(model.parameters()).device
+        dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.trainer.precision]
+        # autocast runs the forward passes (the method's teachers' included) in the low precision; parameters,
+        # optimiser state and the loss reduction stay in float32
+        self.autocast = lambda: torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict:
@@ -78,6 +87,7 @@ class Trainer:
             "global_step": self.global_step,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "method": self.method.state_dict(),
             "history": self.history,
             "rng_cpu": torch.get_rng_state(),
@@ -91,6 +101,7 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.method.load_state_dict(state["method"])
+            self.scaler.load_state_dict(state.get("scaler", {}))
         except Exception as e:  # noqa: BLE001 - any failure here means the file does not fit this run
             raise TrainingError(f"cannot resume from {path}: {type(e).__name__}: {e} "
                                 "(delete it or set trainer.resume=false to start afresh)") from e
@@ -103,6 +114,25 @@ class Trainer:
         log.info(f"resumed from {path} after epoch {self.start_epoch}")
 
     # ------------------------------------------------------------------ loop
+    def step(self, batch, sums: dict) -> None:
+        """One optimisation step on ``batch``; its statistics are added to ``sums`` on the device (no host
+        synchronisation: nothing is read back here)."""
+        self.scheduler.step_update(self.global_step)
+        with self.autocast():
+            loss, logits, terms = self.method.training_step(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        with self.autocast():
+            self.method.after_step(batch, logits)
+        n = batch.y.numel()
+        sums["loss"] += loss.detach() * n
+        for name, value in terms.items():
+            sums[f"loss_{name}"] += value.detach() * n
+        sums["correct"] += (logits.detach().argmax(1) == batch.y).sum()
+        self.global_step += 1
+
     def train_epoch(self, epoch: int) -> dict:
         model, method, opt = self.model, self.method, self.optimizer
         model.train()
@@ -111,19 +141,8 @@ class Trainer:
         sums: dict = defaultdict(lambda: torch.zeros((), device=device))
         lr = None
         for batch in self.data.train.epoch(epoch):
-            self.scheduler.step_update(self.global_step)
+            self.step(batch, sums)
             lr = opt.param_groups[0]["lr"] if lr is None else lr
-            loss, logits, terms = method.training_step(batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            method.after_step(batch, logits)
-            n = batch.y.numel()
-            sums["loss"] += loss.detach() * n
-            for name, value in terms.items():
-                sums[f"loss_{name}"] += value.detach() * n
-            sums["correct"] += (logits.detach().argmax(1) == batch.y).sum()
-            self.global_step += 1
         method.on_epoch_end(epoch)
         n = self.data.train.num_samples
         stats = {k: v.item() / n for k, v in sums.items()}  # the epoch's one read-back
@@ -140,7 +159,7 @@ class Trainer:
         models = {"": self.model} | {f"{k}_": m for k, m in self.method.evaluators().items()}
         for split, loader in self.data.evals.items():
             for prefix, model in models.items():
-                loss, acc = evaluate(model, loader)
+                loss, acc = evaluate(model, loader, self.autocast)
                 row[f"{prefix}{split}_loss"], row[f"{prefix}{split}_acc"] = loss, acc
         return row
 

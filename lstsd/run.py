@@ -53,6 +53,24 @@ def hydra_job():
     return HydraConfig.get() if HydraConfig.initialized() else None
 
 
+def assemble(conf, cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Trainer:
+    """Seed, then build data, model, optimiser, method and schedule into a :class:`Trainer` (no logger)."""
+    device = resolve_device(conf.trainer.device)
+    seed_everything(conf.seed)
+    data = build_data(conf.dataset, conf.seed, device, channels_last=conf.trainer.channels_last)
+    model = build_model(conf.model, data.info.num_classes, data.info.in_channels).to(device)
+    if conf.trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if conf.trainer.compile:
+        model.compile()  # in place: checkpoints and frozen copies keep the plain parameter names
+    optimizer = instantiate(cfg.optim, _convert_="all")(model.parameters())
+    steps = len(data.train)
+    method = build_method(conf.method, RunContext(model, data.info, device, conf.trainer.epochs, steps,
+                                                    data.train, conf.seed, tuple(overrides), conf))
+    scheduler = build_schedule(conf.schedule, optimizer, steps, conf.trainer.epochs, method.lr_cycles)
+    return Trainer(conf, model, method, data, optimizer, scheduler, run_dir)
+
+
 def run(cfg: DictConfig, run_dir: Optional[str | Path] = None, overrides: Optional[list[str]] = None) -> dict:
     """Validate ``cfg``, build data, model, method, optimiser and schedule, train; return results.json's dict.
 
@@ -75,19 +93,11 @@ def run(cfg: DictConfig, run_dir: Optional[str | Path] = None, overrides: Option
     if not saved.exists():
         saved.parent.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, saved)
-    device = resolve_device(conf.trainer.device)
-    seed_everything(conf.seed)
-    data = build_data(conf.dataset, conf.seed, device)
-    model = build_model(conf.model, data.info.num_classes, data.info.in_channels).to(device)
-    optimizer = instantiate(cfg.optim, _convert_="all")(model.parameters())
-    steps = len(data.train)
-    method = build_method(conf.method, RunContext(model, data.info, device, conf.trainer.epochs, steps,
-                                                    data.train, conf.seed, tuple(overrides), conf))
-    scheduler = build_schedule(conf.schedule, optimizer, steps, conf.trainer.epochs, method.lr_cycles)
-    logger = build_logger(conf, cfg, run_dir)
+    trainer = assemble(conf, cfg, run_dir, overrides)
+    trainer.logger = build_logger(conf, cfg, run_dir)
     results, failed = None, True
     try:
-        results = Trainer(conf, model, method, data, optimizer, scheduler, run_dir, logger).fit()
+        results = trainer.fit()
         failed = False
         return results
     except Exception as e:
@@ -96,4 +106,4 @@ def run(cfg: DictConfig, run_dir: Optional[str | Path] = None, overrides: Option
                     "seed": conf.seed, "experiment": conf.name}, run_dir / "results.json")
         raise
     finally:
-        logger.finish(results, failed)
+        trainer.logger.finish(results, failed)

@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from lstsd.config import ConfigError, validate
 from conftest import CONFIG_DIR, compose_cfg, run_cli
@@ -48,6 +49,10 @@ def test_design_keys():
     (["method=mean_teacher", "method.loss=l1"], "method.loss='l1' is invalid: allowed one of kl, mse"),
     (["method=temporal_ensembling", "method.alpha=1.5"], "method.alpha=1.5 is invalid: allowed a number in (0, 1)"),
     (["method=temporal_ensembling", "method.rampup_epochs=-1"], "method.rampup_epochs=-1 is invalid"),
+    (["method=lstsd", "method.bank_topk=5"], "method.bank_topk=5 is invalid: allowed 0 unless method.bank_store=probs"),
+    (["method=lstsd", "method.bank_topk=-1"], "method.bank_topk=-1 is invalid: allowed an integer >= 0"),
+    (["trainer.precision=fp8"], "trainer.precision='fp8' is invalid: allowed one of fp32, bf16, fp16"),
+    (["optim.foreach=true", "optim.fused=true"], "optim.fused=True is invalid: allowed false or null when optim.foreach=true"),
 ])
 def test_range_errors_name_the_key(overrides, message):
     with pytest.raises(ConfigError) as e:
@@ -72,6 +77,8 @@ def test_range_errors_name_the_key(overrides, message):
     (["method=temporal_ensembling", "method.weight=-1"], "method.weight=-1.0 is invalid: allowed a number >= 0"),
     (["model=resnet20", "model.depth=21"], "model.depth=21 is invalid for cifar_resnet: expected 6n+2"),
     (["model=timm", "model.name=no_such_net"], "model.name='no_such_net' is invalid: not a timm model"),
+    (["method=lstsd", "method.bank_store=probs", "method.bank_topk=10"],
+     "method.bank_topk=10 is invalid: allowed an integer in [0, 10) (the number of classes)"),
     (["dataset=cifar10", "dataset.root=/does/not/exist"], "expected the python-pickle folder /does/not/exist/cifar-10-batches-py"),
 ])
 def test_cli_bad_input_exit_2_one_line(tmp_path, args, fragment):
@@ -144,3 +151,13 @@ def test_each_job_of_the_paper_sweeps_gets_its_papers_settings(experiment, metho
         assert conf.method.decay == 0.999
     if method == "temporal_ensembling":
         assert conf.method.alpha == 0.6
+
+
+def test_optimiser_implementation_options_reach_torch():
+    from hydra.utils import instantiate
+
+    model = torch.nn.Linear(2, 2)
+    for flags, (foreach, fused) in [((), (None, None)), (("optim.fused=true",), (None, True)),
+                                    (("optim=adam", "optim.foreach=false"), (False, None))]:
+        opt = instantiate(compose_cfg(*flags).optim, _convert_="all")(model.parameters())
+        assert (opt.defaults["foreach"], opt.defaults["fused"]) == (foreach, fused)

@@ -8,7 +8,7 @@ import torch
 
 from lstsd.config import ConfigError, DatasetConfig, SyntheticConfig
 from lstsd.data import build_data
-from lstsd.data.loader import epoch_generator, pad_crop_flip
+from lstsd.data.loader import crop_flip, crop_flip_params, epoch_generator, pad_crop_flip
 
 
 def synthetic(**kw):
@@ -110,3 +110,73 @@ def test_pad_crop_flip_is_a_crop_of_the_padded_image():
     for i in range(2):
         crop = padded[i, :, oy[i]:oy[i] + 32, ox[i]:ox[i] + 32]
         assert torch.equal(out[i], crop.flip(-1) if flip[i] else crop)
+
+
+def test_device_augmentation_has_torchvisions_distribution():
+    """Crop offsets uniform over the 81 positions (chi-square, 80 dof, below the 0.1 % critical value 124.84),
+    flips at rate 0.5; torchvision's RandomCrop(32, padding=4) draws from the same 81 positions."""
+    from torchvision import transforms
+
+    n = 81 * 300
+    oy, ox, flip = crop_flip_params(n, epoch_generator(0, 0))
+    counts = torch.bincount(oy * 9 + ox, minlength=81).double()
+    assert len(counts) == 81 and ((counts - n / 81) ** 2 / (n / 81)).sum() < 124.84
+    assert abs(flip.double().mean().item() - 0.5) < 4 * (0.25 / n) ** 0.5
+    torch.manual_seed(0)
+    padded = torch.zeros(3, 40, 40)
+    tv = {transforms.RandomCrop.get_params(padded, (32, 32))[:2] for _ in range(3000)}
+    assert tv == {(i, j) for i in range(9) for j in range(9)}
+
+
+def test_device_augmentation_equals_torchvisions_crop_and_flip_of_the_same_offsets():
+    from torchvision.transforms import functional as TF
+
+    x = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    oy, ox, flip = crop_flip_params(16, epoch_generator(3, 1))
+    out = crop_flip(x, oy, ox, flip)
+    assert flip.any() and not flip.all() and out.dtype == torch.uint8
+    for i in range(16):
+        ref = TF.crop(TF.pad(x[i], [4], fill=0), int(oy[i]), int(ox[i]), 32, 32)
+        assert torch.equal(out[i], TF.hflip(ref) if flip[i] else ref)
+
+
+def test_channels_last_batches():
+    data = build_data(synthetic(), seed=0, device="cpu", channels_last=True)
+    batch = next(data.train.epoch(0))
+    assert batch.x.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_torchvision_loader_is_the_same_data_pipeline(workers):
+    """The reference path: the same (seed, epoch) order and normalisation as the device path, every index once
+    per epoch, the last partial batch kept; augmented images are pad-4 crops (flipped or not) of the originals;
+    reproducible for a fixed number of workers."""
+    from lstsd.data.loader import MemoryLoader, Splits, TorchvisionLoader
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randint(0, 256, (37, 3, 12, 12), dtype=torch.uint8, generator=g), torch.arange(37) % 3
+    splits = Splits({"train": (x, y), "test": (x[:11], y[:11])}, 3, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3),
+                    scale=255.0, augment="crop_flip")
+    make = lambda cls, split, train, **kw: cls(split, splits, 8, "cpu", augment=train, shuffle=train, seed=0, **kw)  # noqa: E731
+    for a, b in zip(make(MemoryLoader, "test", False).epoch(0),
+                    make(TorchvisionLoader, "test", False, num_workers=workers).epoch(0)):
+        assert torch.equal(a.index, b.index) and torch.equal(a.y, b.y) and torch.allclose(a.x, b.x, atol=1e-6)
+    tv = make(TorchvisionLoader, "train", True, num_workers=workers)
+    batches = list(tv.epoch(0))
+    assert [len(b.y) for b in batches] == [8, 8, 8, 8, 5]
+    index = torch.cat([b.index for b in batches])
+    assert torch.equal(index, torch.cat([b.index for b in make(MemoryLoader, "train", True).epoch(0)]))
+    assert sorted(index.tolist()) == list(range(37))
+    flips = 0
+    for b in batches:
+        for img, i in zip(b.x, b.index):
+            pixels = img * tv.std[0] + tv.mean[0]
+            padded = torch.nn.functional.pad(x[i].float(), (4, 4, 4, 4))
+            crops = [padded[:, r:r + 12, c:c + 12] for r in range(9) for c in range(9)]
+            plain = any(torch.allclose(pixels, p, atol=1e-3) for p in crops)
+            flipped = any(torch.allclose(pixels, p.flip(-1), atol=1e-3) for p in crops)
+            assert plain or flipped
+            flips += flipped and not plain
+    assert 0 < flips < 37
+    again = list(make(TorchvisionLoader, "train", True, num_workers=workers).epoch(0))
+    assert all(torch.equal(a.x, b.x) for a, b in zip(batches, again))

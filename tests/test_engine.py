@@ -87,3 +87,64 @@ def test_completed_runs_are_skipped_and_failed_runs_marked(tiny_cfg, tmp_path, m
     assert res["status"] == "failed" and res["error"] == "RuntimeError: out of memory" and res["method"] == "vanilla"
     monkeypatch.undo()
     assert run(tiny_cfg(), tmp_path / "failed")["status"] == "completed"  # a failed run is run again
+
+
+@pytest.mark.parametrize("precision,dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_mixed_precision_forward_fp32_master_weights_and_exact_resume(tiny_cfg, tmp_path, monkeypatch, precision,
+                                                                      dtype):
+    from lstsd.methods.base import Method
+
+    seen = []
+    original_step = Method.training_step
+
+    def spy(self, batch):
+        loss, logits, terms = original_step(self, batch)
+        seen.append((logits.dtype, loss.dtype, next(self.model.parameters()).dtype))
+        return loss, logits, terms
+
+    monkeypatch.setattr(Method, "training_step", spy)
+    overrides = ("method=lstsd", "method.minigen_epochs=1", f"trainer.precision={precision}", "trainer.epochs=4")
+    full = run(tiny_cfg(*overrides), tmp_path / "full")
+    assert set(seen) == {(dtype, torch.float32, torch.float32)}  # low-precision forward, fp32 loss and weights
+    scaler = torch.load(tmp_path / "full" / "last.pt", weights_only=False)["scaler"]
+    assert (scaler.get("scale", 0) > 0) == (precision == "fp16")  # fp16 keeps a loss scale, bf16 needs none
+
+    original = Trainer.train_epoch
+
+    def crash_in_epoch_3(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", crash_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_cfg(*overrides), tmp_path / "resumed")
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    assert strip_time(run(tiny_cfg(*overrides), tmp_path / "resumed")) == strip_time(full)
+
+
+def test_channels_last_model_and_same_predictions(tiny_cfg, tmp_path):
+    """channels_last changes the memory layout only: the same run to float tolerance."""
+    a = run(tiny_cfg("trainer.epochs=2"), tmp_path / "a")
+    b = run(tiny_cfg("trainer.epochs=2", "trainer.channels_last=true"), tmp_path / "b")
+    wa = torch.load(tmp_path / "a" / "last.pt", weights_only=False)["model"]
+    wb = torch.load(tmp_path / "b" / "last.pt", weights_only=False)["model"]
+    assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-4) for k in wa)
+    assert abs(a["train_loss_final"] - b["train_loss_final"]) < 1e-4
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_like_the_eager_one(tiny_cfg, tmp_path):
+    a = run(tiny_cfg("method=lstsd", "method.minigen_epochs=1", "trainer.epochs=2"), tmp_path / "a")
+    b = run(tiny_cfg("method=lstsd", "method.minigen_epochs=1", "trainer.epochs=2", "trainer.compile=true"),
+            tmp_path / "b")
+    assert abs(a["train_loss_final"] - b["train_loss_final"]) < 1e-3
+    wb = torch.load(tmp_path / "b" / "last.pt", weights_only=False)["model"]
+    assert not any(k.startswith("_orig_mod") for k in wb)  # checkpoints keep the plain names
+
+
+def test_torchvision_loader_runs_and_is_reproducible(tiny_cfg, tmp_path):
+    overrides = ("method=dlb", "dataset.loader=torchvision", "dataset.num_workers=0")  # DLB re-reads samples
+    a = run(tiny_cfg(*overrides), tmp_path / "a")
+    b = run(tiny_cfg(*overrides), tmp_path / "b")
+    assert a["status"] == "completed" and strip_time(a) == strip_time(b)

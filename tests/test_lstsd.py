@@ -152,6 +152,38 @@ def test_bank_memory_and_round_trip():
         assert torch.equal(other.values, bank.values)
 
 
+def test_top_k_bank_keeps_the_k_largest_and_spreads_the_rest():
+    """C = 10, k = 3: the top three probabilities come back exactly at their classes, the remaining mass
+    0.2 is spread over the 7 other classes (0.2 / 7 each), every row sums to 1."""
+    row = torch.tensor([0.05, 0.5, 0.01, 0.2, 0.04, 0.1, 0.03, 0.05, 0.01, 0.01])
+    for dtype, tol in (("float32", 1e-7), ("float16", 1e-3), ("bfloat16", 4e-3)):
+        bank = SampleBank(5, 10, dtype, topk=3)
+        bank.write(torch.tensor([2, 0]), torch.stack([row, row.flip(0)]))
+        got = bank.read(torch.tensor([2, 0]))
+        for r, source in zip(got, (row, row.flip(0))):
+            top = source.topk(3).indices
+            assert torch.equal(r[top], source[top].to(bank.values.dtype).float())  # exact, to the bank's dtype
+            rest = torch.ones(10, dtype=torch.bool).index_fill(0, top, False)
+            assert torch.allclose(r[rest], torch.full((7,), 0.2 / 7), atol=tol)
+            assert abs(r.sum().item() - 1.0) < tol
+        assert bank.filled.tolist() == [True, False, True, False, False]
+        other = SampleBank(5, 10, dtype, topk=3)
+        other.load_state_dict(bank.state_dict())
+        assert torch.equal(other.read(torch.tensor([0, 2])), bank.read(torch.tensor([0, 2])))
+    assert SampleBank(1_281_167, 1000, "float16", topk=5).nbytes == 1_281_167 * 5 * (2 + 2)  # 25.6 MB
+    assert SampleBank(4, 40_000, "float32", topk=2).classes.dtype == torch.int32  # ids beyond int16's range
+    with pytest.raises(ValueError):
+        SampleBank(4, 10, topk=10)
+
+
+def test_lstsd_with_a_top_k_bank(tiny_cfg, tmp_path):
+    """k = C - 1 loses nothing (the one class left gets the rest): the dense probability bank's run."""
+    dense = run(tiny_cfg(*TINY_LSTSD, "method.bank_store=probs"), tmp_path / "dense")
+    top = run(tiny_cfg(*TINY_LSTSD, "method.bank_store=probs", "method.bank_topk=3"), tmp_path / "top")
+    assert abs(dense["train_loss_final"] - top["train_loss_final"]) < 1e-5
+    assert top["bank_bytes"] == 2 * 10 * 3 * (4 + 2)  # two banks of 10 samples x 3 (float32 value, int16 id)
+
+
 def test_warns_when_it_would_never_distil(tiny_cfg, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         run(tiny_cfg("method=lstsd", "method.minigen_epochs=3", "trainer.epochs=3"), tmp_path)

@@ -8,7 +8,7 @@ from typing import Callable
 
 import torch
 
-from lstsd.data.loader import MemoryLoader, Splits, carve_validation
+from lstsd.data.loader import MemoryLoader, Splits, TorchvisionLoader, carve_validation
 
 DATASETS: dict[str, Callable[..., Splits]] = {}
 
@@ -42,15 +42,18 @@ class Data:
     evals: dict  # split name ("val", "test") -> MemoryLoader
 
 
-def build_data(cfg, seed: int, device) -> Data:
+def build_data(cfg, seed: int, device, channels_last: bool = False) -> Data:
     from lstsd.config import require_choice
 
     require_choice("dataset.name", cfg.name, tuple(DATASETS))
     splits = DATASETS[cfg.name](cfg)
     splits = carve_validation(splits, cfg.val_fraction, cfg.split_seed)
-    loader = lambda split, bs, train: MemoryLoader(  # noqa: E731
-        split, splits, bs, device, augment=train and cfg.augment, shuffle=train, seed=seed
-    )
+    def loader(split: str, batch_size: int, train: bool) -> MemoryLoader:
+        kwargs = dict(augment=train and cfg.augment, shuffle=train, seed=seed, channels_last=channels_last)
+        if cfg.loader == "torchvision":
+            return TorchvisionLoader(split, splits, batch_size, device, num_workers=cfg.num_workers, **kwargs)
+        return MemoryLoader(split, splits, batch_size, device, **kwargs)
+
     evals = {name: loader(name, cfg.eval_batch_size, False) for name in ("val", "test") if name in splits.sets}
     info = DataInfo(
         name=cfg.name,

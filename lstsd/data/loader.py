@@ -1,4 +1,6 @@
-"""The in-memory loader used by every dataset that fits in memory (digits, synthetic, CIFAR).
+"""The loaders: the device-resident one (default) and the torchvision DataLoader one (the reference).
+
+:class:`MemoryLoader` serves every dataset that fits in memory (digits, synthetic, CIFAR).
 
 The split is kept as one tensor on the training device in its stored dtype (uint8 images stay uint8). Each
 epoch draws its order and its augmentation from a generator seeded by (seed, epoch) alone, so an epoch is the
@@ -52,32 +54,46 @@ def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(int(state))
 
 
-def pad_crop_flip(x: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
-    """Random ``pad``-pixel zero-padded crop of the input size and a horizontal flip with p = 0.5."""
-    n, c, h, w = x.shape
+def crop_flip_params(n: int, generator: torch.Generator, pad: int = 4) -> tuple[Tensor, Tensor, Tensor]:
+    """Offsets (row, column), each uniform over the 2 * pad + 1 positions, and flips with p = 0.5 for ``n``
+    images: the distribution of torchvision's ``RandomCrop(size, padding=pad)`` + ``RandomHorizontalFlip()``."""
     oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
     ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
     flip = torch.rand(n, generator=generator) < 0.5
-    rows = oy[:, None] + torch.arange(h)
-    cols = ox[:, None] + torch.arange(w)
-    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    return oy, ox, flip
+
+
+def crop_flip(x: Tensor, oy: Tensor, ox: Tensor, flip: Tensor, pad: int = 4) -> Tensor:
+    """Image i of ``x`` zero-padded by ``pad``, cropped back to its size at (oy[i], ox[i]) and flipped
+    horizontally where flip[i]: one gather for the whole batch, on the batch's device."""
+    n, c, h, w = x.shape
     dev = x.device
+    oy, ox, flip = oy.to(dev), ox.to(dev), flip.to(dev)
+    rows = oy[:, None] + torch.arange(h, device=dev)
+    cols = ox[:, None] + torch.arange(w, device=dev)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
     padded = F.pad(x, (pad, pad, pad, pad))
     return padded[
         torch.arange(n, device=dev)[:, None, None, None],
         torch.arange(c, device=dev)[None, :, None, None],
-        rows.to(dev)[:, None, :, None],
-        cols.to(dev)[:, None, None, :],
+        rows[:, None, :, None],
+        cols[:, None, None, :],
     ]
+
+
+def pad_crop_flip(x: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
+    """Random ``pad``-pixel zero-padded crop of the input size and a horizontal flip with p = 0.5."""
+    return crop_flip(x, *crop_flip_params(len(x), generator, pad), pad)
 
 
 class MemoryLoader:
     def __init__(self, name: str, splits: Splits, batch_size: int, device, augment: bool, shuffle: bool,
-                 seed: int):
+                 seed: int, channels_last: bool = False):
         x, y = splits.sets[name]
         self.x, self.y = x.to(device), y.to(device)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.augment = augment and splits.augment == "crop_flip"
+        self.channels_last = channels_last and x.dim() == 4
         shape = (1, -1) + (1,) * (x.dim() - 2)
         self.mean = torch.tensor(splits.mean, device=device).view(shape) * splits.scale
         self.std = torch.tensor(splits.std, device=device).view(shape) * splits.scale
@@ -94,14 +110,109 @@ class MemoryLoader:
             return torch.randperm(self.num_samples, generator=generator)
         return torch.arange(self.num_samples)
 
+    def batch(self, index: Tensor, x: Tensor) -> Batch:
+        x = (x.float() - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return Batch(x, self.y[index], index)
+
     def get(self, index: Tensor, generator: torch.Generator) -> Batch:
         """The samples ``index`` (on the device), augmented with ``generator`` when training, normalised."""
         x = self.x[index]
-        if self.augment:
-            x = pad_crop_flip(x, generator)
-        return Batch((x.float() - self.mean) / self.std, self.y[index], index)
+        return self.batch(index, pad_crop_flip(x, generator) if self.augment else x)
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        """The epoch's batches. Its order and augmentation are drawn at once from the (seed, epoch) generator
+        on the host and moved to the device in one copy, so no step waits for a host-to-device transfer."""
+        g = epoch_generator(self.seed, epoch)
+        dev = self.y.device
+        order = self.order(g).to(dev)
+        params = [p.to(dev) for p in crop_flip_params(self.num_samples, g)] if self.augment else None
+        for start in range(0, self.num_samples, self.batch_size):
+            index = order[start:start + self.batch_size]
+            x = self.x[index]
+            if params is not None:
+                x = crop_flip(x, *(p[start:start + self.batch_size] for p in params))
+            yield self.batch(index, x)
+
+
+class Standardize:
+    """uint8 or float pixels -> (x - mean) / std in float32 (a picklable transform for worker processes)."""
+
+    def __init__(self, mean: Tensor, std: Tensor):
+        self.mean, self.std = mean, std
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return (x.float() - self.mean) / self.std
+
+
+class SplitDataset(torch.utils.data.Dataset):
+    def __init__(self, x: Tensor, y: Tensor, transform):
+        self.x, self.y, self.transform = x, y, transform
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.x[i]), self.y[i], i
+
+
+class TorchvisionLoader(MemoryLoader):
+    """The classic input pipeline, kept as the reference for the device path and for data that does not fit on
+    the device: the split stays on the host; a ``torch.utils.data.DataLoader`` with ``num_workers`` processes
+    applies torchvision's ``RandomCrop(size, padding=4)`` and ``RandomHorizontalFlip()`` per image, then the
+    batch is copied to the device (pinned memory on CUDA). The same (seed, epoch) order as the device path; the
+    augmentation draws come from the workers' seeded generators, so a run is reproducible for a fixed
+    ``num_workers`` but differs from the device path's draws."""
+
+    def __init__(self, name: str, splits: Splits, batch_size: int, device, augment: bool, shuffle: bool,
+                 seed: int, channels_last: bool = False, num_workers: int = 2):
+        from torchvision.transforms import v2
+
+        super().__init__(name, splits, batch_size, "cpu", augment, shuffle, seed, channels_last)
+        self.device = torch.device(device)
+        self.index_y = self.y.to(self.device)
+        size = list(self.x.shape[-2:])
+        steps = [v2.RandomCrop(size, padding=4), v2.RandomHorizontalFlip()] if self.augment else []
+        self.transform = v2.Compose([*steps, Standardize(self.mean[0], self.std[0])])
+        self.dataset = SplitDataset(self.x, self.y, self.transform)
+        self.num_workers = num_workers
+
+    def to_device(self, x: Tensor, y: Tensor, index: Tensor) -> Batch:
+        pinned = x.is_pinned()
+        x, y, index = (t.to(self.device, non_blocking=pinned) for t in (x, y, index))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return Batch(x, y, index)
+
+    def get(self, index: Tensor, generator: torch.Generator) -> Batch:
+        index = index.cpu()
+        with torch.random.fork_rng(devices=[]):
+            if generator is not None:
+                torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+            x = torch.stack([self.transform(self.x[i]) for i in index.tolist()])
+        return self.to_device(x, self.y[index], index)
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         g = epoch_generator(self.seed, epoch)
-        for index in self.order(g).split(self.batch_size):
-            yield self.get(index.to(self.y.device), g)
+        batches = [b.tolist() for b in self.order(g).split(self.batch_size)]
+        workers = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=g)))
+        loader = iter(torch.utils.data.DataLoader(
+            self.dataset, batch_sampler=batches, num_workers=self.num_workers, generator=workers,
+            pin_memory=self.device.type == "cuda"))
+        # without workers the transforms draw from the global generator: they get a private state, swapped in
+        # around each batch, so the model's own random draws (dropout) do not depend on the loader
+        private = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=workers))).get_state()
+        while True:
+            if self.num_workers == 0:
+                outer = torch.get_rng_state()
+                torch.set_rng_state(private)
+            try:
+                batch = next(loader, None)
+            finally:
+                if self.num_workers == 0:
+                    private = torch.get_rng_state()
+                    torch.set_rng_state(outer)
+            if batch is None:
+                return
+            yield self.to_device(*batch)

@@ -74,6 +74,10 @@ class Method:
         """Extra entries for results.json, given the metrics rows of every epoch."""
         return {}
 
+    def bank_bytes(self) -> int:
+        """Device memory of the method's per-sample banks (results.json and lstsd-bench report it)."""
+        return 0
+
     def state_dict(self) -> dict:
         return {}
 

@@ -165,8 +165,11 @@ class TemporalEnsembling(Consistency):
         acc.copy_((self.cfg.alpha * acc.float() + (1.0 - self.cfg.alpha) * z.float()).to(acc.dtype))
         self.updates += 1
 
+    def bank_bytes(self) -> int:
+        return self.current.nbytes + self.accumulated.nbytes
+
     def summary(self, history: list[dict]) -> dict:
-        return {"bank_bytes": self.current.nbytes + self.accumulated.nbytes}
+        return {"bank_bytes": self.bank_bytes()}
 
     def state_dict(self) -> dict:
         return {"current": self.current.state_dict(), "accumulated": self.accumulated.state_dict(),

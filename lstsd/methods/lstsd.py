@@ -53,6 +53,7 @@ class LSTSDConfig(MethodConfig):
     bank_dtype: str = "float32"
     bank_store: str = "logits"  # logits, or probs = softmax(logits / temperature)
     bank_source: str = "train_forward"  # or post_update (Algorithm 1 line 14 literally; one extra forward)
+    bank_topk: int = 0  # k > 0: keep each row's k largest probabilities and their classes (needs bank_store=probs)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -64,6 +65,9 @@ class LSTSDConfig(MethodConfig):
         require_choice("method.bank_dtype", self.bank_dtype, tuple(BANK_DTYPES))
         require_choice("method.bank_store", self.bank_store, ("logits", "probs"))
         require_choice("method.bank_source", self.bank_source, ("train_forward", "post_update"))
+        require(self.bank_topk >= 0, "method.bank_topk", "an integer >= 0", self.bank_topk)
+        require(self.bank_topk == 0 or self.bank_store == "probs", "method.bank_topk",
+                "0 unless method.bank_store=probs (top-k keeps probabilities)", self.bank_topk)
 
 
 @register_method("lstsd", LSTSDConfig)
@@ -82,7 +86,9 @@ class LSTSD(Method):
     def setup_teachers(self) -> None:
         n, c = self.ctx.info.num_train, self.ctx.info.num_classes
         self.teachers_are_probs = self.cfg.bank_store == "probs"
-        self.banks = {k: SampleBank(n, c, self.cfg.bank_dtype, self.ctx.device)
+        require(self.cfg.bank_topk < c, "method.bank_topk", f"an integer in [0, {c}) (the number of classes)",
+                self.cfg.bank_topk)
+        self.banks = {k: SampleBank(n, c, self.cfg.bank_dtype, self.ctx.device, self.cfg.bank_topk)
                       for k, w in self.weights.items() if w > 0}
 
     def on_epoch_start(self, epoch: int) -> None:
@@ -118,8 +124,11 @@ class LSTSD(Method):
         if "long" in self.banks and self.record_long:
             self.banks["long"].write(batch.index, rows)
 
+    def bank_bytes(self) -> int:
+        return sum(b.nbytes for b in self.banks.values())
+
     def summary(self, history: list[dict]) -> dict:
-        return {"bank_bytes": sum(b.nbytes for b in self.banks.values())}
+        return {"bank_bytes": self.bank_bytes()}
 
     def state_dict(self) -> dict:
         return {k: b.state_dict() for k, b in self.banks.items()}
@@ -149,8 +158,8 @@ class LSTSDSingle(LSTSD):
             if self.weights[kind] > 0:
                 self.snapshots[kind] = frozen_copy(self.model)
 
-    def summary(self, history: list[dict]) -> dict:
-        return {"bank_bytes": 0}
+    def bank_bytes(self) -> int:
+        return 0
 
     def state_dict(self) -> dict:
         return {k: m.state_dict() for k, m in self.snapshots.items()}

@@ -156,6 +156,10 @@ class LWKD(Method):
         return {"teacher_dir": self.teacher_dir, "teacher_test_acc": res["test_acc_final"],
                 "teacher_dataset": res["dataset"]}
 
+    def bank_bytes(self) -> int:
+        bank = getattr(self, "bank", None)  # the precomputed synthetic-twin logits (none for w/o SYN)
+        return 0 if bank is None else bank.nbytes
+
     def state_dict(self) -> dict:
         return {"disc": self.disc.state_dict(), "disc_opt": self.disc_opt.state_dict()}
 

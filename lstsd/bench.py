@@ -1,0 +1,209 @@
+"""``lstsd-bench [OVERRIDES...]``: what each method costs per training step, against vanilla, in one process.
+
+Every method is assembled exactly as ``lstsd`` would assemble it from the same overrides (model, dataset,
+device, batch size, precision, loader: any ``lstsd`` key; by default ResNet-20 on CIFAR-100-shaped synthetic
+8-bit images with the crop-and-flip augmentation), put into its distilling state (the epoch bookkeeping is
+fast-forwarded to the last epoch of a ``trainer.epochs`` run, so the mini-generation methods have their banks,
+snapshots and teachers; KD teachers are trained for one epoch), warmed up, then timed for ``--steps`` full
+training steps (batch, forward, loss, backward, optimiser, bank writes) per round over ``--rounds`` rounds. The
+methods are interleaved, in alternating order, and each keeps its best round, so that the drift of a shared
+machine hits all alike. A timed ``forward`` row (the model in eval mode without gradients: one teacher's cost)
+gives each method's inherent cost: ``x inherent`` is its step time over vanilla's plus the teacher forwards the
+method has to run, and, for DLB, per image (its step trains on twice the images). A ``vanilla[torchvision]``
+row times the DataLoader input path against the device-resident one. Overrides given after a method's name
+(``lstsd:method.bank_topk=5``) apply to it alone. Peak memory is measured on CUDA, in a
+separate pass that builds one method at a time.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+# Inherent extra work per step, in teacher forward passes (the rest of a step is vanilla's), and the images a
+# step trains on per new image. Everything else a method does (bank gathers and scatters, EMA) should be noise.
+TEACHER_FORWARDS = {"sd": 1, "sd_t3": 1, "mean_teacher": 1, "kd": 1, "tfkd_self": 1, "lstsd_single": 2}
+IMAGES_PER_IMAGE = {"dlb": 2}
+METHODS = ("vanilla", "lstsd", "lstsd_single", "sd", "snapshot_ensembles", "mean_teacher", "temporal_ensembling",
+           "dlb", "label_smoothing", "tfkd_reg", "kd")
+DEFAULTS = ("model=resnet20", "dataset=synthetic", "dataset.batch_size=128", "dataset.num_classes=100",
+            "dataset.shape=[3,32,32]", "dataset.pixels=uint8", "dataset.num_test=64", "trainer.epochs=12")
+SMOKE = ("model=digits_cnn", "dataset=synthetic", "dataset.num_classes=4", "dataset.shape=[3,8,8]",
+         "dataset.pixels=uint8", "dataset.num_test=16", "dataset.batch_size=16", "trainer.epochs=12",
+         "trainer.device=cpu")
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Bench:
+    """One method (or the bare forward pass) ready to time: its trainer and an endless stream of batches."""
+
+    def __init__(self, label: str, overrides: list[str], teacher_cache: str):
+        from lstsd.cli import CONFIG_DIR
+        from lstsd.config import validate
+        from lstsd.run import assemble
+        from hydra import compose, initialize_config_dir
+
+        self.label = label
+        self.method, *own = label.split(":")  # e.g. lstsd:method.bank_topk=5:method.bank_store=probs
+        self.method = self.method.split("[")[0]
+        name = "vanilla" if self.method == "forward" else self.method
+        extra = [f"method={name}", *own] + (["dataset.loader=torchvision"] if label.endswith("[torchvision]")
+                                            else [])
+        with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+            cfg = compose("config", overrides=[*overrides, *extra])
+        if cfg.method.name == "kd" and not cfg.method.get("teacher_run"):
+            # a teacher of the student's own architecture, trained for one epoch: its forward is what matters
+            cfg.method.teacher = [f"model={cfg.model.name}", "trainer.epochs=1"]
+            cfg.method.teacher_cache = teacher_cache
+        conf = validate(cfg)
+        self.trainer = assemble(conf, cfg, Path(teacher_cache), [*overrides, *extra])
+        self.device = next(self.trainer.model.parameters()).device
+        self.batch_size = conf.dataset.batch_size
+        method, last = self.trainer.method, conf.trainer.epochs - 1
+        for epoch in range(last):  # fast-forward the bookkeeping: banks, snapshots, teachers as in the last epoch
+            method.on_epoch_start(epoch)
+            method.on_epoch_end(epoch)
+        method.on_epoch_start(last)
+        self.trainer.model.train()
+        self.batches = self.stream(last)
+        self.sums = defaultdict(lambda: torch.zeros((), device=self.device))
+
+    def stream(self, epoch: int):
+        while True:
+            yield from self.trainer.data.train.epoch(epoch)
+
+    def run(self, steps: int) -> float:
+        """Seconds per step over ``steps`` steps."""
+        synchronize(self.device)
+        t0 = time.perf_counter()
+        if self.method == "forward":
+            model = self.trainer.model
+            model.eval()
+            with torch.no_grad(), self.trainer.autocast():
+                for _ in range(steps):
+                    model(next(self.batches).x)
+            model.train()
+        else:
+            for _ in range(steps):
+                self.trainer.step(next(self.batches), self.sums)
+        synchronize(self.device)
+        return (time.perf_counter() - t0) / steps
+
+    def bank_bytes(self) -> int:
+        return self.trainer.method.bank_bytes()
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores " \
+           f"({torch.get_num_threads()} threads), torch {torch.__version__}"
+
+
+def peak_memory(label: str, overrides: list[str], cache: str, steps: int) -> int:
+    """Peak CUDA memory of one method alone: built, warmed up and stepped with nothing else allocated."""
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    bench = Bench(label, overrides, cache)
+    bench.run(steps)
+    peak = torch.cuda.max_memory_allocated()
+    del bench
+    gc.collect()
+    torch.cuda.empty_cache()
+    return peak
+
+
+def measure(overrides: list[str], methods: list[str], steps: int, rounds: int, warmup: int,
+            loader: bool = True) -> tuple[list[dict], str]:
+    labels = ["forward", *methods] + (["vanilla[torchvision]"] if loader else [])
+    with tempfile.TemporaryDirectory(prefix="lstsd-bench-") as cache:
+        benches = {label: Bench(label, overrides, cache) for label in labels}
+        device = benches["forward"].device
+        for b in benches.values():
+            b.run(warmup)
+        best = {label: float("inf") for label in labels}
+        for r in range(rounds):
+            for label in (labels if r % 2 == 0 else labels[::-1]):
+                best[label] = min(best[label], benches[label].run(steps))
+        banks = {label: b.bank_bytes() for label, b in benches.items()}
+        batches = {label: b.batch_size for label, b in benches.items()}
+        del benches
+        peaks = {label: peak_memory(label, overrides, cache, warmup + 1) for label in labels
+                 if label != "forward"} if device.type == "cuda" else {}
+    forward, vanilla = best.pop("forward"), best["vanilla"]
+    rows = []
+    for label, seconds in best.items():
+        method = label.split(":")[0].split("[")[0]
+        inherent = IMAGES_PER_IMAGE.get(method, 1) * vanilla + TEACHER_FORWARDS.get(method, 0) * forward
+        rows.append({
+            "method": label,
+            "step_ms": 1000 * seconds,
+            "steps_per_second": 1 / seconds,
+            "images_per_second": batches[label] / seconds,
+            "step_time_ratio": seconds / vanilla,
+            "inherent_ratio": seconds / inherent,
+            "peak_memory_bytes": peaks.get(label),
+            "bank_bytes": banks[label],
+        })
+    return rows, f"{machine(device)}; batch {batches['forward']}; teacher forward {1000 * forward:.1f} ms"
+
+
+def table(rows: list[dict], header: str) -> str:
+    lines = [header, "", "| method | step ms | steps/s | images/s | × vanilla | × inherent | peak memory | bank |",
+             "|---|---|---|---|---|---|---|---|"]
+    def size(b):
+        if not b:
+            return "-"
+        unit = next(u for u, k in (("GiB", 30), ("MiB", 20), ("KiB", 10), ("B", 0)) if b >= 2**k)
+        return f"{b / 2 ** dict(GiB=30, MiB=20, KiB=10, B=0)[unit]:.1f} {unit}"
+
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['step_ms']:.1f} | {r['steps_per_second']:.2f} | "
+                     f"{r['images_per_second']:.0f} | {r['step_time_ratio']:.2f} | {r['inherent_ratio']:.2f} | "
+                     f"{size(r['peak_memory_bytes'])} | {size(r['bank_bytes'])} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    from lstsd.config import ConfigError
+
+    parser = argparse.ArgumentParser(prog="lstsd-bench", description=__doc__.splitlines()[0].strip("`: "))
+    parser.add_argument("overrides", nargs="*", help="lstsd overrides (model=..., dataset.batch_size=..., "
+                                                     "trainer.device=..., trainer.precision=...)")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="comma-separated; a method's own overrides follow it after colons, e.g. "
+                             "lstsd:method.bank_store=probs:method.bank_topk=5 (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per method and round")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per method first")
+    parser.add_argument("--no-loader", action="store_true", help="leave out the vanilla[torchvision] row")
+    parser.add_argument("--json", action="store_true", help="print the rows as a JSON list instead of a table")
+    parser.add_argument("--smoke", action="store_true", help="a tiny CPU model and 1 step: checks that it runs")
+    args = parser.parse_args(argv)
+    base = SMOKE if args.smoke else DEFAULTS
+    steps, rounds, warmup = (1, 1, 1) if args.smoke else (args.steps, args.rounds, args.warmup)
+    try:
+        rows, header = measure([*base, *args.overrides], args.methods.split(","), steps, rounds, warmup,
+                               loader=not args.no_loader)
+    except ConfigError as e:
+        print(f"lstsd-bench: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(rows, indent=1) if args.json else table(rows, header))
+
+
+if __name__ == "__main__":
+    main()
