@@ -6,8 +6,9 @@ device, batch size, precision, loader: any ``lstsd`` key; by default ResNet-20 o
 fast-forwarded to the last epoch of a ``trainer.epochs`` run, so the mini-generation methods have their banks,
 snapshots and teachers; KD teachers are trained for one epoch), warmed up, then timed for ``--steps`` full
 training steps (batch, forward, loss, backward, optimiser, bank writes) per round over ``--rounds`` rounds. The
-methods are interleaved, in alternating order, and each keeps its best round, so that the drift of a shared
-machine hits all alike. A timed ``forward`` row (the model in eval mode without gradients: one teacher's cost)
+methods are interleaved, in alternating order; a method's ratios to vanilla are taken within each round (runs
+next to each other in time) and the median over rounds is reported, so that the drift and bursts of a shared
+machine cancel. A timed ``forward`` row (the model in eval mode without gradients: one teacher's cost)
 gives each method's inherent cost: ``x inherent`` is its step time over vanilla's plus the teacher forwards the
 method has to run, and, for DLB, per image (its step trains on twice the images). A ``vanilla[torchvision]``
 row times the DataLoader input path against the device-resident one. Overrides given after a method's name
@@ -21,6 +22,7 @@ import gc
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -135,31 +137,36 @@ def measure(overrides: list[str], methods: list[str], steps: int, rounds: int, w
         device = benches["forward"].device
         for b in benches.values():
             b.run(warmup)
-        best = {label: float("inf") for label in labels}
+        times: dict = {label: [] for label in labels}
         for r in range(rounds):
             for label in (labels if r % 2 == 0 else labels[::-1]):
-                best[label] = min(best[label], benches[label].run(steps))
+                times[label].append(benches[label].run(steps))
         banks = {label: b.bank_bytes() for label, b in benches.items()}
         batches = {label: b.batch_size for label, b in benches.items()}
         del benches
         peaks = {label: peak_memory(label, overrides, cache, warmup + 1) for label in labels
                  if label != "forward"} if device.type == "cuda" else {}
-    forward, vanilla = best.pop("forward"), best["vanilla"]
+    forward, vanilla = times.pop("forward"), times["vanilla"]
     rows = []
-    for label, seconds in best.items():
+    for label, ts in times.items():
         method = label.split(":")[0].split("[")[0]
-        inherent = IMAGES_PER_IMAGE.get(method, 1) * vanilla + TEACHER_FORWARDS.get(method, 0) * forward
+        inherent = [IMAGES_PER_IMAGE.get(method, 1) * v + TEACHER_FORWARDS.get(method, 0) * f
+                    for v, f in zip(vanilla, forward)]
+        seconds = statistics.median(ts)
         rows.append({
             "method": label,
             "step_ms": 1000 * seconds,
             "steps_per_second": 1 / seconds,
             "images_per_second": batches[label] / seconds,
-            "step_time_ratio": seconds / vanilla,
-            "inherent_ratio": seconds / inherent,
+            # ratios within each round (neighbours in time), then their median: drift and bursts cancel
+            "step_time_ratio": statistics.median(t / v for t, v in zip(ts, vanilla)),
+            "inherent_ratio": statistics.median(t / i for t, i in zip(ts, inherent)),
             "peak_memory_bytes": peaks.get(label),
             "bank_bytes": banks[label],
         })
-    return rows, f"{machine(device)}; batch {batches['forward']}; teacher forward {1000 * forward:.1f} ms"
+    header = f"{machine(device)}; batch {batches['forward']}; teacher forward " \
+             f"{1000 * statistics.median(forward):.1f} ms; {rounds} rounds of {steps} steps"
+    return rows, header
 
 
 def table(rows: list[dict], header: str) -> str:
@@ -187,8 +194,8 @@ def main(argv=None) -> None:
     parser.add_argument("--methods", default=",".join(METHODS),
                         help="comma-separated; a method's own overrides follow it after colons, e.g. "
                              "lstsd:method.bank_store=probs:method.bank_topk=5 (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per method and round")
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per method and round")
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per method first")
     parser.add_argument("--no-loader", action="store_true", help="leave out the vanilla[torchvision] row")
     parser.add_argument("--json", action="store_true", help="print the rows as a JSON list instead of a table")
