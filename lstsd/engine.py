@@ -11,6 +11,8 @@ import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -22,6 +24,8 @@ from tqdm import tqdm
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "last.pt"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)  # SLURM preemption; --signal before the time
+# limit (submitit asks for USR2 and requeues the job in its handler, which runs after the checkpoint)
 
 
 class TrainingError(RuntimeError):
@@ -29,13 +33,17 @@ class TrainingError(RuntimeError):
 
 
 def atomic_save(obj, path: Path) -> None:
-    """Write to a temporary file, fsync, then rename: a crash never leaves a half-written checkpoint."""
+    """Write to a temporary file, fsync, then rename over the previous checkpoint: a crash or a failed write
+    never leaves a half-written one, and the previous one stays until the new one is complete."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_json(obj, path: Path) -> None:
@@ -71,6 +79,10 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.epochs = cfg.trainer.epochs
         self.start_epoch, self.global_step = 0, 0
+        self.in_epoch = None  # the position inside an epoch of a checkpoint taken there (on a signal)
+        self.method_state = None
+        self.stop_signal = None
+        self.previous_handlers: dict = {}
         self.history: list[dict] = []
         self.train_seconds = self.wall_seconds = 0.0
         device = next(model.parameters()).device
@@ -82,9 +94,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict:
+        """Everything a run needs to go on exactly: weights, optimiser, loss scale, method state (banks,
+        snapshots, EMA teacher, DLB's last batch), every random generator, the history and the position (the
+        epoch, and for a checkpoint taken inside an epoch the steps done in it and their running sums; the
+        epoch's batch order and augmentation follow from (seed, epoch), so the position is enough to go on)."""
         return {
             "epoch": self.start_epoch,
             "global_step": self.global_step,
+            "in_epoch": self.in_epoch,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -101,22 +118,58 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.method.load_state_dict(state["method"])
+            if state.get("in_epoch") is not None:  # inside an epoch: applied again after on_epoch_start, which
+                self.method_state = state["method"]  # sees the saved state but resets per-epoch parts
             self.scaler.load_state_dict(state.get("scaler", {}))
         except Exception as e:  # noqa: BLE001 - any failure here means the file does not fit this run
             raise TrainingError(f"cannot resume from {path}: {type(e).__name__}: {e} "
                                 "(delete it or set trainer.resume=false to start afresh)") from e
         self.start_epoch, self.global_step = state["epoch"], state["global_step"]
+        self.in_epoch = state.get("in_epoch")
         self.history = state["history"]
         self.train_seconds, self.wall_seconds = state["seconds"]
         torch.set_rng_state(state["rng_cpu"])
         if state["rng_cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
-        log.info(f"resumed from {path} after epoch {self.start_epoch}")
+        where = f"step {self.in_epoch['step']} of epoch {self.start_epoch + 1}" if self.in_epoch else \
+            f"epoch {self.start_epoch}"
+        log.info(f"resumed from {path} after {where}")
+
+    def save_checkpoint(self) -> None:
+        if self.cfg.trainer.checkpoint:
+            atomic_save(self.state_dict(), self.run_dir / CHECKPOINT)
+
+    # ------------------------------------------------------------------ signals
+    def request_stop(self, signum, frame) -> None:
+        """SIGTERM / SIGUSR1 (what SLURM sends before a preemption or the time limit): finish the current step,
+        checkpoint, then hand the signal to whoever handled it before (submitit requeues the job)."""
+        self.stop_signal = signum
+
+    def stop_now(self) -> None:
+        signum = self.stop_signal
+        log.warning(f"{signal.Signals(signum).name}: checkpointed at step {self.in_epoch['step']} of epoch "
+                    f"{self.start_epoch + 1}; stopping")
+        self.restore_signals()
+        os.kill(os.getpid(), signum)  # the previous handler (or the default action) now runs
+        raise TrainingError(f"stopped by {signal.Signals(signum).name} after checkpointing")
+
+    def install_signals(self) -> None:
+        self.previous_handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self.previous_handlers[sig] = signal.signal(sig, self.request_stop)
+
+    def restore_signals(self) -> None:
+        for sig, handler in self.previous_handlers.items():
+            signal.signal(sig, handler)
+        self.previous_handlers = {}
 
     # ------------------------------------------------------------------ loop
     def step(self, batch, sums: dict) -> None:
         """One optimisation step on ``batch``; its statistics are added to ``sums`` on the device (no host
-        synchronisation: nothing is read back here)."""
+        synchronisation: nothing is read back here, a non-finite loss included:
+        the first step with one is recorded on the device and reported, with the non-finite loss terms, at the end
+        of the epoch, which is then not checkpointed)."""
         self.scheduler.step_update(self.global_step)
         with self.autocast():
             loss, logits, terms = self.method.training_step(batch)
@@ -131,6 +184,8 @@ class Trainer:
         for name, value in terms.items():
             sums[f"loss_{name}"] += value.detach() * n
         sums["correct"] += (logits.detach().argmax(1) == batch.y).sum()
+        first = (sums["first_bad"] < 0) & ~torch.isfinite(loss.detach())
+        sums["first_bad"] = torch.where(first, float(self.global_step + 1), sums["first_bad"])
         self.global_step += 1
 
     def train_epoch(self, epoch: int) -> dict:
@@ -139,19 +194,31 @@ class Trainer:
         method.on_epoch_start(epoch)
         device = next(model.parameters()).device
         sums: dict = defaultdict(lambda: torch.zeros((), device=device))
-        lr = None
-        for batch in self.data.train.epoch(epoch):
+        sums["first_bad"] = torch.full((), -1.0, device=device)
+        start, lr = 0, None
+        if self.in_epoch is not None:  # resumed inside this epoch
+            method.load_state_dict(self.method_state)
+            start, lr = self.in_epoch["step"], self.in_epoch["lr"]
+            sums.update({k: v.to(device) for k, v in self.in_epoch["sums"].items()})
+        for i, batch in enumerate(self.data.train.epoch(epoch, start_step=start), start=start):
             self.step(batch, sums)
             lr = opt.param_groups[0]["lr"] if lr is None else lr
+            if self.stop_signal is not None:
+                self.in_epoch = {"step": i + 1, "lr": lr, "sums": {k: v.cpu() for k, v in sums.items()}}
+                self.save_checkpoint()
+                self.stop_now()
+        self.in_epoch = None
         method.on_epoch_end(epoch)
         n = self.data.train.num_samples
+        first_bad = int(sums.pop("first_bad").item())
         stats = {k: v.item() / n for k, v in sums.items()}  # the epoch's one read-back
+        if first_bad >= 0:
+            terms = ", ".join(f"{k.removeprefix('loss_')}={v:.4g}" for k, v in stats.items()
+                              if k.startswith("loss") and not math.isfinite(v))
+            raise TrainingError(f"non-finite loss at step {first_bad} (epoch {epoch + 1}; non-finite terms: "
+                                f"{terms}); the last good checkpoint is {self.run_dir / CHECKPOINT}")
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": stats.pop("loss"),
                "train_acc": 100.0 * stats.pop("correct")}
-        if not math.isfinite(row["train_loss"]):
-            terms = ", ".join(f"{k}={v:.4g}" for k, v in stats.items())
-            raise TrainingError(f"non-finite training loss in epoch {epoch + 1} ({terms}); "
-                                f"the last good checkpoint is {self.run_dir / CHECKPOINT}")
         return row | stats
 
     def evaluate_all(self) -> dict:
@@ -172,6 +239,13 @@ class Trainer:
         bar = tqdm(total=self.epochs, initial=self.start_epoch, desc=f"{self.method.cfg.label}",
                    disable=None if self.cfg.trainer.progress else True,  # None: only on a terminal
                    dynamic_ncols=True, leave=False)
+        self.install_signals()
+        try:
+            return self.train(metrics_path, bar)
+        finally:
+            self.restore_signals()
+
+    def train(self, metrics_path: Path, bar) -> dict:
         for epoch in range(self.start_epoch, self.epochs):
             t0 = time.perf_counter()
             row = self.train_epoch(epoch)
@@ -185,8 +259,7 @@ class Trainer:
                 f.write(json.dumps(row) + "\n")
             self.logger.log_epoch(row)
             self.start_epoch = epoch + 1
-            if self.cfg.trainer.checkpoint:
-                atomic_save(self.state_dict(), ckpt)
+            self.save_checkpoint()
             bar.update(1)
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{row['test_acc']:.2f}")
             log.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))

@@ -1,5 +1,6 @@
 """Config composition, validation and the command line (exit codes, one-line errors, multirun)."""
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,28 +61,77 @@ def test_range_errors_name_the_key(overrides, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("args,fragment", [
+BAD_INPUT = [
     (["method=nonexistent"], "method=nonexistent is invalid: allowed one of dlb, kd, kd_densenet121, kd_lenetw, "
      "kd_resnet18, kd_resnet50, kd_resnext29, label_smoothing, lstsd, lstsd_single, lstsd_wo_long, lstsd_wo_short, "
      "lwkd, lwkd_c10, lwkd_digits, lwkd_wo_adv, lwkd_wo_kl, lwkd_wo_syn, mean_teacher, sd, sd_t3, "
      "snapshot_ensembles, temporal_ensembling, tfkd_reg, tfkd_self, vanilla"),
     (["experiment=nope"], "experiment=nope is invalid: allowed one of demo"),
+    (["model=resnet999"], "model=resnet999 is invalid: allowed one of"),
+    (["hydra/launcher=nope"], "hydra/launcher=nope is invalid"),
     (["method=lstsd", "method.temperature=0"], "method.temperature=0.0 is invalid"),
     (["trainer.epochs=abc"], "trainer.epochs"),
     (["trainer.epochs=0"], "trainer.epochs=0 is invalid"),
-    (["dataset.batch_size=0"], "dataset.batch_size=0 is invalid"),
-    (["optim.lr=-0.1"], "optim.lr=-0.1 is invalid"),
     (["trainer.nonsense=1"], "nonsense"),
+    (["trainer.precision=fp8"], "trainer.precision='fp8' is invalid: allowed one of fp32, bf16, fp16"),
+    (["trainer.device=tpu"], "trainer.device='tpu' is invalid"),
+    (["dataset.batch_size=0"], "dataset.batch_size=0 is invalid"),
+    (["dataset.val_fraction=1.5"], "dataset.val_fraction=1.5 is invalid: allowed a number in [0, 1)"),
+    (["dataset.loader=ffcv"], "dataset.loader='ffcv' is invalid: allowed one of memory, torchvision"),
+    (["dataset.num_workers=-1"], "dataset.num_workers=-1 is invalid"),
+    (["optim.lr=-0.1"], "optim.lr=-0.1 is invalid"),
+    (["optim.momentum=1.0"], "optim.momentum=1.0 is invalid: allowed a number in [0, 1)"),
+    (["optim.foreach=true", "optim.fused=true"], "optim.fused=True is invalid"),
+    (["schedule.name=linear"], "schedule.name='linear' is invalid: allowed one of constant, step, cosine"),
     (["method=sd", "trainer.epochs=2"], "method.minigens=4 is invalid: allowed an integer in [1, trainer.epochs=2]"),
+    (["method=snapshot_ensembles", "method.minigen_lengths=[10,10]"],
+     "method.minigen_lengths=[10, 10] is invalid: allowed lengths summing to trainer.epochs=30"),
     (["method=mean_teacher", "method.decay=1.5"], "method.decay=1.5 is invalid: allowed a number in (0, 1)"),
     (["method=temporal_ensembling", "method.weight=-1"], "method.weight=-1.0 is invalid: allowed a number >= 0"),
-    (["model=resnet20", "model.depth=21"], "model.depth=21 is invalid for cifar_resnet: expected 6n+2"),
-    (["model=timm", "model.name=no_such_net"], "model.name='no_such_net' is invalid: not a timm model"),
+    (["method=lstsd", "method.bank_topk=5"], "method.bank_topk=5 is invalid: allowed 0 unless method.bank_store=probs"),
     (["method=lstsd", "method.bank_store=probs", "method.bank_topk=10"],
      "method.bank_topk=10 is invalid: allowed an integer in [0, 10) (the number of classes)"),
-    (["dataset=cifar10", "dataset.root=/does/not/exist"], "expected the python-pickle folder /does/not/exist/cifar-10-batches-py"),
-])
+    (["method=lstsd", "method.bank_dtype=int8"], "method.bank_dtype='int8' is invalid"),
+    (["method=kd", "method.teacher_run=/does/not/exist"], "/does/not/exist"),
+    (["model=resnet20", "model.depth=21"], "model.depth=21 is invalid for cifar_resnet: expected 6n+2"),
+    (["model=timm", "model.name=no_such_net"], "model.name='no_such_net' is invalid: not a timm model"),
+    (["dataset=cifar10", "dataset.root=/does/not/exist"],
+     "expected the python-pickle folder /does/not/exist/cifar-10-batches-py"),
+    (["logger.mode=sometimes"], "logger.mode='sometimes' is invalid"),
+]
+
+
+@pytest.mark.parametrize("args,fragment", BAD_INPUT)
+def test_bad_input_exit_2_one_line(tmp_path, args, fragment, monkeypatch, capsys):
+    """Each bad configuration or override (wrong type, unknown option or key, out-of-range number, inconsistent
+    combination, missing file or folder) stops before training: exit code 2, one line naming it, no traceback.
+    In process (the console script's own main), so that the whole list runs in seconds."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lstsd import cli
+
+    monkeypatch.setattr(sys, "argv", ["lstsd", *args, f"hydra.run.dir={tmp_path}", "trainer.progress=false"])
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")  # main() sets it; monkeypatch restores it afterwards
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    GlobalHydra.instance().clear()
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert e.value.code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("lstsd: error:"), err
+    assert fragment in lines[0] and "Traceback" not in err
+    assert not (tmp_path / "metrics.jsonl").exists()  # stopped before training
+
+
+def test_bad_input_list_is_long():
+    assert len(BAD_INPUT) >= 25
+
+
+@pytest.mark.parametrize("args,fragment", [BAD_INPUT[0], BAD_INPUT[5], BAD_INPUT[18]])
 def test_cli_bad_input_exit_2_one_line(tmp_path, args, fragment):
+    """The same, as a separate process (the exit status a shell sees)."""
     r = run_cli(*args, f"hydra.run.dir={tmp_path}")
     assert r.returncode == 2, r.stderr
     lines = [l for l in r.stderr.splitlines() if l.strip()]

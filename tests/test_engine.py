@@ -148,3 +148,86 @@ def test_torchvision_loader_runs_and_is_reproducible(tiny_cfg, tmp_path):
     a = run(tiny_cfg(*overrides), tmp_path / "a")
     b = run(tiny_cfg(*overrides), tmp_path / "b")
     assert a["status"] == "completed" and strip_time(a) == strip_time(b)
+
+
+@pytest.mark.parametrize("method", [["method=vanilla"], ["method=lstsd", "method.minigen_epochs=1"],
+                                    ["method=sd", "method.minigens=2"],
+                                    ["method=mean_teacher", "method.rampup_epochs=0"],
+                                    ["method=temporal_ensembling", "method.rampup_epochs=1"], ["method=dlb"]])
+def test_stop_signal_inside_an_epoch_checkpoints_and_resumes_exactly(tiny_cfg, tmp_path, monkeypatch, method):
+    """A SIGTERM/SIGUSR1 in the middle of epoch 2: the step finishes, the checkpoint records the position inside
+    the epoch (steps done, running sums, DLB's generator), and the resumed run ends as an uninterrupted one."""
+    import signal
+
+    overrides = (*method, "trainer.epochs=3", "model.dropout=0.3", "dataset.batch_size=8")  # 5 steps an epoch
+    full = run(tiny_cfg(*overrides), tmp_path / "full")
+    original_step = Trainer.step
+
+    def signal_at_step_7(self, batch, sums):
+        original_step(self, batch, sums)
+        if self.global_step == 7:
+            self.request_stop(signal.SIGTERM, None)
+
+    def stop_now(self):
+        raise KeyboardInterrupt  # instead of re-raising the signal in the test process
+
+    monkeypatch.setattr(Trainer, "step", signal_at_step_7)
+    monkeypatch.setattr(Trainer, "stop_now", stop_now)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_cfg(*overrides), tmp_path / "resumed")
+    state = torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)
+    assert (state["epoch"], state["global_step"], state["in_epoch"]["step"]) == (1, 7, 2)
+    monkeypatch.setattr(Trainer, "step", original_step)
+    resumed = run(tiny_cfg(*overrides), tmp_path / "resumed")
+    assert strip_time(resumed) == strip_time(full)
+    assert metrics(tmp_path / "resumed") == metrics(tmp_path / "full")
+
+
+def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint(tiny_cfg, tmp_path, monkeypatch):
+    from lstsd.engine import TrainingError
+    from lstsd.methods.base import Method
+
+    original = Method.loss
+    calls = []
+
+    def poisoned(self, batch, logits):
+        loss, terms = original(self, batch, logits)
+        calls.append(1)
+        if len(calls) == 6:  # the 6th step: the 2nd step of epoch 2 (3 steps an epoch)
+            terms = {k: v * float("nan") for k, v in terms.items()}
+            loss = loss * float("nan")
+        return loss, terms
+
+    monkeypatch.setattr(Method, "loss", poisoned)
+    with pytest.raises(TrainingError, match=r"non-finite loss at step 6 \(epoch 2; non-finite terms: loss=nan, "
+                                            r"ce=nan\); the last good checkpoint is .*last.pt"):
+        run(tiny_cfg("trainer.epochs=3"), tmp_path)
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["epoch"] == 1  # epoch 1's, untouched
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "failed"
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_one(tiny_cfg, tmp_path, monkeypatch):
+    import lstsd.engine as engine
+
+    run(tiny_cfg("trainer.epochs=2"), tmp_path)
+    before = (tmp_path / "last.pt").read_bytes()
+    real_save = torch.save
+
+    def failing_save(obj, f):
+        real_save(obj, f)
+        f.truncate(100)  # half written when the disk fills up
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(engine.torch, "save", failing_save)
+    with pytest.raises(OSError):
+        run(tiny_cfg("trainer.epochs=3", "trainer.skip_completed=false"), tmp_path)
+    assert (tmp_path / "last.pt").read_bytes() == before and not (tmp_path / "last.pt.tmp").exists()
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tiny_cfg, tmp_path):
+    from lstsd.engine import TrainingError
+
+    (tmp_path / "last.pt").write_bytes(b"\x00 not a checkpoint")
+    with pytest.raises(TrainingError, match=r"cannot resume from .*last.pt: .*\(delete it or set "
+                                            r"trainer.resume=false to start afresh\)"):
+        run(tiny_cfg(), tmp_path)

@@ -121,14 +121,15 @@ class MemoryLoader:
         x = self.x[index]
         return self.batch(index, pad_crop_flip(x, generator) if self.augment else x)
 
-    def epoch(self, epoch: int) -> Iterator[Batch]:
-        """The epoch's batches. Its order and augmentation are drawn at once from the (seed, epoch) generator
-        on the host and moved to the device in one copy, so no step waits for a host-to-device transfer."""
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+        """The epoch's batches from batch ``start_step`` on (a run resumed inside an epoch). Its order and
+        augmentation are drawn at once from the (seed, epoch) generator on the host and moved to the device in
+        one copy, so no step waits for a host-to-device transfer."""
         g = epoch_generator(self.seed, epoch)
         dev = self.y.device
         order = self.order(g).to(dev)
         params = [p.to(dev) for p in crop_flip_params(self.num_samples, g)] if self.augment else None
-        for start in range(0, self.num_samples, self.batch_size):
+        for start in range(start_step * self.batch_size, self.num_samples, self.batch_size):
             index = order[start:start + self.batch_size]
             x = self.x[index]
             if params is not None:
@@ -193,9 +194,10 @@ class TorchvisionLoader(MemoryLoader):
             x = torch.stack([self.transform(self.x[i]) for i in index.tolist()])
         return self.to_device(x, self.y[index], index)
 
-    def epoch(self, epoch: int) -> Iterator[Batch]:
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+        """As the device path's; resumed inside an epoch, the remaining batches get other augmentation draws."""
         g = epoch_generator(self.seed, epoch)
-        batches = [b.tolist() for b in self.order(g).split(self.batch_size)]
+        batches = [b.tolist() for b in self.order(g).split(self.batch_size)][start_step:]
         workers = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=g)))
         loader = iter(torch.utils.data.DataLoader(
             self.dataset, batch_sampler=batches, num_workers=self.num_workers, generator=workers,

@@ -73,7 +73,9 @@ class DLB(Method):
         self.last = (batch.index, logits.detach())
 
     def state_dict(self) -> dict:
-        return {"last": self.last}
+        return {"last": self.last, "generator": None if self.generator is None else self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.last = state["last"]
+        if state.get("generator") is not None and self.generator is not None:  # inside an epoch: go on with it
+            self.generator.set_state(state["generator"])
