@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lstsd import distributed
+
 BANK_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -29,7 +31,12 @@ class SampleBank:
         self.classes = torch.zeros(num_samples, topk, dtype=ids, device=device) if topk else None
         self.filled = torch.zeros(num_samples, dtype=torch.bool, device=device)
 
-    def write(self, index: Tensor, rows: Tensor) -> None:
+    def write(self, index: Tensor, rows: Tensor, everywhere: bool = True) -> None:
+        """Store ``rows`` for the samples ``index``. With several processes (``everywhere``, the default) each
+        rank's (index, rows) are gathered from all ranks in rank order and written on every rank, so the banks
+        stay identical; a sample padded into the last global batch twice keeps its later (higher-rank) row."""
+        if everywhere:
+            index, rows = distributed.gather(index), distributed.gather(rows)
         rows = rows.detach()
         if self.topk:
             top = rows.float().topk(self.topk, dim=1)

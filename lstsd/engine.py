@@ -21,9 +21,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from lstsd import distributed
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "last.pt"
+SIGNAL_CHECK_STEPS = 20  # with several processes: how often they agree on a stop signal
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)  # SLURM preemption; --signal before the time
 # limit (submitit asks for USR2 and requeues the job in its handler, which runs after the checkpoint)
 
@@ -136,14 +139,28 @@ class Trainer:
         log.info(f"resumed from {path} after {where}")
 
     def save_checkpoint(self) -> None:
-        if self.cfg.trainer.checkpoint:
+        if self.cfg.trainer.checkpoint and distributed.is_main():
             atomic_save(self.state_dict(), self.run_dir / CHECKPOINT)
+        distributed.barrier()  # no rank goes on (or stops) before the checkpoint is complete
 
     # ------------------------------------------------------------------ signals
     def request_stop(self, signum, frame) -> None:
         """SIGTERM / SIGUSR1 (what SLURM sends before a preemption or the time limit): finish the current step,
         checkpoint, then hand the signal to whoever handled it before (submitit requeues the job)."""
         self.stop_signal = signum
+
+    def stop_requested(self, steps_done: int) -> bool:
+        """Whether a stop signal arrived. With several processes they must agree on the step, so the flag is
+        summed over ranks every ``SIGNAL_CHECK_STEPS`` steps (one tiny all-reduce; none in one process)."""
+        if not distributed.active():
+            return self.stop_signal is not None
+        if steps_done % SIGNAL_CHECK_STEPS:
+            return False
+        flag = torch.tensor(float(self.stop_signal is not None), device=next(self.model.parameters()).device)
+        if distributed.sum_(flag).item() > 0:
+            self.stop_signal = self.stop_signal or signal.SIGTERM
+            return True
+        return False
 
     def stop_now(self) -> None:
         signum = self.stop_signal
@@ -180,6 +197,7 @@ class Trainer:
         with self.autocast():
             self.method.after_step(batch, logits)
         n = batch.y.numel()
+        sums["count"] += n
         sums["loss"] += loss.detach() * n
         for name, value in terms.items():
             sums[f"loss_{name}"] += value.detach() * n
@@ -203,15 +221,18 @@ class Trainer:
         for i, batch in enumerate(self.data.train.epoch(epoch, start_step=start), start=start):
             self.step(batch, sums)
             lr = opt.param_groups[0]["lr"] if lr is None else lr
-            if self.stop_signal is not None:
+            if self.stop_requested(i + 1):
                 self.in_epoch = {"step": i + 1, "lr": lr, "sums": {k: v.cpu() for k, v in sums.items()}}
                 self.save_checkpoint()
                 self.stop_now()
         self.in_epoch = None
         method.on_epoch_end(epoch)
-        n = self.data.train.num_samples
-        first_bad = int(sums.pop("first_bad").item())
-        stats = {k: v.item() / n for k, v in sums.items()}  # the epoch's one read-back
+        first_bad = distributed.gather(sums.pop("first_bad").view(1))
+        first_bad = int(first_bad[first_bad >= 0].min().item()) if (first_bad >= 0).any() else -1
+        for v in sums.values():
+            distributed.sum_(v)  # over processes (a no-op in one)
+        count = sums.pop("count").item()
+        stats = {k: v.item() / count for k, v in sums.items()}  # the epoch's one read-back
         if first_bad >= 0:
             terms = ", ".join(f"{k.removeprefix('loss_')}={v:.4g}" for k, v in stats.items()
                               if k.startswith("loss") and not math.isfinite(v))
@@ -235,9 +256,10 @@ class Trainer:
         if self.cfg.trainer.resume and ckpt.exists():
             self.load_checkpoint(ckpt)
         metrics_path = self.run_dir / "metrics.jsonl"
-        metrics_path.write_text("".join(json.dumps(r) + "\n" for r in self.history))
+        if distributed.is_main():
+            metrics_path.write_text("".join(json.dumps(r) + "\n" for r in self.history))
         bar = tqdm(total=self.epochs, initial=self.start_epoch, desc=f"{self.method.cfg.label}",
-                   disable=None if self.cfg.trainer.progress else True,  # None: only on a terminal
+                   disable=None if self.cfg.trainer.progress and distributed.is_main() else True,  # None: a tty
                    dynamic_ncols=True, leave=False)
         self.install_signals()
         try:
@@ -255,17 +277,19 @@ class Trainer:
             self.train_seconds += t1 - t0
             self.wall_seconds += row["seconds"]
             self.history.append(row)
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
-            self.logger.log_epoch(row)
+            if distributed.is_main():
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                self.logger.log_epoch(row)
             self.start_epoch = epoch + 1
             self.save_checkpoint()
             bar.update(1)
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{row['test_acc']:.2f}")
             log.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         bar.close()
-        results = self.results()
-        write_json(results, self.run_dir / "results.json")
+        results = self.results() | ({"world_size": distributed.world_size()} if distributed.active() else {})
+        if distributed.is_main():
+            write_json(results, self.run_dir / "results.json")
         return results
 
     def results(self) -> dict:

@@ -12,6 +12,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from lstsd import distributed
 from lstsd.config import ConfigError, validate
 from lstsd.data import build_data
 from lstsd.engine import Trainer, write_json
@@ -57,16 +58,20 @@ def assemble(conf, cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Trai
     """Seed, then build data, model, optimiser, method and schedule into a :class:`Trainer` (no logger)."""
     device = resolve_device(conf.trainer.device)
     seed_everything(conf.seed)
-    data = build_data(conf.dataset, conf.seed, device, channels_last=conf.trainer.channels_last)
+    data = build_data(conf.dataset, conf.seed, device, channels_last=conf.trainer.channels_last,
+                      rank=distributed.rank(), world_size=distributed.world_size())
     model = build_model(conf.model, data.info.num_classes, data.info.in_channels).to(device)
     if conf.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if conf.trainer.compile:
         model.compile()  # in place: checkpoints and frozen copies keep the plain parameter names
+    net = model  # what the training forward runs: the model, or its DDP wrapper (gradients averaged)
+    if distributed.active():
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     optimizer = instantiate(cfg.optim, _convert_="all")(model.parameters())
     steps = len(data.train)
     method = build_method(conf.method, RunContext(model, data.info, device, conf.trainer.epochs, steps,
-                                                    data.train, conf.seed, tuple(overrides), conf))
+                                                    data.train, conf.seed, tuple(overrides), conf, net=net))
     scheduler = build_schedule(conf.schedule, optimizer, steps, conf.trainer.epochs, method.lr_cycles)
     return Trainer(conf, model, method, data, optimizer, scheduler, run_dir)
 
@@ -84,26 +89,36 @@ def run(cfg: DictConfig, run_dir: Optional[str | Path] = None, overrides: Option
         run_dir = job.runtime.output_dir
     if overrides is None:
         overrides = list(job.overrides.task) if job is not None else []
-    run_dir = Path(run_dir)
+    joined = distributed.setup(conf.trainer.device)  # several processes (torchrun, SLURM tasks): one group
+    try:
+        return run_assembled(conf, cfg, Path(distributed.broadcast(str(run_dir))), overrides)
+    finally:
+        if joined:
+            distributed.teardown()
+
+
+def run_assembled(conf, cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
     done = completed(run_dir)
     if done is not None and conf.trainer.skip_completed:
         log.warning(f"{run_dir} already holds a completed run: skipped (trainer.skip_completed=false reruns it)")
         return done
     saved = run_dir / ".hydra" / "config.yaml"  # Hydra writes it; a run through the API writes it here
-    if not saved.exists():
+    if not saved.exists() and distributed.is_main():
         saved.parent.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, saved)
     trainer = assemble(conf, cfg, run_dir, overrides)
-    trainer.logger = build_logger(conf, cfg, run_dir)
+    if distributed.is_main():  # only rank 0 writes files and logs
+        trainer.logger = build_logger(conf, cfg, run_dir)
     results, failed = None, True
     try:
         results = trainer.fit()
         failed = False
         return results
     except Exception as e:
-        write_json({"status": "failed", "error": f"{type(e).__name__}: {e}", "method": conf.method.label,
-                    "method_name": conf.method.name, "model": conf.model.name, "dataset": conf.dataset.name,
-                    "seed": conf.seed, "experiment": conf.name}, run_dir / "results.json")
+        if distributed.is_main():
+            write_json({"status": "failed", "error": f"{type(e).__name__}: {e}", "method": conf.method.label,
+                        "method_name": conf.method.name, "model": conf.model.name, "dataset": conf.dataset.name,
+                        "seed": conf.seed, "experiment": conf.name}, run_dir / "results.json")
         raise
     finally:
         trainer.logger.finish(results, failed)

@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -22,6 +23,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from lstsd import distributed
 from lstsd.config import ConfigError, ModelConfig, require
 
 log = logging.getLogger(__name__)
@@ -80,15 +82,20 @@ def train_teacher(overrides: list[str], cache: str | Path) -> Path:
     key = hashlib.sha256("\n".join(overrides).encode()).hexdigest()[:16]
     d = Path(cache).expanduser() / key
     d.mkdir(parents=True, exist_ok=True)
-    with open(d / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if completed(d) is None:
+    # one process holds the lock (rank 0 of several, which then train the teacher together, as one DDP run)
+    lock = open(d / ".lock", "w") if distributed.is_main() else contextlib.nullcontext()
+    with lock:
+        if distributed.is_main():
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if distributed.broadcast(completed(d) is None):
             cfg = compose_config(overrides)
-            (d / "overrides.txt").write_text("\n".join(overrides) + "\n")
-            log.warning(f"training the teacher {' '.join(overrides)} into {d}")
+            if distributed.is_main():
+                (d / "overrides.txt").write_text("\n".join(overrides) + "\n")
+                log.warning(f"training the teacher {' '.join(overrides)} into {d}")
             states = random.getstate(), np.random.get_state()
             with torch.random.fork_rng(devices=[]):
                 run(cfg, d, overrides)
             random.setstate(states[0])
             np.random.set_state(states[1])
+    distributed.barrier()  # its files are complete before any process loads it
     return d

@@ -180,3 +180,19 @@ def test_torchvision_loader_is_the_same_data_pipeline(workers):
     assert 0 < flips < 37
     again = list(make(TorchvisionLoader, "train", True, num_workers=workers).epoch(0))
     assert all(torch.equal(a.x, b.x) for a, b in zip(batches, again))
+
+
+def test_shards_of_the_global_batches():
+    """2 processes, batch 8 each, 45 samples: global batches of 16 cut into consecutive halves; the last 13
+    positions shared 7 + 7 with one padded from the epoch's start; together every position at least once."""
+    from lstsd.data.loader import MemoryLoader, Splits
+
+    splits = Splits({"train": (torch.zeros(45, 1, 2, 2), torch.zeros(45, dtype=torch.long))}, 2, (0.0,), (1.0,))
+    ranks = [MemoryLoader("train", splits, 8, "cpu", False, True, 0, rank=r, world_size=2) for r in (0, 1)]
+    shards = [[p.tolist() for p in loader.shards()] for loader in ranks]
+    assert len(ranks[0]) == 3 and shards[0][0] == list(range(0, 8)) and shards[1][0] == list(range(8, 16))
+    assert shards[0][2] == list(range(32, 39)) and shards[1][2] == [39, 40, 41, 42, 43, 44, 0]
+    assert sorted({p for s in shards for b in s for p in b}) == list(range(45))
+    assert [p.tolist() for p in ranks[1].shards(start_step=2)] == [shards[1][2]]
+    alone = MemoryLoader("train", splits, 8, "cpu", False, True, 0)
+    assert [len(p) for p in alone.shards()] == [8] * 5 + [5]  # one process: the last partial batch as it is

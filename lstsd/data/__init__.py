@@ -42,7 +42,9 @@ class Data:
     evals: dict  # split name ("val", "test") -> MemoryLoader
 
 
-def build_data(cfg, seed: int, device, channels_last: bool = False) -> Data:
+def build_data(cfg, seed: int, device, channels_last: bool = False, rank: int = 0, world_size: int = 1) -> Data:
+    """The splits of ``cfg`` in loaders; with several processes the training loader gives each ``rank`` its
+    shard of every global batch, and every rank evaluates the whole evaluation splits."""
     from lstsd.config import require_choice
 
     require_choice("dataset.name", cfg.name, tuple(DATASETS))
@@ -50,6 +52,8 @@ def build_data(cfg, seed: int, device, channels_last: bool = False) -> Data:
     splits = carve_validation(splits, cfg.val_fraction, cfg.split_seed)
     def loader(split: str, batch_size: int, train: bool) -> MemoryLoader:
         kwargs = dict(augment=train and cfg.augment, shuffle=train, seed=seed, channels_last=channels_last)
+        if train:
+            kwargs |= dict(rank=rank, world_size=world_size)
         if cfg.loader == "torchvision":
             return TorchvisionLoader(split, splits, batch_size, device, num_workers=cfg.num_workers, **kwargs)
         return MemoryLoader(split, splits, batch_size, device, **kwargs)

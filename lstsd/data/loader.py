@@ -88,10 +88,11 @@ def pad_crop_flip(x: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor
 
 class MemoryLoader:
     def __init__(self, name: str, splits: Splits, batch_size: int, device, augment: bool, shuffle: bool,
-                 seed: int, channels_last: bool = False):
+                 seed: int, channels_last: bool = False, rank: int = 0, world_size: int = 1):
         x, y = splits.sets[name]
         self.x, self.y = x.to(device), y.to(device)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
         self.augment = augment and splits.augment == "crop_flip"
         self.channels_last = channels_last and x.dim() == 4
         shape = (1, -1) + (1,) * (x.dim() - 2)
@@ -103,7 +104,19 @@ class MemoryLoader:
         return len(self.y)
 
     def __len__(self) -> int:
-        return -(-self.num_samples // self.batch_size)
+        return -(-self.num_samples // (self.batch_size * self.world_size))
+
+    def shards(self, start_step: int = 0) -> Iterator[Tensor]:
+        """This rank's positions in the epoch order, batch by batch: global batch k is positions
+        [k B W, (k + 1) B W), cut into W consecutive shards of B (W processes, B = batch_size). The last global
+        batch is shared as evenly as possible, padded with positions from the start of the epoch (duplicates)
+        so that every rank gets the same number of samples; with one process it is just the last partial batch."""
+        n, b, w = self.num_samples, self.batch_size, self.world_size
+        for start in range(start_step * b * w, n, b * w):
+            size = min(b * w, n - start)
+            per_rank = -(-size // w)
+            positions = torch.arange(start, start + per_rank * w) % n
+            yield positions[self.rank * per_rank:(self.rank + 1) * per_rank]
 
     def order(self, generator: torch.Generator) -> Tensor:
         if self.shuffle:
@@ -129,11 +142,12 @@ class MemoryLoader:
         dev = self.y.device
         order = self.order(g).to(dev)
         params = [p.to(dev) for p in crop_flip_params(self.num_samples, g)] if self.augment else None
-        for start in range(start_step * self.batch_size, self.num_samples, self.batch_size):
-            index = order[start:start + self.batch_size]
+        for positions in self.shards(start_step):
+            positions = positions.to(dev)
+            index = order[positions]
             x = self.x[index]
             if params is not None:
-                x = crop_flip(x, *(p[start:start + self.batch_size] for p in params))
+                x = crop_flip(x, *(p[positions] for p in params))
             yield self.batch(index, x)
 
 
@@ -167,10 +181,10 @@ class TorchvisionLoader(MemoryLoader):
     ``num_workers`` but differs from the device path's draws."""
 
     def __init__(self, name: str, splits: Splits, batch_size: int, device, augment: bool, shuffle: bool,
-                 seed: int, channels_last: bool = False, num_workers: int = 2):
+                 seed: int, channels_last: bool = False, rank: int = 0, world_size: int = 1, num_workers: int = 2):
         from torchvision.transforms import v2
 
-        super().__init__(name, splits, batch_size, "cpu", augment, shuffle, seed, channels_last)
+        super().__init__(name, splits, batch_size, "cpu", augment, shuffle, seed, channels_last, rank, world_size)
         self.device = torch.device(device)
         self.index_y = self.y.to(self.device)
         size = list(self.x.shape[-2:])
@@ -197,7 +211,8 @@ class TorchvisionLoader(MemoryLoader):
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
         """As the device path's; resumed inside an epoch, the remaining batches get other augmentation draws."""
         g = epoch_generator(self.seed, epoch)
-        batches = [b.tolist() for b in self.order(g).split(self.batch_size)][start_step:]
+        order = self.order(g)
+        batches = [order[positions].tolist() for positions in self.shards(start_step)]
         workers = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=g)))
         loader = iter(torch.utils.data.DataLoader(
             self.dataset, batch_sampler=batches, num_workers=self.num_workers, generator=workers,

@@ -30,6 +30,7 @@ class RunContext:
     seed: int = 0
     overrides: tuple = ()  # the run's command-line overrides (teachers trained on the fly start from them)
     config: Optional[object] = None  # the run's validated Config
+    net: Optional[nn.Module] = None  # the training forward: the model's DDP wrapper with several processes
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:
@@ -44,6 +45,7 @@ class Method:
 
     def __init__(self, cfg, ctx: RunContext):
         self.cfg, self.ctx, self.model = cfg, ctx, ctx.model
+        self.net = ctx.net if ctx.net is not None else ctx.model  # training forwards (gradients synchronised)
         self.epoch = 0
 
     def on_epoch_start(self, epoch: int) -> None:
@@ -51,7 +53,7 @@ class Method:
 
     def training_step(self, batch: Batch) -> tuple[Tensor, Tensor, dict]:
         """Forward the batch; return (loss, logits, named loss terms)."""
-        logits = self.model(batch.x)
+        logits = self.net(batch.x)
         loss, terms = self.loss(batch, logits)
         return loss, logits, terms
 

@@ -52,17 +52,18 @@ class DLB(Method):
 
     def on_epoch_start(self, epoch: int) -> None:
         super().on_epoch_start(epoch)
-        self.generator = epoch_generator(self.ctx.seed, epoch, REPEAT_STREAM)
+        rank = getattr(self.ctx.train, "rank", 0)  # each process its own repeated-half augmentation
+        self.generator = epoch_generator(self.ctx.seed, epoch, REPEAT_STREAM + 1000 * rank)
 
     def training_step(self, batch) -> tuple[Tensor, Tensor, dict]:
         if self.last is None:
-            logits = self.model(batch.x)
+            logits = self.net(batch.x)
             ce = F.cross_entropy(logits, batch.y)
             return ce, logits, {"ce": ce}
         index, z_prev = self.last
         rep = self.ctx.train.get(index, self.generator)
         n = len(batch.y)
-        out = self.model(torch.cat([batch.x, rep.x]))
+        out = self.net(torch.cat([batch.x, rep.x]))
         logits, logits_rep = out[:n], out[n:]
         ce = F.cross_entropy(out, torch.cat([batch.y, rep.y]))
         kd = kd_loss(logits_rep, z_prev, self.cfg.temperature)

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lstsd import distributed
 from lstsd.banks import SampleBank
 from lstsd.config import MethodConfig, SynMNISTConfig, require, require_choice
 from lstsd.losses import kd_loss
@@ -110,7 +111,7 @@ class LWKD(Method):
         self.mapped = mapped
         bank = SampleBank(len(y), self.ctx.info.num_classes, device=self.ctx.device)
         for index in torch.arange(len(y), device=y.device).split(1024):
-            bank.write(index, self.teacher(syn.get(mapped[index], None).x))
+            bank.write(index, self.teacher(syn.get(mapped[index], None).x), everywhere=False)  # same on all
         return bank
 
     def teacher_logits(self, batch) -> Tensor:
@@ -144,6 +145,7 @@ class LWKD(Method):
             d_loss = -(F.logsigmoid(self.disc(p_t)).mean() + F.logsigmoid(-self.disc(p_s)).mean())
             self.disc_opt.zero_grad(set_to_none=True)
             d_loss.backward()
+            distributed.average_gradients(self.disc.parameters())  # one discriminator on every process
             self.disc_opt.step()
             self.disc.requires_grad_(False)
 

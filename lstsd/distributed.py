@@ -1,0 +1,109 @@
+"""Data-parallel training over processes: ``torchrun --nproc_per_node=N -m lstsd ...`` or the SLURM launcher with
+``tasks_per_node`` = GPUs per node.
+
+Every process holds the whole model, the whole per-sample banks and the same random streams. Each step's global
+batch (``world_size`` x ``dataset.batch_size`` samples, in the epoch order every rank draws from the same
+(seed, epoch) generator) is cut into ``world_size`` consecutive shards, one per rank; DDP averages the
+gradients, so a step equals a single-process step over the global batch (batch-norm statistics aside: each rank
+normalises over its own shard, as DDP does). After the step every rank gathers the (index, prediction) pairs of
+all shards in rank order and writes them into its banks, so the banks stay identical; frozen snapshots and EMA
+teachers are taken from identical weights, so they agree too. Epoch statistics are summed over ranks. Only rank 0
+writes files (metrics, results, checkpoints) and logs to wandb.
+
+Global batch and learning rate: ``dataset.batch_size`` is per process. To keep a recipe's global batch, divide
+it by the number of processes; to train with a larger global batch, scale the learning rate linearly with it
+(Goyal et al. 2017: lr x k for a k times larger batch, with a warm-up).
+"""
+from __future__ import annotations
+
+import gc
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def launched() -> bool:
+    """Whether this process is one of several: torchrun's variables, or a SLURM job step of several tasks."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or int(os.environ.get("SLURM_NTASKS", "1")) > 1 and \
+        os.environ.get("SUBMITIT_EXECUTOR") == "slurm"  # tasks started by submitit (hydra/launcher=slurm)
+
+
+def setup(device_name: str) -> bool:
+    """Join the process group when launched as several processes (nccl on GPUs, gloo on CPU); whether this call
+    did (its caller then calls :func:`teardown`)."""
+    if not launched() or (dist.is_available() and dist.is_initialized()):
+        return False
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
+        import submitit
+
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if cuda else "gloo")
+    return True
+
+
+def teardown() -> None:
+    """Leave the process group. The caller has dropped its DDP model and optimiser: they are collected first, as
+    gloo can abort at exit when they outlive the group."""
+    if dist.is_available() and dist.is_initialized():
+        gc.collect()
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def gather(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensors of every rank, concatenated along dimension 0 in rank order (equal shapes on every rank)."""
+    if not active():
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
+def sum_(tensor: torch.Tensor) -> torch.Tensor:
+    """The sum over ranks (in place)."""
+    if active():
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def average_gradients(parameters) -> None:
+    """Average the gradients of a module trained outside DDP (LW-KD's discriminator) over ranks."""
+    if active():
+        for p in parameters:
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad /= world_size()
+
+
+def broadcast(obj):
+    """Rank 0's ``obj`` on every rank."""
+    if not active():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
