@@ -6,9 +6,9 @@ batch (``world_size`` x ``dataset.batch_size`` samples, in the epoch order every
 (seed, epoch) generator) is cut into ``world_size`` consecutive shards, one per rank; DDP averages the
 gradients, so a step equals a single-process step over the global batch (batch-norm statistics aside: each rank
 normalises over its own shard, as DDP does). After the step every rank gathers the (index, prediction) pairs of
-all shards in rank order and writes them into its banks, so the banks stay identical; frozen snapshots and EMA
-teachers are taken from identical weights, so they agree too. Epoch statistics are summed over ranks. Only rank 0
-writes files (metrics, results, checkpoints) and logs to wandb.
+all shards in rank order and writes them into its banks, so the banks stay identical; batch-norm buffers are
+broadcast from rank 0 after every step, so frozen snapshots and EMA teachers agree too. Epoch statistics are
+summed over ranks. Only rank 0 writes files (metrics, results, checkpoints) and logs to wandb.
 
 Global batch and learning rate: ``dataset.batch_size`` is per process. To keep a recipe's global batch, divide
 it by the number of processes; to train with a larger global batch, scale the learning rate linearly with it
@@ -77,6 +77,21 @@ def gather(tensor: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(tensor) for _ in range(world_size())]
     dist.all_gather(parts, tensor.contiguous())
     return torch.cat(parts)
+
+
+def gather_objects(obj) -> list:
+    """Every rank's ``obj`` (picklable), in rank order; ``[obj]`` in one process."""
+    if not active():
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Rank 0's buffers (batch-norm running statistics) on every rank."""
+    for buffer in module.buffers():
+        dist.broadcast(buffer, src=0)
 
 
 def sum_(tensor: torch.Tensor) -> torch.Tensor:

@@ -88,7 +88,7 @@ class Trainer:
         self.previous_handlers: dict = {}
         self.history: list[dict] = []
         self.train_seconds = self.wall_seconds = 0.0
-        device = next(model.parameters()).device
+        self.device = device = next(model.parameters()).device
         dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.trainer.precision]
         # autocast runs the forward passes (the method's teachers' included) in the low precision; parameters,
         # optimiser state and the loss reduction stay in float32
@@ -109,9 +109,12 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "method": self.method.state_dict(),
+            "rank_states": distributed.gather_objects(self.method.rank_state()),  # collective: every rank calls
+            "world_size": distributed.world_size(),
             "history": self.history,
             "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            # this process's device only: with several processes each rank restores its own GPU's stream
+            "rng_cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
             "seconds": (self.train_seconds, self.wall_seconds),
         }
 
@@ -120,9 +123,15 @@ class Trainer:
             state = torch.load(path, map_location="cpu", weights_only=False)
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
+            if state.get("in_epoch") is not None and state["world_size"] != distributed.world_size():
+                raise ValueError(f"it was taken inside an epoch by {state['world_size']} processes, not "
+                                 f"{distributed.world_size()}")
+            rank_state = state["rank_states"][distributed.rank()] if len(state["rank_states"]) > distributed.rank() \
+                else {}
             self.method.load_state_dict(state["method"])
+            self.method.load_rank_state(rank_state)
             if state.get("in_epoch") is not None:  # inside an epoch: applied again after on_epoch_start, which
-                self.method_state = state["method"]  # sees the saved state but resets per-epoch parts
+                self.method_state = (state["method"], rank_state)  # sees the saved state but resets per-epoch parts
             self.scaler.load_state_dict(state.get("scaler", {}))
         except Exception as e:  # noqa: BLE001 - any failure here means the file does not fit this run
             raise TrainingError(f"cannot resume from {path}: {type(e).__name__}: {e} "
@@ -132,16 +141,27 @@ class Trainer:
         self.history = state["history"]
         self.train_seconds, self.wall_seconds = state["seconds"]
         torch.set_rng_state(state["rng_cpu"])
-        if state["rng_cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        if state.get("rng_cuda") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"])
         where = f"step {self.in_epoch['step']} of epoch {self.start_epoch + 1}" if self.in_epoch else \
             f"epoch {self.start_epoch}"
         log.info(f"resumed from {path} after {where}")
 
     def save_checkpoint(self) -> None:
-        if self.cfg.trainer.checkpoint and distributed.is_main():
-            atomic_save(self.state_dict(), self.run_dir / CHECKPOINT)
-        distributed.barrier()  # no rank goes on (or stops) before the checkpoint is complete
+        """Rank 0 writes; every rank learns whether it could, so that all go on or all stop together."""
+        if not self.cfg.trainer.checkpoint:
+            return
+        state, error = self.state_dict(), None
+        if distributed.is_main():
+            try:
+                atomic_save(state, self.run_dir / CHECKPOINT)
+            except Exception as e:  # noqa: BLE001 - re-raised below, on every rank
+                error = e
+        failure = distributed.broadcast(None if error is None else f"{type(error).__name__}: {error}")
+        if error is not None:
+            raise error
+        if failure is not None:
+            raise TrainingError(f"rank 0 could not write the checkpoint: {failure}")
 
     # ------------------------------------------------------------------ signals
     def request_stop(self, signum, frame) -> None:
@@ -149,14 +169,15 @@ class Trainer:
         checkpoint, then hand the signal to whoever handled it before (submitit requeues the job)."""
         self.stop_signal = signum
 
-    def stop_requested(self, steps_done: int) -> bool:
+    def stop_requested(self, now: bool = False) -> bool:
         """Whether a stop signal arrived. With several processes they must agree on the step, so the flag is
-        summed over ranks every ``SIGNAL_CHECK_STEPS`` steps (one tiny all-reduce; none in one process)."""
+        summed over ranks every ``SIGNAL_CHECK_STEPS`` global steps and at the end of each epoch (``now``): one
+        tiny all-reduce; none in one process."""
         if not distributed.active():
             return self.stop_signal is not None
-        if steps_done % SIGNAL_CHECK_STEPS:
+        if self.global_step % SIGNAL_CHECK_STEPS and not now:
             return False
-        flag = torch.tensor(float(self.stop_signal is not None), device=next(self.model.parameters()).device)
+        flag = torch.tensor(float(self.stop_signal is not None), device=self.device)
         if distributed.sum_(flag).item() > 0:
             self.stop_signal = self.stop_signal or signal.SIGTERM
             return True
@@ -164,8 +185,9 @@ class Trainer:
 
     def stop_now(self) -> None:
         signum = self.stop_signal
-        log.warning(f"{signal.Signals(signum).name}: checkpointed at step {self.in_epoch['step']} of epoch "
-                    f"{self.start_epoch + 1}; stopping")
+        where = f"step {self.in_epoch['step']} of epoch {self.start_epoch + 1}" if self.in_epoch else \
+            f"the end of epoch {self.start_epoch}"
+        log.warning(f"{signal.Signals(signum).name}: checkpointed at {where}; stopping")
         self.restore_signals()
         os.kill(os.getpid(), signum)  # the previous handler (or the default action) now runs
         raise TrainingError(f"stopped by {signal.Signals(signum).name} after checkpointing")
@@ -194,6 +216,8 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if distributed.active():  # batch-norm statistics: rank 0's everywhere, before snapshots or EMA use them
+            distributed.broadcast_buffers(self.model)
         with self.autocast():
             self.method.after_step(batch, logits)
         n = batch.y.numel()
@@ -203,7 +227,7 @@ class Trainer:
             sums[f"loss_{name}"] += value.detach() * n
         sums["correct"] += (logits.detach().argmax(1) == batch.y).sum()
         first = (sums["first_bad"] < 0) & ~torch.isfinite(loss.detach())
-        sums["first_bad"] = torch.where(first, float(self.global_step + 1), sums["first_bad"])
+        sums["first_bad"] = torch.where(first, self.global_step + 1, sums["first_bad"])
         self.global_step += 1
 
     def train_epoch(self, epoch: int) -> dict:
@@ -212,35 +236,50 @@ class Trainer:
         method.on_epoch_start(epoch)
         device = next(model.parameters()).device
         sums: dict = defaultdict(lambda: torch.zeros((), device=device))
-        sums["first_bad"] = torch.full((), -1.0, device=device)
+        sums["first_bad"] = torch.full((), -1, dtype=torch.long, device=device)
         start, lr = 0, None
         if self.in_epoch is not None:  # resumed inside this epoch
-            method.load_state_dict(self.method_state)
+            method.load_state_dict(self.method_state[0])
+            method.load_rank_state(self.method_state[1])
             start, lr = self.in_epoch["step"], self.in_epoch["lr"]
-            sums.update({k: v.to(device) for k, v in self.in_epoch["sums"].items()})
+            if distributed.is_main():  # the saved sums are the totals over all ranks: counted once
+                sums.update({k: v.to(device) for k, v in self.in_epoch["sums"].items()})
         for i, batch in enumerate(self.data.train.epoch(epoch, start_step=start), start=start):
             self.step(batch, sums)
             lr = opt.param_groups[0]["lr"] if lr is None else lr
-            if self.stop_requested(i + 1):
-                self.in_epoch = {"step": i + 1, "lr": lr, "sums": {k: v.cpu() for k, v in sums.items()}}
+            if self.stop_requested():
+                totals, first_bad = self.reduce(sums)
+                if first_bad >= 0:  # never checkpoint poisoned weights over the last good ones
+                    self.non_finite(first_bad, epoch, totals)
+                self.in_epoch = {"step": i + 1, "lr": lr, "sums": {k: v.cpu() for k, v in totals.items()}}
                 self.save_checkpoint()
                 self.stop_now()
         self.in_epoch = None
         method.on_epoch_end(epoch)
-        first_bad = distributed.gather(sums.pop("first_bad").view(1))
-        first_bad = int(first_bad[first_bad >= 0].min().item()) if (first_bad >= 0).any() else -1
-        for v in sums.values():
-            distributed.sum_(v)  # over processes (a no-op in one)
-        count = sums.pop("count").item()
-        stats = {k: v.item() / count for k, v in sums.items()}  # the epoch's one read-back
+        totals, first_bad = self.reduce(sums)
+        count = totals.pop("count").item()
+        stats = {k: v.item() / count for k, v in totals.items()}  # the epoch's one read-back
         if first_bad >= 0:
-            terms = ", ".join(f"{k.removeprefix('loss_')}={v:.4g}" for k, v in stats.items()
-                              if k.startswith("loss") and not math.isfinite(v))
-            raise TrainingError(f"non-finite loss at step {first_bad} (epoch {epoch + 1}; non-finite terms: "
-                                f"{terms}); the last good checkpoint is {self.run_dir / CHECKPOINT}")
+            self.non_finite(first_bad, epoch, stats)
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": stats.pop("loss"),
                "train_acc": 100.0 * stats.pop("correct")}
         return row | stats
+
+    @staticmethod
+    def reduce(sums: dict) -> tuple[dict, int]:
+        """The running sums totalled over processes (a copy; no-op in one), and the first non-finite step of any
+        rank (-1: none)."""
+        first_bad = distributed.gather(sums["first_bad"].view(1))
+        first_bad = int(first_bad[first_bad >= 0].min().item()) if (first_bad >= 0).any() else -1
+        totals = {k: distributed.sum_(v.clone()) for k, v in sums.items() if k != "first_bad"}
+        return totals, first_bad
+
+    def non_finite(self, first_bad: int, epoch: int, sums: dict) -> None:
+        count = float(sums.get("count", 1))
+        terms = ", ".join(f"{k.removeprefix('loss_')}={float(v) / count:.4g}" for k, v in sums.items()
+                          if k.startswith("loss") and not math.isfinite(float(v)))
+        raise TrainingError(f"non-finite loss at step {first_bad} (epoch {epoch + 1}; non-finite terms: "
+                            f"{terms}); the last good checkpoint is {self.run_dir / CHECKPOINT}")
 
     def evaluate_all(self) -> dict:
         row = {}
@@ -253,7 +292,7 @@ class Trainer:
 
     def fit(self) -> dict:
         ckpt = self.run_dir / CHECKPOINT
-        if self.cfg.trainer.resume and ckpt.exists():
+        if distributed.broadcast(self.cfg.trainer.resume and ckpt.exists()):  # rank 0's view, for every rank
             self.load_checkpoint(ckpt)
         metrics_path = self.run_dir / "metrics.jsonl"
         if distributed.is_main():
@@ -283,6 +322,8 @@ class Trainer:
                 self.logger.log_epoch(row)
             self.start_epoch = epoch + 1
             self.save_checkpoint()
+            if self.stop_requested(now=True):  # a signal during the epoch's last steps or its evaluation
+                self.stop_now()
             bar.update(1)
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{row['test_acc']:.2f}")
             log.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))

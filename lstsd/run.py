@@ -67,7 +67,9 @@ def assemble(conf, cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Trai
         model.compile()  # in place: checkpoints and frozen copies keep the plain parameter names
     net = model  # what the training forward runs: the model, or its DDP wrapper (gradients averaged)
     if distributed.active():
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        # buffers are broadcast after each step instead (Trainer.step), so snapshots and EMA teachers agree
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
+                                                        broadcast_buffers=False)
     optimizer = instantiate(cfg.optim, _convert_="all")(model.parameters())
     steps = len(data.train)
     method = build_method(conf.method, RunContext(model, data.info, device, conf.trainer.epochs, steps,
@@ -98,7 +100,7 @@ def run(cfg: DictConfig, run_dir: Optional[str | Path] = None, overrides: Option
 
 
 def run_assembled(conf, cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
-    done = completed(run_dir)
+    done = distributed.broadcast(completed(run_dir))  # rank 0's view, for every rank
     if done is not None and conf.trainer.skip_completed:
         log.warning(f"{run_dir} already holds a completed run: skipped (trainer.skip_completed=false reruns it)")
         return done

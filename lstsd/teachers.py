@@ -79,7 +79,9 @@ def teacher_overrides(student_overrides: list[str], teacher: list[str]) -> list[
 def train_teacher(overrides: list[str], cache: str | Path) -> Path:
     from lstsd.run import completed, run
 
-    key = hashlib.sha256("\n".join(overrides).encode()).hexdigest()[:16]
+    # a teacher trained by W processes saw W times larger global batches: not the same teacher as one process's
+    scale = [f"world_size={distributed.world_size()}"] if distributed.world_size() > 1 else []
+    key = hashlib.sha256("\n".join(overrides + scale).encode()).hexdigest()[:16]
     d = Path(cache).expanduser() / key
     d.mkdir(parents=True, exist_ok=True)
     # one process holds the lock (rank 0 of several, which then train the teacher together, as one DDP run)

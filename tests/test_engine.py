@@ -231,3 +231,30 @@ def test_corrupt_checkpoint_is_a_clear_error(tiny_cfg, tmp_path):
     with pytest.raises(TrainingError, match=r"cannot resume from .*last.pt: .*\(delete it or set "
                                             r"trainer.resume=false to start afresh\)"):
         run(tiny_cfg(), tmp_path)
+
+
+def test_stop_signal_after_a_non_finite_loss_keeps_the_good_checkpoint(tiny_cfg, tmp_path, monkeypatch):
+    """A stop signal arriving after the loss went non-finite in the same epoch must not checkpoint the poisoned
+    weights: the run stops with the non-finite error and epoch 1's checkpoint stays."""
+    import signal
+
+    from lstsd.engine import TrainingError
+    from lstsd.methods.base import Method
+
+    original_loss, original_step = Method.loss, Trainer.step
+
+    def poisoned(self, batch, logits):
+        loss, terms = original_loss(self, batch, logits)
+        return (loss * float("nan"), terms) if self.epoch == 1 else (loss, terms)
+
+    def signal_at_step_5(self, batch, sums):
+        original_step(self, batch, sums)
+        if self.global_step == 5:
+            self.request_stop(signal.SIGTERM, None)
+
+    monkeypatch.setattr(Method, "loss", poisoned)
+    monkeypatch.setattr(Trainer, "step", signal_at_step_5)
+    with pytest.raises(TrainingError, match=r"non-finite loss at step 4 \(epoch 2"):
+        run(tiny_cfg("trainer.epochs=3"), tmp_path)
+    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert state["epoch"] == 1 and state["in_epoch"] is None

@@ -106,7 +106,7 @@ class MemoryLoader:
     def __len__(self) -> int:
         return -(-self.num_samples // (self.batch_size * self.world_size))
 
-    def shards(self, start_step: int = 0) -> Iterator[Tensor]:
+    def shards(self, start_step: int = 0, device=None) -> Iterator[Tensor]:
         """This rank's positions in the epoch order, batch by batch: global batch k is positions
         [k B W, (k + 1) B W), cut into W consecutive shards of B (W processes, B = batch_size). The last global
         batch is shared as evenly as possible, padded with positions from the start of the epoch (duplicates)
@@ -115,8 +115,8 @@ class MemoryLoader:
         for start in range(start_step * b * w, n, b * w):
             size = min(b * w, n - start)
             per_rank = -(-size // w)
-            positions = torch.arange(start, start + per_rank * w) % n
-            yield positions[self.rank * per_rank:(self.rank + 1) * per_rank]
+            first = start + self.rank * per_rank
+            yield torch.arange(first, first + per_rank, device=device) % n  # made on the device: no copy
 
     def order(self, generator: torch.Generator) -> Tensor:
         if self.shuffle:
@@ -142,8 +142,7 @@ class MemoryLoader:
         dev = self.y.device
         order = self.order(g).to(dev)
         params = [p.to(dev) for p in crop_flip_params(self.num_samples, g)] if self.augment else None
-        for positions in self.shards(start_step):
-            positions = positions.to(dev)
+        for positions in self.shards(start_step, dev):
             index = order[positions]
             x = self.x[index]
             if params is not None:
@@ -186,7 +185,6 @@ class TorchvisionLoader(MemoryLoader):
 
         super().__init__(name, splits, batch_size, "cpu", augment, shuffle, seed, channels_last, rank, world_size)
         self.device = torch.device(device)
-        self.index_y = self.y.to(self.device)
         size = list(self.x.shape[-2:])
         steps = [v2.RandomCrop(size, padding=4), v2.RandomHorizontalFlip()] if self.augment else []
         self.transform = v2.Compose([*steps, Standardize(self.mean[0], self.std[0])])

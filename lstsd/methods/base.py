@@ -81,7 +81,15 @@ class Method:
         return 0
 
     def state_dict(self) -> dict:
+        """The method's state, the same on every process (banks, snapshots, EMA teachers)."""
         return {}
+
+    def rank_state(self) -> dict:
+        """State that differs between processes (DLB's previous batch); checkpointed for each rank."""
+        return {}
+
+    def load_rank_state(self, state: dict) -> None:
+        pass
 
     def load_state_dict(self, state: dict) -> None:
         pass

@@ -73,10 +73,13 @@ class DLB(Method):
     def after_step(self, batch, logits: Tensor) -> None:
         self.last = (batch.index, logits.detach())
 
-    def state_dict(self) -> dict:
-        return {"last": self.last, "generator": None if self.generator is None else self.generator.get_state()}
+    def rank_state(self) -> dict:
+        """Each process's own: its previous batch and its repeated halves' generator."""
+        last = None if self.last is None else tuple(t.cpu() for t in self.last)
+        return {"last": last, "generator": None if self.generator is None else self.generator.get_state()}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.last = state["last"]
+    def load_rank_state(self, state: dict) -> None:
+        last = state["last"]
+        self.last = None if last is None else tuple(t.to(self.ctx.device) for t in last)
         if state.get("generator") is not None and self.generator is not None:  # inside an epoch: go on with it
             self.generator.set_state(state["generator"])

@@ -102,7 +102,7 @@ class LWKD(Method):
         from lstsd.data import build_data
 
         syn = build_data(syn_cfg, 0, self.ctx.device).train
-        y_syn, y = syn.y, self.ctx.train.y
+        y_syn, y = syn.y, self.ctx.train.y.to(self.ctx.device)  # the torchvision loader keeps it on the host
         mapped = torch.empty_like(y)
         for c in range(self.ctx.info.num_classes):
             targets, pool = torch.nonzero(y == c).flatten(), torch.nonzero(y_syn == c).flatten()
@@ -140,7 +140,8 @@ class LWKD(Method):
         if self.cfg.beta == 0 or self.pending is None:
             return
         p_t, p_s = self.pending
-        with torch.enable_grad():
+        with torch.enable_grad(), torch.autocast(p_t.device.type, enabled=False):  # fp32: no loss scaler here
+            p_t, p_s = p_t.float(), p_s.float()
             self.disc.requires_grad_(True)
             d_loss = -(F.logsigmoid(self.disc(p_t)).mean() + F.logsigmoid(-self.disc(p_s)).mean())
             self.disc_opt.zero_grad(set_to_none=True)
