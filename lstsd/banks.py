@@ -18,6 +18,17 @@ from lstsd import distributed
 BANK_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+def last_of_each(index: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+    """``index`` without repeats, each with the row of its last occurrence. An index write with repeated ids keeps
+    an unspecified one of them (on CUDA it can differ between devices), so the padded duplicates of the last
+    global batch are resolved here: on every rank, the same (later-rank) row."""
+    unique, inverse = torch.unique(index, return_inverse=True)
+    positions = torch.arange(len(index), device=index.device)
+    last = torch.full((len(unique),), -1, dtype=positions.dtype, device=index.device)
+    last = last.scatter_reduce(0, inverse, positions, reduce="amax")
+    return unique, rows[last]
+
+
 class SampleBank:
     """An ``N x C`` table (``N x k`` values and class ids when ``topk`` = k > 0); ``filled`` marks the rows
     written at least once."""
@@ -35,8 +46,8 @@ class SampleBank:
         """Store ``rows`` for the samples ``index``. With several processes (``everywhere``, the default) each
         rank's (index, rows) are gathered from all ranks in rank order and written on every rank, so the banks
         stay identical; a sample padded into the last global batch twice keeps its later (higher-rank) row."""
-        if everywhere:
-            index, rows = distributed.gather(index), distributed.gather(rows)
+        if everywhere and distributed.active():
+            index, rows = last_of_each(distributed.gather(index), distributed.gather(rows))
         rows = rows.detach()
         if self.topk:
             top = rows.float().topk(self.topk, dim=1)

@@ -47,7 +47,8 @@ def app(cfg: DictConfig) -> float:
             raise
         print(f"lstsd: error: {e}", file=sys.stderr)
         sys.exit(2)
-    return results.get("val_acc_final", results["test_acc_final"])  # what a hyper-parameter sweeper maximises
+    metric = results.get("headline", "acc")  # what a hyper-parameter sweeper maximises: the headline metric
+    return results.get(f"val_{metric}_final", results[f"test_{metric}_final"])
 
 
 def main() -> None:

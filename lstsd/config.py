@@ -29,6 +29,9 @@ def require_choice(key: str, value: Any, choices: tuple) -> None:
 
 
 # --------------------------------------------------------------------------- dataset
+METRICS = ("acc", "f1", "mcc")  # accuracy, binary F1 of class 1, Matthews correlation; all in % (x 100)
+
+
 @dataclass
 class DatasetConfig:
     name: str = MISSING
@@ -41,9 +44,14 @@ class DatasetConfig:
     download: bool = False  # torchvision download of the real files, when online
     loader: str = "memory"  # memory: the split on the training device; torchvision: DataLoader + transforms
     num_workers: int = 2  # worker processes of the torchvision loader
+    metrics: list[str] = field(default_factory=lambda: ["acc"])  # evaluated on every split: acc, f1, mcc
+    headline: str = "acc"  # the metric that picks the best epoch and fills the tables
 
     def __post_init__(self) -> None:
         require(self.batch_size >= 1, "dataset.batch_size", "an integer >= 1", self.batch_size)
+        require(set(self.metrics) <= set(METRICS) and "acc" in self.metrics, "dataset.metrics",
+                "a list of " + ", ".join(METRICS) + " that holds acc", list(self.metrics))
+        require_choice("dataset.headline", self.headline, tuple(self.metrics))
         require_choice("dataset.loader", self.loader, ("memory", "torchvision"))
         require(self.num_workers >= 0, "dataset.num_workers", "an integer >= 0", self.num_workers)
         require(self.eval_batch_size >= 1, "dataset.eval_batch_size", "an integer >= 1", self.eval_batch_size)
@@ -88,6 +96,21 @@ class SynMNISTConfig(DatasetConfig):
         require(self.size >= 4, "dataset.size", "an integer >= 4", self.size)
 
 
+@dataclass
+class TextDatasetConfig(DatasetConfig):
+    """A GLUE task (lstsd.data.glue): raw sentences, tokenised by the model's tokeniser (lstsd.data.text)."""
+    folder: str = MISSING  # the task's folder under root: official train.tsv/dev.tsv, or a save_to_disk copy
+    pair: bool = False  # sentence pairs (RTE, MRPC); set by each task's config
+    max_length: int = 128  # tokens per sample (pair: both sentences), longest-first truncation
+    cache_dir: str = "${.root}/cache"  # tokenised splits, keyed by texts, tokeniser and max_length
+    augment: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.max_length >= 8, "dataset.max_length", "an integer >= 8", self.max_length)
+        require(not self.augment, "dataset.augment", "false for text (there is no text augmentation)", self.augment)
+
+
 # --------------------------------------------------------------------------- model
 @dataclass
 class ModelConfig:
@@ -106,6 +129,36 @@ class ModelConfig:
 
         require_choice("model.arch", self.arch, tuple(MODELS))
         require(0.0 <= self.dropout < 1.0, "model.dropout", "a number in [0, 1)", self.dropout)
+
+
+@dataclass
+class TextModelConfig(ModelConfig):
+    """textcnn (Kim 2014) and bert (a local transformers checkpoint): lstsd.models.text."""
+    text_input: str = "pair"  # pair: sentence pairs accepted (textcnn: s1 <sep> s2; bert: segments); single
+    path: Optional[str] = None  # bert: a local model directory (config.json, weights, tokeniser files)
+    download: bool = False  # bert: allow a hub name in path (network); off: nothing is fetched
+    embed_dim: int = 300  # textcnn
+    embeddings: Optional[str] = None  # textcnn: word2vec/GloVe text file to initialise the embeddings
+    filter_widths: list[int] = field(default_factory=lambda: [3, 4, 5])
+    num_filters: int = 100
+    max_vocab: Optional[int] = None  # textcnn: keep the most frequent words of the training split
+
+    def __post_init__(self) -> None:
+        from lstsd.data.text import ENCODERS
+
+        super().__post_init__()
+        require_choice("model.arch", self.arch, tuple(ENCODERS))
+        require_choice("model.text_input", self.text_input, ("pair", "single"))
+        if self.arch == "bert":
+            from lstsd.data.text import model_dir
+
+            model_dir(self)  # a local checkpoint directory, or a hub name with download=true
+        require(self.embed_dim >= 1 and self.num_filters >= 1, "model.embed_dim/num_filters", "integers >= 1",
+                (self.embed_dim, self.num_filters))
+        require(len(self.filter_widths) >= 1 and min(self.filter_widths) >= 1, "model.filter_widths",
+                "a non-empty list of integers >= 1", list(self.filter_widths))
+        require(self.max_vocab is None or self.max_vocab >= 1, "model.max_vocab", "null or an integer >= 1",
+                self.max_vocab)
 
 
 # --------------------------------------------------------------------------- optimiser (Hydra instantiate)
@@ -229,6 +282,14 @@ class Config:
     name: str = "default"  # experiment name: output folders and grouping
 
     def __post_init__(self) -> None:
+        text_data = isinstance(self.dataset, TextDatasetConfig)
+        text_model = isinstance(self.model, TextModelConfig)
+        if text_data != text_model:
+            kind = "a text model (model=textcnn, model=bert)" if text_data else "an image model (not textcnn, bert)"
+            raise ConfigError(f"model={self.model.name} is invalid for dataset={self.dataset.name}: allowed {kind}")
+        if text_data and self.dataset.pair:
+            require(self.model.text_input == "pair", "model.text_input",
+                    f"pair (dataset={self.dataset.name} is a sentence-pair task)", self.model.text_input)
         self.method.check(self)
 
 
@@ -239,9 +300,10 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     for name, node in {"digits": DatasetConfig, "cifar": DatasetConfig, "synthetic": SyntheticConfig,
-                       "synmnist": SynMNISTConfig}.items():
+                       "synmnist": SynMNISTConfig, "glue": TextDatasetConfig}.items():
         cs.store(group="dataset", name=f"base_{name}", node=node)
     cs.store(group="model", name="base_model", node=ModelConfig)
+    cs.store(group="model", name="base_text_model", node=TextModelConfig)
     cs.store(group="optim", name="base_sgd", node=SGDConfig)
     cs.store(group="optim", name="base_adam", node=AdamConfig)
     cs.store(group="schedule", name="base_schedule", node=ScheduleConfig)

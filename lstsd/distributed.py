@@ -45,12 +45,14 @@ def setup(device_name: str) -> bool:
     return True
 
 
-def teardown() -> None:
+def teardown(synchronise: bool = True) -> None:
     """Leave the process group. The caller has dropped its DDP model and optimiser: they are collected first, as
-    gloo can abort at exit when they outlive the group."""
+    gloo can abort at exit when they outlive the group. ``synchronise=False`` (after a failure, which other ranks
+    may not share) skips the final barrier rather than wait for ranks that will never reach it."""
     if dist.is_available() and dist.is_initialized():
         gc.collect()
-        dist.barrier()
+        if synchronise:
+            dist.barrier()
         dist.destroy_process_group()
 
 

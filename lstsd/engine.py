@@ -11,12 +11,14 @@ import json
 import logging
 import math
 import os
+import random
 import signal
 import threading
 import time
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -56,20 +58,30 @@ def write_json(obj, path: Path) -> None:
 
 
 @torch.no_grad()
-def evaluate(model, loader, autocast=contextlib.nullcontext) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy (%) of ``model`` over ``loader`` (forward passes under ``autocast``, the
-    training precision; the loss in float32)."""
+def evaluate(model, loader, autocast=contextlib.nullcontext, metrics=("acc",)) -> dict:
+    """Mean cross-entropy (``loss``) and ``metrics`` in % of ``model`` over ``loader`` (forward passes under
+    ``autocast``, the training precision; the loss in float32). ``acc`` is counted on the device; ``f1`` (of
+    class 1) and ``mcc`` (Matthews correlation) are scikit-learn's, from the predictions read back once."""
     was_training = model.training
     model.eval()
-    loss, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
+    loss, correct, preds = torch.zeros(()), torch.zeros((), dtype=torch.long), []
     for batch in loader.epoch(0):
         with autocast():
             logits = model(batch.x).float()
         loss += F.cross_entropy(logits, batch.y, reduction="sum").float().cpu()
         correct += (logits.argmax(1) == batch.y).sum().cpu()
+        if len(metrics) > 1:
+            preds.append(logits.argmax(1))
     model.train(was_training)
     n = loader.num_samples
-    return loss.item() / n, 100.0 * correct.item() / n
+    out = {"loss": loss.item() / n, "acc": 100.0 * correct.item() / n}
+    if len(metrics) > 1:
+        from sklearn.metrics import f1_score, matthews_corrcoef
+
+        y, p = loader.y.cpu().numpy(), torch.cat(preds).cpu().numpy()  # evaluation loaders keep their order
+        scores = {"f1": lambda: f1_score(y, p, zero_division=0.0), "mcc": lambda: matthews_corrcoef(y, p)}
+        out |= {m: 100.0 * float(scores[m]()) for m in metrics if m in scores}
+    return out
 
 
 class Trainer:
@@ -113,6 +125,8 @@ class Trainer:
             "world_size": distributed.world_size(),
             "history": self.history,
             "rng_cpu": torch.get_rng_state(),
+            "rng_python": random.getstate(),
+            "rng_numpy": np.random.get_state(),
             # this process's device only: with several processes each rank restores its own GPU's stream
             "rng_cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
             "seconds": (self.train_seconds, self.wall_seconds),
@@ -133,16 +147,19 @@ class Trainer:
             if state.get("in_epoch") is not None:  # inside an epoch: applied again after on_epoch_start, which
                 self.method_state = (state["method"], rank_state)  # sees the saved state but resets per-epoch parts
             self.scaler.load_state_dict(state.get("scaler", {}))
+            self.start_epoch, self.global_step = state["epoch"], state["global_step"]
+            self.in_epoch = state.get("in_epoch")
+            self.history = state["history"]
+            self.train_seconds, self.wall_seconds = state["seconds"]
+            torch.set_rng_state(state["rng_cpu"])
+            if state.get("rng_cuda") is not None and self.device.type == "cuda":
+                torch.cuda.set_rng_state(state["rng_cuda"])
+            if "rng_python" in state:  # absent from checkpoints written before they were saved
+                random.setstate(state["rng_python"])
+                np.random.set_state(state["rng_numpy"])
         except Exception as e:  # noqa: BLE001 - any failure here means the file does not fit this run
             raise TrainingError(f"cannot resume from {path}: {type(e).__name__}: {e} "
                                 "(delete it or set trainer.resume=false to start afresh)") from e
-        self.start_epoch, self.global_step = state["epoch"], state["global_step"]
-        self.in_epoch = state.get("in_epoch")
-        self.history = state["history"]
-        self.train_seconds, self.wall_seconds = state["seconds"]
-        torch.set_rng_state(state["rng_cpu"])
-        if state.get("rng_cuda") is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng_cuda"])
         where = f"step {self.in_epoch['step']} of epoch {self.start_epoch + 1}" if self.in_epoch else \
             f"epoch {self.start_epoch}"
         log.info(f"resumed from {path} after {where}")
@@ -286,8 +303,8 @@ class Trainer:
         models = {"": self.model} | {f"{k}_": m for k, m in self.method.evaluators().items()}
         for split, loader in self.data.evals.items():
             for prefix, model in models.items():
-                loss, acc = evaluate(model, loader, self.autocast)
-                row[f"{prefix}{split}_loss"], row[f"{prefix}{split}_acc"] = loss, acc
+                scores = evaluate(model, loader, self.autocast, tuple(self.cfg.dataset.metrics))
+                row |= {f"{prefix}{split}_{k}": v for k, v in scores.items()}
         return row
 
     def fit(self) -> dict:
@@ -334,8 +351,12 @@ class Trainer:
         return results
 
     def results(self) -> dict:
+        """The summary of the run. The best epoch is the one of the highest ``dataset.headline`` metric
+        (accuracy unless the task names another, e.g. Matthews correlation for CoLA): ``test_<metric>_final``
+        and ``_best`` for every metric, and ``headline`` naming the one tables show."""
         cfg, h = self.cfg, self.history
-        best = max(h, key=lambda r: r["test_acc"])
+        metric = cfg.dataset.headline
+        best = max(h, key=lambda r: r[f"test_{metric}"])
         out = {
             "status": "completed",
             "experiment": cfg.name,
@@ -347,19 +368,23 @@ class Trainer:
             "input_shape": list(self.data.info.input_shape),
             "seed": cfg.seed,
             "epochs": self.epochs,
-            "test_acc_final": h[-1]["test_acc"],
-            "test_acc_best": best["test_acc"],
+            "headline": metric,
             "best_epoch": best["epoch"],
             "train_loss_final": h[-1]["train_loss"],
             "wall_seconds": self.wall_seconds,
             "train_seconds": self.train_seconds,
             "steps_per_second": self.global_step / max(self.train_seconds, 1e-9),
         }
-        if "val_acc" in h[-1]:
-            best_val = max(h, key=lambda r: r["val_acc"])
-            out |= {"val_acc_final": h[-1]["val_acc"], "val_acc_best": best_val["val_acc"],
-                    "best_val_epoch": best_val["epoch"], "test_acc_at_best_val": best_val["test_acc"]}
-        for key in h[-1]:  # extra evaluators (EMA teacher, ensembles): final accuracy of each
-            if key.endswith("_acc") and key not in ("train_acc", "test_acc", "val_acc"):
+        for m in cfg.dataset.metrics:
+            out |= {f"test_{m}_final": h[-1][f"test_{m}"], f"test_{m}_best": best[f"test_{m}"]}
+        if f"val_{metric}" in h[-1]:
+            best_val = max(h, key=lambda r: r[f"val_{metric}"])
+            out |= {"best_val_epoch": best_val["epoch"]}
+            for m in cfg.dataset.metrics:
+                out |= {f"val_{m}_final": h[-1][f"val_{m}"], f"val_{m}_best": best_val[f"val_{m}"],
+                        f"test_{m}_at_best_val": best_val[f"test_{m}"]}
+        suffixes = tuple(f"_{m}" for m in cfg.dataset.metrics)
+        for key in h[-1]:  # extra evaluators (EMA teacher, ensembles): final scores of each
+            if key.endswith(suffixes) and not key.startswith(("train_", "test_", "val_")):
                 out[f"{key}_final"] = h[-1][key]
         return out | self.method.summary(h)

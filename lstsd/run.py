@@ -59,8 +59,8 @@ def assemble(conf, cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Trai
     device = resolve_device(conf.trainer.device)
     seed_everything(conf.seed)
     data = build_data(conf.dataset, conf.seed, device, channels_last=conf.trainer.channels_last,
-                      rank=distributed.rank(), world_size=distributed.world_size())
-    model = build_model(conf.model, data.info.num_classes, data.info.in_channels).to(device)
+                      rank=distributed.rank(), world_size=distributed.world_size(), model_cfg=conf.model)
+    model = build_model(conf.model, data.info.num_classes, data.info.in_channels, data.info.vocab).to(device)
     if conf.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if conf.trainer.compile:
@@ -92,11 +92,14 @@ def run(cfg: DictConfig, run_dir: Optional[str | Path] = None, overrides: Option
     if overrides is None:
         overrides = list(job.overrides.task) if job is not None else []
     joined = distributed.setup(conf.trainer.device)  # several processes (torchrun, SLURM tasks): one group
+    ok = False
     try:
-        return run_assembled(conf, cfg, Path(distributed.broadcast(str(run_dir))), overrides)
+        results = run_assembled(conf, cfg, Path(distributed.broadcast(str(run_dir))), overrides)
+        ok = True
+        return results
     finally:
         if joined:
-            distributed.teardown()
+            distributed.teardown(synchronise=ok)  # after a failure the other ranks may never reach a barrier
 
 
 def run_assembled(conf, cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
@@ -124,3 +127,5 @@ def run_assembled(conf, cfg: DictConfig, run_dir: Path, overrides: list[str]) ->
         raise
     finally:
         trainer.logger.finish(results, failed)
+        del trainer  # the traceback of a failure keeps this frame: the DDP model and optimiser must not outlive
+        # the process group (gloo can abort at exit)

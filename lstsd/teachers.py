@@ -24,12 +24,15 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from lstsd import distributed
-from lstsd.config import ConfigError, ModelConfig, require
+from lstsd.config import ConfigError, ModelConfig, TextModelConfig, require
 
 log = logging.getLogger(__name__)
 
 
-def load_teacher(run_dir: str | Path, key: str, num_classes: int, device) -> nn.Module:
+def load_teacher(run_dir: str | Path, key: str, num_classes: int, device, student=None) -> nn.Module:
+    """``student``: the student's RunContext; on text its tokens are the teacher's input, so the teacher must
+    have the same tokeniser (the same text model and vocabulary)."""
+    from lstsd.data.text import ENCODERS
     from lstsd.methods.base import frozen_copy
     from lstsd.models import build_model
 
@@ -41,8 +44,16 @@ def load_teacher(run_dir: str | Path, key: str, num_classes: int, device) -> nn.
     require(res.get("status") == "completed", key, f"a completed run (its status is {res.get('status')})", str(d))
     require(res.get("num_classes") == num_classes, key,
             f"a run with {num_classes} classes like this dataset (it has {res.get('num_classes')})", str(d))
-    model_cfg = load_section(d, "model", ModelConfig)
-    model = build_model(model_cfg, num_classes, res["input_shape"][0])
+    saved_arch = OmegaConf.load(d / ".hydra" / "config.yaml").model.arch
+    text = saved_arch in ENCODERS
+    model_cfg = load_section(d, "model", TextModelConfig if text else ModelConfig)
+    mine = student.config.model if student is not None and student.config is not None else None
+    if text or isinstance(mine, TextModelConfig):
+        same = mine is not None and mine.arch == saved_arch and \
+            getattr(mine, "path", None) == getattr(model_cfg, "path", None)
+        require(same, key, f"a run of the student's text model (model.arch={getattr(mine, 'arch', None)}, the "
+                f"same model.path): the teacher reads the student's tokens", str(d))
+    model = build_model(model_cfg, num_classes, res["input_shape"][0], student.info.vocab if text else None)
     state = torch.load(files[2], map_location="cpu", weights_only=False)["model"]
     try:
         model.load_state_dict(state)

@@ -219,7 +219,7 @@ def test_mean_teacher_reports_the_ema_teacher(tiny_cfg, tmp_path):
     data = build_data(conf.dataset, conf.seed, torch.device("cpu"))
     teacher = build_model(conf.model, data.info.num_classes, data.info.in_channels)
     teacher.load_state_dict(torch.load(tmp_path / "last.pt", weights_only=False)["method"]["ema"])
-    loss, acc = evaluate(teacher, data.evals["test"])  # the checkpointed EMA weights, evaluated afresh
+    loss, acc = evaluate(teacher, data.evals["test"]).values()  # the checkpointed EMA weights, evaluated afresh
     assert res["ema_test_acc_final"] == pytest.approx(acc) and rows[-1]["ema_test_loss"] == pytest.approx(loss)
     assert res["ema_test_acc_final"] != res["test_acc_final"] or rows[-1]["ema_test_loss"] != rows[-1]["test_loss"]
 

@@ -14,7 +14,10 @@ GROUPS = ["dataset", "model", "method", "schedule", "optim", "trainer", "logger"
 
 @pytest.mark.parametrize("group,option", [(g, p.stem) for g in GROUPS for p in sorted((Path(CONFIG_DIR) / g).glob("*.yaml"))])
 def test_every_option_composes_and_validates(group, option):
-    needs = {"kd": ["method.teacher_run=runs/teacher"]}  # no default teacher
+    hub = ["model.path=bert-base-uncased", "model.download=true"]  # a hub name is only read when a run starts
+    needs = {"kd": ["method.teacher_run=runs/teacher"],  # no default teacher
+             "textcnn": ["dataset=glue_sst2"], "bert": ["dataset=glue_sst2", *hub], "lstsd_table2": hub}
+    needs |= {f"glue_{task}": ["model=textcnn"] for task in ("rte", "mrpc", "sst2", "cola")}
     cfg = compose_cfg(f"{group}={option}", *needs.get(option, []))
     conf = validate(cfg)
     if group == "method":
@@ -63,8 +66,8 @@ def test_range_errors_name_the_key(overrides, message):
 
 BAD_INPUT = [
     (["method=nonexistent"], "method=nonexistent is invalid: allowed one of dlb, kd, kd_densenet121, kd_lenetw, "
-     "kd_resnet18, kd_resnet50, kd_resnext29, label_smoothing, lstsd, lstsd_single, lstsd_wo_long, lstsd_wo_short, "
-     "lwkd, lwkd_c10, lwkd_digits, lwkd_wo_adv, lwkd_wo_kl, lwkd_wo_syn, mean_teacher, sd, sd_t3, "
+     "kd_resnet18, kd_resnet50, kd_resnext29, label_smoothing, lstsd, lstsd_single, lstsd_t1, lstsd_wo_long, "
+     "lstsd_wo_short, lwkd, lwkd_c10, lwkd_digits, lwkd_wo_adv, lwkd_wo_kl, lwkd_wo_syn, mean_teacher, sd, sd_t1, sd_t3, "
      "snapshot_ensembles, temporal_ensembling, tfkd_reg, tfkd_self, vanilla"),
     (["experiment=nope"], "experiment=nope is invalid: allowed one of demo"),
     (["model=resnet999"], "model=resnet999 is invalid: allowed one of"),

@@ -152,6 +152,19 @@ def test_bank_memory_and_round_trip():
         assert torch.equal(other.values, bank.values)
 
 
+def test_padded_duplicates_keep_their_last_row():
+    """DDP pads the last global batch with repeated samples; a gathered write keeps each id's last row, whatever
+    the device's scatter order (ids 3 and 1 occur twice: rows 2 and 4 win)."""
+    from lstsd.banks import last_of_each
+
+    rows = torch.arange(10.0).view(5, 2)
+    index, kept = last_of_each(torch.tensor([3, 1, 3, 2, 1]), rows)
+    assert index.tolist() == [1, 2, 3] and torch.equal(kept, rows[[4, 3, 2]])
+    ids = torch.randint(0, 500, (4096,), generator=torch.Generator().manual_seed(0))
+    index, kept = last_of_each(ids, torch.arange(4096.0)[:, None])
+    assert all(ids[int(k)] == i and not (ids[int(k) + 1:] == i).any() for i, k in zip(index, kept))
+
+
 def test_top_k_bank_keeps_the_k_largest_and_spreads_the_rest():
     """C = 10, k = 3: the top three probabilities come back exactly at their classes, the remaining mass
     0.2 is spread over the 7 other classes (0.2 / 7 each), every row sums to 1."""

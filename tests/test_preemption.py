@@ -30,10 +30,18 @@ def epochs_done(run_dir) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
+def checkpointed_epochs(run_dir) -> int:
+    """The epochs last.pt holds (0: none yet). Its writes are atomic renames, so a read never sees half a file."""
+    path = run_dir / "last.pt"
+    return torch.load(path, weights_only=False)["epoch"] if path.exists() else 0
+
+
 def interrupt(run_dir, sig, after_epochs: int, delay: float = 0.0) -> int:
+    """Send ``sig`` ``delay`` seconds after the checkpoint of epoch ``after_epochs`` is complete (not after its
+    metrics row: the checkpoint's fsync comes between the two, and a signal there stops at the epoch's end)."""
     proc = launch(run_dir)
     deadline = time.time() + 240
-    while epochs_done(run_dir) < after_epochs and proc.poll() is None and time.time() < deadline:
+    while checkpointed_epochs(run_dir) < after_epochs and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     time.sleep(delay)
     proc.send_signal(sig)

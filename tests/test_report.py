@@ -42,13 +42,13 @@ def test_table_cells_with_published_numbers_and_statuses(tmp_path):
     assert len(runs) == 6 and missing == []
     table = {(r["experiment"], r["method"]): r for r in summarize(runs)}
     lstsd = table[("lstsd_table1", "lstsd")]
-    assert lstsd["n"] == 3 and lstsd["final acc"] == "70.00 ± 1.00" and lstsd["best acc"] == "70.83 ± 0.76"
+    assert lstsd["n"] == 3 and lstsd["final"] == "70.00 ± 1.00" and lstsd["best"] == "70.83 ± 0.76"
     assert lstsd["paper final"] == "69.42"  # LSTSD Table 1, ResNet-20
     assert lstsd["not completed"] == "1 failed, 1 running"
     sd = table[("sd_table3", "sd")]
     # SD Table 3 publishes errors: ResNet-20, T = 2: 32.31 final and best, 32.08 ensemble
     assert (sd["paper final"], sd["paper best"], sd["paper ensemble"]) == ("67.69", "67.69", "67.92")
-    assert sd["ensemble acc"] == "69.00 ± 0.00" and sd["not completed"] == "-"
+    assert sd["ensemble"] == "69.00 ± 0.00" and sd["not completed"] == "-"
 
 
 def test_markdown_csv_and_plots(tmp_path, capsys):
@@ -58,9 +58,9 @@ def test_markdown_csv_and_plots(tmp_path, capsys):
                      seed=seed, test_acc_final=60.0 + length + seed, test_acc_best=61.0 + length)
     main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
     text = capsys.readouterr().out
-    assert "| lstsd_fig2 | cifar100 | resnet20 | lstsd | 4 | 64.50 ± 2.38 | 65.00 ± 2.31 |" in text
+    assert "| lstsd_fig2 | cifar100 | resnet20 | lstsd | 4 | acc | 64.50 ± 2.38 | 65.00 ± 2.31 |" in text
     rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "report.csv").read_text())))
-    assert rows[0]["final acc"] == "64.50 ± 2.38" and rows[0]["n"] == "4"
+    assert rows[0]["final"] == "64.50 ± 2.38" and rows[0]["metric"] == "acc" and rows[0]["n"] == "4"
     assert (tmp_path / "out" / "report.md").read_text().strip() == text.strip()
     for png in ("fig2_minigen_length.png", "curves_cifar100_resnet20.png"):
         assert (tmp_path / "out" / png).read_bytes()[:4] == b"\x89PNG"
@@ -86,27 +86,30 @@ def test_grid_cells_are_variants_with_validation_accuracy(tmp_path):
                  overrides=["trainer.epochs=3", f"method.lambda_short={ls}", f"method.lambda_long={ll}"],
                  test_acc_final=60.0 + ls + ll + seed, test_acc_best=70.0, val_acc_final=50.0 + ls + seed)
     text = report([tmp_path])
-    assert text.splitlines()[0] == ("| experiment | dataset | model | method | variant | n | final acc | best acc "
-                                    "| val acc |")  # every run completed: no "not completed" column
+    assert text.splitlines()[0] == ("| experiment | dataset | model | method | variant | n | metric | final | best "
+                                    "| val |")  # every run completed: no "not completed" column
     assert ("| lstsd_grid | cifar100 | resnet20 | lstsd | method.lambda_long=0.6 method.lambda_short=1.0 | 2 "
-            "| 62.10 ± 0.71 | 70.00 ± 0.00 | 51.50 ± 0.71 |") in text
-    assert "| method.lambda_long=2.4 method.lambda_short=4.0 | 1 | 66.40 ± 0.00 |" in text
+            "| acc | 62.10 ± 0.71 | 70.00 ± 0.00 | 51.50 ± 0.71 |") in text
+    assert "| method.lambda_long=2.4 method.lambda_short=4.0 | 1 | acc | 66.40 ± 0.00 |" in text
     assert len(text.splitlines()) == 2 + 3 and "trainer.epochs" not in text
 
 
 def test_every_published_cell_is_a_cell_its_experiment_runs():
     """The reference index names (experiment, dataset, model, method label) exactly as the experiment's sweep
-    produces them, so no published number is silently never shown (LSTSD Table 2 waits for its experiment)."""
+    produces them, so no published number is silently never shown (LSTSD Table 2: its recipes choose the model)."""
     from conftest import compose_cfg
     from lstsd.report.reference import index
 
-    keys = [k for k in index() if k[0] != "lstsd_table2"]
-    assert len(keys) >= 130
+    keys = list(index())
+    assert len(keys) >= 130 + 48
     for experiment in sorted({k[0] for k in keys}):
         cfg = compose_cfg(f"experiment={experiment}", return_hydra_config=True)
         axes = {k: str(v).split(",") for k, v in cfg.hydra.sweeper.params.items()}
         labels = {compose_cfg(f"experiment={experiment}", f"method={m}").method.label for m in axes["method"]}
+        models = axes.get("model", [cfg.model.name])
+        if "+recipe" in axes:
+            models = [compose_cfg(f"experiment={experiment}", f"+recipe={r}").model.name for r in axes["+recipe"]]
         for _, dataset, model, method in (k for k in keys if k[0] == experiment):
-            assert dataset == cfg.dataset.name, (experiment, dataset)
-            assert model in axes.get("model", [cfg.model.name]), (experiment, model)
+            assert dataset in axes.get("dataset", [cfg.dataset.name]), (experiment, dataset)
+            assert model in models, (experiment, model)
             assert method in labels, (experiment, method)

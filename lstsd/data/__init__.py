@@ -4,7 +4,7 @@ carves the optional validation split and wraps the splits in loaders."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -29,6 +29,7 @@ class DataInfo:
     num_train: int
     num_val: int
     num_test: int
+    vocab: Optional[list] = None  # a text dataset's vocabulary, where the model's tokeniser is built from it
 
     @property
     def in_channels(self) -> int:
@@ -42,14 +43,21 @@ class Data:
     evals: dict  # split name ("val", "test") -> MemoryLoader
 
 
-def build_data(cfg, seed: int, device, channels_last: bool = False, rank: int = 0, world_size: int = 1) -> Data:
+def build_data(cfg, seed: int, device, channels_last: bool = False, rank: int = 0, world_size: int = 1,
+               model_cfg=None) -> Data:
     """The splits of ``cfg`` in loaders; with several processes the training loader gives each ``rank`` its
-    shard of every global batch, and every rank evaluates the whole evaluation splits."""
+    shard of every global batch, and every rank evaluates the whole evaluation splits. Text is tokenised by the
+    tokeniser of ``model_cfg`` (after the validation split is carved, so a vocabulary sees training text only)."""
     from lstsd.config import require_choice
 
     require_choice("dataset.name", cfg.name, tuple(DATASETS))
     splits = DATASETS[cfg.name](cfg)
     splits = carve_validation(splits, cfg.val_fraction, cfg.split_seed)
+    vocab = None
+    if splits.text is not None:
+        from lstsd.data.text import encode_splits
+
+        splits, vocab = encode_splits(splits, cfg, model_cfg)
     def loader(split: str, batch_size: int, train: bool) -> MemoryLoader:
         kwargs = dict(augment=train and cfg.augment, shuffle=train, seed=seed, channels_last=channels_last)
         if train:
@@ -66,6 +74,7 @@ def build_data(cfg, seed: int, device, channels_last: bool = False, rank: int = 
         num_train=len(splits.sets["train"][1]),
         num_val=len(splits.sets["val"][1]) if "val" in splits.sets else 0,
         num_test=len(splits.sets["test"][1]),
+        vocab=vocab,
     )
     return Data(info, loader("train", cfg.batch_size, True), evals)
 
@@ -74,4 +83,4 @@ def tensors(x, y) -> tuple:
     return torch.as_tensor(x), torch.as_tensor(y, dtype=torch.int64)
 
 
-from lstsd.data import cifar, digits, synmnist, synthetic  # noqa: E402,F401  (registration)
+from lstsd.data import cifar, digits, glue, synmnist, synthetic  # noqa: E402,F401  (registration)

@@ -10,8 +10,8 @@ applied to the stored pixels before normalisation as torchvision's pipeline does
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterator, NamedTuple
+from dataclasses import dataclass, replace
+from typing import Iterator, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -29,10 +29,12 @@ class Batch(NamedTuple):
 class Splits:
     sets: dict  # "train", "test" (and "val") -> (x, y) tensors
     num_classes: int
-    mean: tuple  # per-channel normalisation of x / scale
-    std: tuple
+    mean: Optional[tuple]  # per-channel normalisation of x / scale; None: x is used as it is (token ids)
+    std: Optional[tuple]
     scale: float = 1.0  # 255 for uint8 images
     augment: str = "none"  # "crop_flip" for the CIFAR pipeline
+    text: Optional[str] = None  # "single" or "pair": x is a list of raw (sentence1, sentence2 or None) until
+    # the model's tokeniser encodes it (lstsd.data.text)
 
 
 def carve_validation(splits: Splits, fraction: float, split_seed: int) -> Splits:
@@ -43,8 +45,8 @@ def carve_validation(splits: Splits, fraction: float, split_seed: int) -> Splits
     n_val = max(1, int(round(fraction * len(y))))
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(split_seed))
     val, train = perm[:n_val].sort().values, perm[n_val:].sort().values
-    sets = dict(splits.sets, train=(x[train], y[train]), val=(x[val], y[val]))
-    return Splits(sets, splits.num_classes, splits.mean, splits.std, splits.scale, splits.augment)
+    take = (lambda idx: x[idx]) if isinstance(x, Tensor) else (lambda idx: [x[i] for i in idx.tolist()])
+    return replace(splits, sets=dict(splits.sets, train=(take(train), y[train]), val=(take(val), y[val])))
 
 
 def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
@@ -95,9 +97,11 @@ class MemoryLoader:
         self.rank, self.world_size = rank, world_size
         self.augment = augment and splits.augment == "crop_flip"
         self.channels_last = channels_last and x.dim() == 4
-        shape = (1, -1) + (1,) * (x.dim() - 2)
-        self.mean = torch.tensor(splits.mean, device=device).view(shape) * splits.scale
-        self.std = torch.tensor(splits.std, device=device).view(shape) * splits.scale
+        self.mean = self.std = None  # token ids are fed as they are
+        if splits.mean is not None:
+            shape = (1, -1) + (1,) * (x.dim() - 2)
+            self.mean = torch.tensor(splits.mean, device=device).view(shape) * splits.scale
+            self.std = torch.tensor(splits.std, device=device).view(shape) * splits.scale
 
     @property
     def num_samples(self) -> int:
@@ -124,7 +128,8 @@ class MemoryLoader:
         return torch.arange(self.num_samples)
 
     def batch(self, index: Tensor, x: Tensor) -> Batch:
-        x = (x.float() - self.mean) / self.std
+        if self.mean is not None:
+            x = (x.float() - self.mean) / self.std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return Batch(x, self.y[index], index)
@@ -187,7 +192,8 @@ class TorchvisionLoader(MemoryLoader):
         self.device = torch.device(device)
         size = list(self.x.shape[-2:])
         steps = [v2.RandomCrop(size, padding=4), v2.RandomHorizontalFlip()] if self.augment else []
-        self.transform = v2.Compose([*steps, Standardize(self.mean[0], self.std[0])])
+        standardize = [] if self.mean is None else [Standardize(self.mean[0], self.std[0])]
+        self.transform = v2.Compose([*steps, *standardize])
         self.dataset = SplitDataset(self.x, self.y, self.transform)
         self.num_workers = num_workers
 

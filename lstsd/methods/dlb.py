@@ -79,7 +79,7 @@ class DLB(Method):
         return {"last": last, "generator": None if self.generator is None else self.generator.get_state()}
 
     def load_rank_state(self, state: dict) -> None:
-        last = state["last"]
+        last = state.get("last")  # {}: a rank that did not exist when the checkpoint was taken
         self.last = None if last is None else tuple(t.to(self.ctx.device) for t in last)
         if state.get("generator") is not None and self.generator is not None:  # inside an epoch: go on with it
             self.generator.set_state(state["generator"])

@@ -67,7 +67,7 @@ class KD(Method):
         else:
             run_dir = train_teacher(teacher_overrides(list(ctx.overrides), list(cfg.teacher)), cfg.teacher_cache)
             key = "method.teacher"
-        self.teacher = load_teacher(run_dir, key, ctx.info.num_classes, ctx.device)
+        self.teacher = load_teacher(run_dir, key, ctx.info.num_classes, ctx.device, ctx)
         self.teacher_dir = str(run_dir)
 
     def loss(self, batch, logits: Tensor) -> tuple[Tensor, dict]:

@@ -1,7 +1,7 @@
 """Model registry: every architecture is built by name (``model.arch``) through :func:`build_model`."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 from torch import nn
 
@@ -18,8 +18,11 @@ def register_model(name: str):
     return wrap
 
 
-def build_model(cfg, num_classes: int, in_channels: int) -> nn.Module:
-    return MODELS[cfg.arch](cfg=cfg, num_classes=num_classes, in_channels=in_channels)
+def build_model(cfg, num_classes: int, in_channels: int, vocab: Optional[list[str]] = None) -> nn.Module:
+    """``vocab``: a text dataset's vocabulary, for models whose tokeniser is built from the data (textcnn)."""
+    extra = {} if vocab is None else {"vocab": vocab}
+    return MODELS[cfg.arch](cfg=cfg, num_classes=num_classes, in_channels=in_channels, **extra)
 
 
-from lstsd.models import cifar_resnet, cifar_zoo, densenet, lenet, small, timm_adapter  # noqa: E402,F401  (registration)
+# registration
+from lstsd.models import cifar_resnet, cifar_zoo, densenet, lenet, small, text, timm_adapter  # noqa: E402,F401

@@ -5,11 +5,13 @@ Every job folder below the given paths is one run: completed and failed runs by 
 with its ``multirun.yaml``, runs that never started by comparing the sweep's combinations of overrides with the
 job folders present. Runs are grouped by (experiment, dataset, model, method label) and variant (the job
 overrides, seed aside, whose values differ inside that group: one row per cell of a lambda grid); each group
-shows n completed runs, mean ± sample std over them of the final and the best epoch's test accuracy (%;
-published tables differ on which they report, so both are given, labelled), the final validation accuracy when
-the runs held out a validation split, the published number of the paper beside them when the experiment
-reproduces a table (``experiments/reference``), and the runs that are failed, running or missing. ``--out DIR`` writes report.md, report.csv and the plots (PNG): test accuracy against the
-mini-generation length (LSTSD Figure 2) when a group of LSTSD runs varies it, and training curves per method.
+shows n completed runs and, in its headline ``metric`` (the dataset's: accuracy, or Matthews correlation for
+CoLA), mean ± sample std over them of the final and the best epoch's test score (%; published tables differ on
+which they report, so both are given, labelled), the final validation score when the runs held out a validation
+split, the task's other metrics (``final f1``), the published number of the paper beside them when the
+experiment reproduces a table (``experiments/reference``), and the runs that are failed, running or missing.
+``--out DIR`` writes report.md, report.csv and the plots (PNG): the test score against the mini-generation
+length (LSTSD Figure 2) when a group of LSTSD runs varies it, and training curves per method.
 """
 from __future__ import annotations
 
@@ -110,6 +112,11 @@ def fmt(value) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def headline(run: dict) -> str:
+    """The metric a run's tables show (results.json's ``headline``; accuracy for runs that predate it)."""
+    return run.get("headline", "acc")
+
+
 def variants(runs: list[dict]) -> dict:
     """Split one (experiment, dataset, model, method) group by the overrides whose values differ among its runs
     (seed aside): a lambda grid gives one row per (lambda_short, lambda_long), a seed-only sweep one row."""
@@ -131,18 +138,23 @@ def summarize(runs: list[dict]) -> list[dict]:
     for key, variant, group in rows:
         done = [r for r in group if r.get("status") == "completed"]
         paper = published(*key)
+        metric = headline(done[0]) if done else "acc"
+        scores = lambda name: mean_std([r[name] for r in done if name in r])  # noqa: E731
         row = dict(zip(KEYS, key)) | {
             "variant": variant,
             "n": len(done),
-            "final acc": mean_std([r["test_acc_final"] for r in done]),
-            "best acc": mean_std([r["test_acc_best"] for r in done]),
+            "metric": metric,
+            "final": scores(f"test_{metric}_final"),
+            "best": scores(f"test_{metric}_best"),
             "paper final": fmt(paper.get("final")),
             "paper best": fmt(paper.get("best")),
-            "val acc": mean_std([r["val_acc_final"] for r in done if "val_acc_final" in r]),
+            "val": scores(f"val_{metric}_final"),
         }
-        ensembles = [r["ensemble_test_acc_final"] for r in done if "ensemble_test_acc_final" in r]
-        if ensembles or paper.get("ensemble") is not None:
-            row["ensemble acc"] = mean_std(ensembles)
+        others = sorted({k[5:-6] for r in done for k in r if k.startswith("test_") and k.endswith("_final")}
+                        - {metric})  # the task's other metrics (MRPC's F1 beside its accuracy)
+        row |= {f"final {m}": scores(f"test_{m}_final") for m in others}
+        if any(f"ensemble_test_{metric}_final" in r for r in done) or paper.get("ensemble") is not None:
+            row["ensemble"] = scores(f"ensemble_test_{metric}_final")
             row["paper ensemble"] = fmt(paper.get("ensemble"))
         others = {s: sum(r.get("status") == s for r in group) for s in ("failed", "running")}
         row["not completed"] = ", ".join(f"{n} {s}" for s, n in others.items() if n) or "-"
@@ -156,7 +168,7 @@ def columns(table: list[dict]) -> list[str]:
     for row in table:
         cols += [c for c in row if c not in cols]
     cols = [c for c in cols if c != "not completed"] + ["not completed"]
-    fixed = set(KEYS) | {"n", "final acc", "best acc"}
+    fixed = set(KEYS) | {"n", "metric", "final", "best"}
     return [c for c in cols if c in fixed or any(row.get(c, "-") != "-" for row in table)]
 
 
@@ -193,27 +205,27 @@ def plots(runs: list[dict], out: Path) -> list[Path]:
     for r in done:
         if r.get("method_name") == "lstsd":
             cfg = OmegaConf.load(Path(r["run_dir"]) / ".hydra" / "config.yaml")
-            by_length.setdefault(int(cfg.method.minigen_epochs), []).append(r["test_acc_final"])
+            by_length.setdefault(int(cfg.method.minigen_epochs), []).append(r[f"test_{headline(r)}_final"])
     if len(by_length) > 1:
         xs = sorted(by_length)
         fig, ax = plt.subplots(figsize=(5, 3.5))
         ax.errorbar(xs, [statistics.fmean(by_length[x]) for x in xs],
                     yerr=[statistics.stdev(by_length[x]) if len(by_length[x]) > 1 else 0 for x in xs], marker="o")
-        ax.set(xlabel="mini-generation length (epochs)", ylabel="final test accuracy (%)", title="LSTSD, Figure 2")
+        ax.set(xlabel="mini-generation length (epochs)", ylabel="final test score (%)", title="LSTSD, Figure 2")
         files.append(out / "fig2_minigen_length.png")
         fig.tight_layout(), fig.savefig(files[-1], dpi=120), plt.close(fig)
     curves: dict = {}
     for r in done:
         rows = [json.loads(x) for x in (Path(r["run_dir"]) / "metrics.jsonl").read_text().splitlines() if x]
-        curves.setdefault((r["dataset"], r["model"]), {}).setdefault(r["method"], []).append(
-            [row["test_acc"] for row in rows])
-    for (dataset, model), methods in curves.items():
+        curves.setdefault((r["dataset"], r["model"], headline(r)), {}).setdefault(r["method"], []).append(
+            [row[f"test_{headline(r)}"] for row in rows])
+    for (dataset, model, metric), methods in curves.items():
         fig, ax = plt.subplots(figsize=(6, 4))
         for method, series in methods.items():
             length = min(map(len, series))
             mean = [statistics.fmean(s[i] for s in series) for i in range(length)]
             ax.plot(range(1, length + 1), mean, label=f"{method} (n={len(series)})")
-        ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"{dataset} / {model}")
+        ax.set(xlabel="epoch", ylabel=f"test {metric} (%)", title=f"{dataset} / {model}")
         ax.legend(fontsize=7)
         files.append(out / f"curves_{dataset}_{model}.png")
         fig.tight_layout(), fig.savefig(files[-1], dpi=120), plt.close(fig)
@@ -238,7 +250,7 @@ class PrintReport(Callback):
 
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        print(f"\nResults of {sweep_dir} (test accuracy %, mean ± std over seeds):\n")
+        print(f"\nResults of {sweep_dir} (test scores %, mean ± std over seeds):\n")
         print(report([sweep_dir]))
 
 

@@ -1,0 +1,220 @@
+"""The NLP track: GLUE readers (official TSV and a Hugging Face copy), tokenisers, text models, metrics, and
+the methods unchanged on text (LSTSD Table 2)."""
+import json
+
+import pytest
+import torch
+
+from conftest import compose_cfg, read_metrics, run_cli
+from glue_fixtures import COLA_ROWS, MRPC_ROWS, N_DEV, RTE_ROWS, SST2_ROWS, write_glue, write_tiny_bert
+from lstsd.config import ConfigError, validate
+from lstsd.data import build_data
+from lstsd.data.glue import read_tsv
+from lstsd.run import run
+
+pytest.importorskip("transformers")
+
+ROWS = {"glue_rte": RTE_ROWS, "glue_mrpc": MRPC_ROWS, "glue_sst2": SST2_ROWS, "glue_cola": COLA_ROWS}
+FOLDERS = {"glue_rte": "RTE", "glue_mrpc": "MRPC", "glue_sst2": "SST-2", "glue_cola": "CoLA"}
+RTE_LABELS = {"entailment": 0, "not_entailment": 1}
+
+
+@pytest.fixture(scope="module")
+def glue(tmp_path_factory):
+    return write_glue(tmp_path_factory.mktemp("glue"))
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory):
+    return write_tiny_bert(tmp_path_factory.mktemp("bert"))
+
+
+def text_cfg(glue, *overrides):
+    return compose_cfg("dataset.root=" + str(glue), "dataset.cache_dir=" + str(glue / "cache"), "trainer.epochs=2",
+                       "trainer.progress=false", *overrides)
+
+
+def expected(name: str, split: str):
+    rows = ROWS[name][:-N_DEV] if split == "train" else ROWS[name][-N_DEV:]
+    labels = [RTE_LABELS[y] if name == "glue_rte" else int(y) for _, _, y in rows]
+    return [(s1, s2) for s1, s2, _ in rows], labels
+
+
+@pytest.mark.parametrize("name", list(ROWS))
+def test_official_tsv_read_verbatim(glue, name):
+    """Tabs only: quotes (even an unbalanced one) stay inside the sentence; headers skipped (CoLA has none)."""
+    for split, file in (("train", "train.tsv"), ("test", "dev.tsv")):
+        texts, y = read_tsv(glue / FOLDERS[name] / file, name)
+        want_texts, want_y = expected(name, split)
+        assert texts == want_texts and y.tolist() == want_y
+    assert any('"' in s1 for s1, _ in texts)
+
+
+def test_hf_copy_reads_like_the_tsv(glue, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from lstsd.data.glue import load_glue
+
+    for name, folder in (("glue_mrpc", "MRPC"), ("glue_cola", "CoLA")):
+        copy = {}
+        for split, ours in (("train", "train"), ("validation", "test")):
+            texts, y = expected(name, ours)
+            cols = {"sentence1": [a for a, _ in texts], "sentence2": [b for _, b in texts]} if name == "glue_mrpc" \
+                else {"sentence": [a for a, _ in texts]}
+            copy[split] = datasets.Dataset.from_dict(cols | {"label": y, "idx": list(range(len(y)))})
+        datasets.DatasetDict(copy).save_to_disk(str(tmp_path / folder))
+        cfg = validate(compose_cfg(f"dataset={name}", "model=textcnn", f"dataset.root={tmp_path}")).dataset
+        hf, tsv = load_glue(cfg, name), load_glue(validate(text_cfg(glue, f"dataset={name}", "model=textcnn")).dataset,
+                                                  name)
+        for split in ("train", "test"):
+            assert hf.sets[split][0] == tsv.sets[split][0] and torch.equal(hf.sets[split][1], tsv.sets[split][1])
+
+
+def test_word_tokeniser_and_vocabulary(glue):
+    """textcnn: Kim's clean_str, vocabulary of the training split by frequency, pairs as s1 <sep> s2."""
+    from lstsd.data.text import clean_str
+
+    assert clean_str('He said "isn\'t it, (great)?!') == ["he", "said", "is", "n't", "it", ",", "(", "great", ")",
+                                                         "?", "!"]
+    conf = validate(text_cfg(glue, "dataset=glue_rte", "model=textcnn"))
+    data = build_data(conf.dataset, 0, "cpu", model_cfg=conf.model)
+    vocab = data.info.vocab
+    assert vocab[:3] == ["<pad>", "<unk>", "<sep>"]
+    train_words = [w for s1, s2 in expected("glue_rte", "train")[0] for w in clean_str(s1) + clean_str(s2)]
+    counts = [train_words.count(w) for w in vocab[3:]]
+    assert counts == sorted(counts, reverse=True) and set(vocab[3:]) == set(train_words)
+    x = data.train.x  # N x 3 x L, in the training split's order
+    s1, s2 = expected("glue_rte", "train")[0][0]
+    ids = [vocab.index(w) for w in clean_str(s1)] + [2] + [vocab.index(w) for w in clean_str(s2)]
+    n = len(ids)
+    assert x[0, 0, :n].tolist() == ids and x[0, 0, n:].eq(0).all()
+    assert x[0, 1, :n].tolist() == [0] * len(clean_str(s1)) + [1] * (n - len(clean_str(s1)))
+    assert x[0, 2].tolist() == [1] * n + [0] * (x.shape[2] - n)
+    assert x.shape[2] == max(int(r.sum()) for r in torch.cat([x[:, 2], data.evals["test"].x[:, 2]]))
+    dev_words = {w for s1, s2 in expected("glue_rte", "test")[0] for w in clean_str(s1) + clean_str(s2)}
+    unknown = dev_words - set(vocab)
+    assert not unknown or (data.evals["test"].x[:, 0] == 1).any()  # dev-only words are <unk>
+
+
+def test_bert_tokeniser_pairs_and_segments(glue, bert_dir):
+    from transformers import AutoTokenizer
+
+    conf = validate(text_cfg(glue, "dataset=glue_mrpc", "model=bert", f"model.path={bert_dir}"))
+    data = build_data(conf.dataset, 0, "cpu", model_cfg=conf.model)
+    assert data.info.vocab is None
+    tok = AutoTokenizer.from_pretrained(str(bert_dir))
+    s1, s2 = expected("glue_mrpc", "test")[0][1]
+    enc = tok(s1, s2)
+    row, n = data.evals["test"].x[1], len(enc["input_ids"])
+    assert row[0, :n].tolist() == enc["input_ids"] and row[1, :n].tolist() == enc["token_type_ids"]
+    assert enc["input_ids"][0] == tok.cls_token_id and enc["input_ids"].count(tok.sep_token_id) == 2
+    assert row[2].tolist() == [1] * n + [0] * (row.shape[1] - n) and row[0, n:].eq(tok.pad_token_id).all()
+
+
+def test_tokenisation_is_cached(glue, monkeypatch):
+    import lstsd.data.text as text
+
+    conf = validate(text_cfg(glue, "dataset=glue_rte", "model=textcnn", "dataset.max_length=8"))
+    first = build_data(conf.dataset, 0, "cpu", model_cfg=conf.model)
+    assert any(p.name.startswith("glue_rte_textcnn_") for p in (glue / "cache").iterdir())
+    monkeypatch.setattr(text.WordEncoder, "__call__", lambda self, texts: pytest.fail("tokenised again"))
+    again = build_data(conf.dataset, 0, "cpu", model_cfg=conf.model)
+    assert torch.equal(first.train.x, again.train.x) and first.train.x.shape[2] == 8  # pairs truncated
+
+
+def test_metrics_match_scikit_learn():
+    """evaluate(): acc, F1 of class 1 and Matthews correlation; y = 1 1 0 0 1, predicted 1 0 0 1 1: TP = 2,
+    FN = 1, FP = 1, TN = 1, so acc = 60, F1 = 2 TP / (2 TP + FP + FN) = 66.67, MCC = (TP TN - FP FN) /
+    sqrt((TP + FP)(TP + FN)(TN + FP)(TN + FN)) = 1/6."""
+    from sklearn.metrics import f1_score, matthews_corrcoef
+
+    from lstsd.data.loader import MemoryLoader, Splits
+    from lstsd.engine import evaluate
+
+    y, p = torch.tensor([1, 1, 0, 0, 1]), torch.tensor([1, 0, 0, 1, 1])
+    logits = torch.nn.functional.one_hot(p, 2).float()  # fed as they are (no normalisation): the model is identity
+    loader = MemoryLoader("test", Splits({"test": (logits, y)}, 2, None, None), 2, "cpu", False, False, 0)
+    out = evaluate(torch.nn.Identity(), loader, metrics=("acc", "f1", "mcc"))
+    assert out["acc"] == pytest.approx(60.0)
+    assert out["f1"] == pytest.approx(200 / 3) == pytest.approx(100 * f1_score(y, p))
+    assert out["mcc"] == pytest.approx(100 / 6) == pytest.approx(100 * matthews_corrcoef(y, p))
+
+
+@pytest.mark.parametrize("model", ["textcnn", "bert"])
+def test_lstsd_end_to_end_on_text(glue, bert_dir, tmp_path, model):
+    """LSTSD unchanged on text: banks fill with one row per training sentence; CoLA's headline is MCC."""
+    extra = [f"model.path={bert_dir}", "optim=adam", "optim.lr=1e-3"] if model == "bert" else []
+    cfg = text_cfg(glue, "dataset=glue_cola", f"model={model}", "method=lstsd_t1", "method.minigen_epochs=1",
+                   "trainer.epochs=3", *extra)
+    res = run(cfg, tmp_path)
+    assert res["headline"] == "mcc" and res["method"] == "lstsd_t1" and res["model"] == model
+    rows = read_metrics(tmp_path)
+    assert {"test_acc", "test_mcc", "loss_kd_short", "loss_kd_long"} <= set(rows[-1])
+    best = max(rows, key=lambda r: r["test_mcc"])
+    assert res["test_mcc_best"] == best["test_mcc"] and res["best_epoch"] == best["epoch"]
+    assert res["test_mcc_final"] == rows[-1]["test_mcc"] and res["test_acc_final"] == rows[-1]["test_acc"]
+    banks = torch.load(tmp_path / "last.pt", weights_only=False)["method"]
+    n_train = len(COLA_ROWS) - N_DEV
+    assert banks["short"]["values"].shape == (n_train, 2) and banks["short"]["filled"].all()  # a teacher per sentence
+    assert banks["long"]["filled"].all()
+
+
+def test_mrpc_reports_f1_and_table2_reference(glue, tmp_path):
+    from lstsd.report import report
+
+    cfg = text_cfg(glue, "dataset=glue_mrpc", "model=textcnn", "method=vanilla", "name=lstsd_table2")
+    res = run(cfg, tmp_path / "run")
+    assert {"test_f1_final", "test_f1_best", "test_acc_final"} <= set(res) and res["headline"] == "acc"
+    table = report([tmp_path])
+    assert "| final f1 |" in table.splitlines()[0] and "| 70.83 |" in table  # Table 2: CNN vanilla MRPC
+
+
+def test_experiment_table2_composes_every_cell(glue):
+    """Both recipes with every task and method of the sweep: the paper's optimisers, batch sizes and T = 1."""
+    for recipe, (optim, lr, batch) in {"table2_bert": ("torch.optim.Adam", 5e-5, 64),
+                                       "table2_textcnn": ("torch.optim.SGD", 8e-3, 32)}.items():
+        for dataset in ROWS:
+            for method in ("vanilla", "mean_teacher", "snapshot_ensembles", "temporal_ensembling", "sd_t1",
+                           "lstsd_t1"):
+                conf = validate(compose_cfg("experiment=lstsd_table2", f"+recipe={recipe}", f"dataset={dataset}",
+                                            f"method={method}", "model.path=bert-base-uncased", "model.download=true"))
+                assert (conf.optim._target_, conf.optim.lr, conf.dataset.batch_size) == (optim, lr, batch)
+                assert conf.trainer.epochs == 50 and conf.model.arch == recipe.split("_")[1]
+                assert conf.method.label == method
+                assert getattr(conf.method, "temperature", 1.0) == 1.0
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["dataset=glue_sst2", "model=bert", "model.path=/nonexistent/bert"],
+     "model.path='/nonexistent/bert' is invalid: allowed a local transformers model directory"),
+    (["dataset=glue_rte", "model=textcnn", "model.text_input=single"],
+     "model.text_input='single' is invalid: allowed pair (dataset=glue_rte is a sentence-pair task)"),
+    (["dataset=glue_rte", "model=resnet20"], "model=resnet20 is invalid for dataset=glue_rte: allowed a text model"),
+    (["model=textcnn"], "model=textcnn is invalid for dataset=digits: allowed an image model"),
+    (["dataset=glue_cola", "model=textcnn", "dataset.root=/nonexistent"],
+     "dataset.root: GLUE CoLA not found: expected /nonexistent/CoLA holding the official train.tsv and dev.tsv"),
+    (["dataset=glue_cola", "model=textcnn", "dataset.headline=f1"], "dataset.headline='f1' is invalid"),
+    (["dataset=glue_sst2", "model=textcnn", "model.embeddings=/nonexistent.txt"],
+     "model.embeddings='/nonexistent.txt' is invalid"),
+])
+def test_bad_text_input_is_one_line(glue, overrides, message):
+    r = run_cli(f"dataset.root={glue}", *overrides, "trainer.epochs=1", HF_HUB_OFFLINE="1")
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_folder_without_the_files_and_a_malformed_row(glue, tmp_path):
+    (tmp_path / "RTE").mkdir()
+    (tmp_path / "RTE" / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n")
+    with pytest.raises(ConfigError, match=r"GLUE RTE not found: expected .*RTE holding the official train.tsv"):
+        run(compose_cfg("dataset=glue_rte", "model=textcnn", f"dataset.root={tmp_path}"), tmp_path / "run")
+    (tmp_path / "RTE" / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\tonly two\n")
+    with pytest.raises(ConfigError, match=r"dev.tsv:2 has 2 tab-separated fields, not 4"):
+        run(compose_cfg("dataset=glue_rte", "model=textcnn", f"dataset.root={tmp_path}"), tmp_path / "run")
+
+
+def test_offline_bert_run_through_the_cli(glue, bert_dir, tmp_path):
+    """HF_HUB_OFFLINE=1: a local checkpoint trains with no network; sentence pairs through the CLI."""
+    r = run_cli("dataset=glue_rte", "model=bert", f"model.path={bert_dir}", f"dataset.root={glue}", "method=vanilla",
+                "trainer.epochs=1", "optim=adam", f"hydra.run.dir={tmp_path}", HF_HUB_OFFLINE="1")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "results.json").read_text())["dataset"] == "glue_rte"
