@@ -108,6 +108,11 @@ class TextDatasetConfig(DatasetConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.max_length >= 8, "dataset.max_length", "an integer >= 8", self.max_length)
+        from lstsd.data.glue import TASKS
+
+        if self.name in TASKS:  # the task decides; the key is there for the model check below
+            require(self.pair == TASKS[self.name].pair, "dataset.pair", f"{TASKS[self.name].pair} for {self.name}",
+                    self.pair)
         require(not self.augment, "dataset.augment", "false for text (there is no text augmentation)", self.augment)
 
 

@@ -383,6 +383,10 @@ class Trainer:
             for m in cfg.dataset.metrics:
                 out |= {f"val_{m}_final": h[-1][f"val_{m}"], f"val_{m}_best": best_val[f"val_{m}"],
                         f"test_{m}_at_best_val": best_val[f"test_{m}"]}
+        if self.data.info.vocab is not None:
+            from lstsd.data.text import vocab_fingerprint
+
+            out["vocab_sha256"] = vocab_fingerprint(self.data.info.vocab)
         suffixes = tuple(f"_{m}" for m in cfg.dataset.metrics)
         for key in h[-1]:  # extra evaluators (EMA teacher, ensembles): final scores of each
             if key.endswith(suffixes) and not key.startswith(("train_", "test_", "val_")):

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 def load_teacher(run_dir: str | Path, key: str, num_classes: int, device, student=None) -> nn.Module:
     """``student``: the student's RunContext; on text its tokens are the teacher's input, so the teacher must
     have the same tokeniser (the same text model and vocabulary)."""
-    from lstsd.data.text import ENCODERS
+    from lstsd.data.text import ENCODERS, vocab_fingerprint
     from lstsd.methods.base import frozen_copy
     from lstsd.models import build_model
 
@@ -44,22 +44,33 @@ def load_teacher(run_dir: str | Path, key: str, num_classes: int, device, studen
     require(res.get("status") == "completed", key, f"a completed run (its status is {res.get('status')})", str(d))
     require(res.get("num_classes") == num_classes, key,
             f"a run with {num_classes} classes like this dataset (it has {res.get('num_classes')})", str(d))
-    saved_arch = OmegaConf.load(d / ".hydra" / "config.yaml").model.arch
-    text = saved_arch in ENCODERS
+    text = OmegaConf.load(d / ".hydra" / "config.yaml").model.arch in ENCODERS
     model_cfg = load_section(d, "model", TextModelConfig if text else ModelConfig)
-    mine = student.config.model if student is not None and student.config is not None else None
-    if text or isinstance(mine, TextModelConfig):
-        same = mine is not None and mine.arch == saved_arch and \
-            getattr(mine, "path", None) == getattr(model_cfg, "path", None)
-        require(same, key, f"a run of the student's text model (model.arch={getattr(mine, 'arch', None)}, the "
-                f"same model.path): the teacher reads the student's tokens", str(d))
-    model = build_model(model_cfg, num_classes, res["input_shape"][0], student.info.vocab if text else None)
+    require_same_tokens(model_cfg, student, key, str(d))
+    vocab = student.info.vocab if text else None
+    if vocab is not None:  # a textcnn teacher embeds the student's token ids: the same vocabulary, word for word
+        require(res.get("vocab_sha256") == vocab_fingerprint(vocab), key, "a run with the student's vocabulary "
+                "(the same task, training split and model.max_vocab)", str(d))
+    model = build_model(model_cfg, num_classes, res["input_shape"][0], vocab)
     state = torch.load(files[2], map_location="cpu", weights_only=False)["model"]
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         raise ConfigError(f"{key}={str(d)!r} is invalid: its last.pt does not fit its config ({e})") from None
     return frozen_copy(model.to(device))
+
+
+def require_same_tokens(teacher_model, student, key: str, value: str) -> None:
+    """On text the teacher reads the student's token rows, so it must be the student's kind of text model (same
+    ``model.arch`` and ``model.path``); an image teacher cannot teach a text student, nor the reverse."""
+    from lstsd.data.text import ENCODERS
+
+    mine = student.config.model if student is not None and student.config is not None else None
+    if teacher_model.arch in ENCODERS or isinstance(mine, TextModelConfig):
+        same = mine is not None and mine.arch == teacher_model.arch and \
+            getattr(mine, "path", None) == getattr(teacher_model, "path", None)
+        require(same, key, f"a run of the student's text model (model.arch={getattr(mine, 'arch', None)}, the "
+                f"same model.path): the teacher reads the student's tokens", value)
 
 
 def load_section(run_dir: Path, section: str, schema):

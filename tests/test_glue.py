@@ -95,6 +95,33 @@ def test_word_tokeniser_and_vocabulary(glue):
     assert not unknown or (data.evals["test"].x[:, 0] == 1).any()  # dev-only words are <unk>
 
 
+def test_long_pairs_are_truncated_longest_first(glue):
+    """A long premise is cut, not the hypothesis after it (the transformers tokenisers' longest_first)."""
+    from lstsd.data.text import WordEncoder, longest_first
+
+    assert longest_first([1] * 10, [2] * 2, 7) == ([1] * 5, [2] * 2)
+    assert longest_first([1] * 3, [2] * 9, 7) == ([1] * 3, [2] * 4)
+    conf = validate(text_cfg(glue, "dataset=glue_rte", "model=textcnn", "dataset.max_length=8"))
+    encoder = WordEncoder(conf.model, [("cat " * 200, "the dog"), ("a", None)], 8)
+    (ids, types), = encoder([("cat " * 200, "the dog")])
+    cat, the, dog = (encoder.ids[w] for w in ("cat", "the", "dog"))
+    assert ids == [cat] * 5 + [2, the, dog] and types == [0] * 5 + [1] * 3
+
+
+def test_bad_hugging_face_copies_are_one_line_errors(tmp_path):
+    datasets = pytest.importorskip("datasets")
+
+    copy = {s: datasets.Dataset.from_dict({"sentence": ["a b", "c d"], "label": [0, 1]}) for s in ("train", "validation")}
+    datasets.DatasetDict(copy).save_to_disk(str(tmp_path / "RTE"))  # SST-2's columns under RTE
+    with pytest.raises(ConfigError, match=r"has the columns sentence, label: allowed a copy of GLUE RTE with "
+                                          r"sentence1, sentence2, label"):
+        run(compose_cfg("dataset=glue_rte", "model=textcnn", f"dataset.root={tmp_path}"), tmp_path / "run")
+    copy["validation"] = datasets.Dataset.from_dict({"sentence": ["a b", "c d"], "label": [-1, -1]})
+    datasets.DatasetDict(copy).save_to_disk(str(tmp_path / "SST-2"))  # GLUE's hidden test labels
+    with pytest.raises(ConfigError, match=r"\(validation\) has labels in \[-1, -1\]: allowed 0..1"):
+        run(compose_cfg("dataset=glue_sst2", "model=textcnn", f"dataset.root={tmp_path}"), tmp_path / "run")
+
+
 def test_bert_tokeniser_pairs_and_segments(glue, bert_dir):
     from transformers import AutoTokenizer
 
@@ -119,6 +146,26 @@ def test_tokenisation_is_cached(glue, monkeypatch):
     monkeypatch.setattr(text.WordEncoder, "__call__", lambda self, texts: pytest.fail("tokenised again"))
     again = build_data(conf.dataset, 0, "cpu", model_cfg=conf.model)
     assert torch.equal(first.train.x, again.train.x) and first.train.x.shape[2] == 8  # pairs truncated
+
+
+def test_pretrained_embeddings_file(glue, tmp_path):
+    """model.embeddings: rows of a word2vec text file (header skipped) for the words it has, U[-0.25, 0.25] for the
+    others (Kim 2014), <pad> zero; another dimension is a one-line error."""
+    from lstsd.models import build_model
+    from lstsd.models.text import read_embeddings
+
+    f = tmp_path / "vectors.txt"
+    f.write_text("3 4\ncat 1 2 3 4\nthe 0.5 0.5 0.5 0.5\nzebra 9 9 9 9\n")
+    vocab = ["<pad>", "<unk>", "<sep>", "the", "cat", "dog"]
+    e = read_embeddings(str(f), vocab, 4)
+    assert e[4].tolist() == [1, 2, 3, 4] and e[3].tolist() == [0.5] * 4 and e[0].eq(0).all()
+    assert e[[1, 2, 5]].abs().le(0.25).all() and e[5].abs().gt(0).all()
+    with pytest.raises(ConfigError, match=r"vectors.txt:2 has 4 values: allowed model.embed_dim=5"):
+        read_embeddings(str(f), vocab, 5)
+    conf = validate(text_cfg(glue, "dataset=glue_sst2", "model=textcnn", f"model.embeddings={f}", "model.embed_dim=4"))
+    data = build_data(conf.dataset, 0, "cpu", model_cfg=conf.model)
+    model = build_model(conf.model, 2, 3, data.info.vocab)
+    assert model.embed.weight[data.info.vocab.index("cat")].tolist() == [1, 2, 3, 4]
 
 
 def test_metrics_match_scikit_learn():
@@ -158,6 +205,14 @@ def test_lstsd_end_to_end_on_text(glue, bert_dir, tmp_path, model):
     assert banks["long"]["filled"].all()
 
 
+def test_text_through_the_dataloader_path_equals_the_device_path(glue, tmp_path):
+    """No augmentation on text and the same (seed, epoch) order: dataset.loader=torchvision trains identically."""
+    base = ("dataset=glue_rte", "model=textcnn", "method=lstsd", "method.minigen_epochs=1")
+    run(text_cfg(glue, *base), tmp_path / "memory")
+    run(text_cfg(glue, *base, "dataset.loader=torchvision", "dataset.num_workers=0"), tmp_path / "torchvision")
+    assert read_metrics(tmp_path / "memory") == read_metrics(tmp_path / "torchvision")
+
+
 def test_mrpc_reports_f1_and_table2_reference(glue, tmp_path):
     from lstsd.report import report
 
@@ -193,6 +248,7 @@ def test_experiment_table2_composes_every_cell(glue):
     (["dataset=glue_cola", "model=textcnn", "dataset.root=/nonexistent"],
      "dataset.root: GLUE CoLA not found: expected /nonexistent/CoLA holding the official train.tsv and dev.tsv"),
     (["dataset=glue_cola", "model=textcnn", "dataset.headline=f1"], "dataset.headline='f1' is invalid"),
+    (["dataset=glue_rte", "model=textcnn", "dataset.pair=false"], "dataset.pair=False is invalid: allowed True"),
     (["dataset=glue_sst2", "model=textcnn", "model.embeddings=/nonexistent.txt"],
      "model.embeddings='/nonexistent.txt' is invalid"),
 ])
@@ -210,6 +266,27 @@ def test_folder_without_the_files_and_a_malformed_row(glue, tmp_path):
     (tmp_path / "RTE" / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\tonly two\n")
     with pytest.raises(ConfigError, match=r"dev.tsv:2 has 2 tab-separated fields, not 4"):
         run(compose_cfg("dataset=glue_rte", "model=textcnn", f"dataset.root={tmp_path}"), tmp_path / "run")
+
+
+def test_bert_max_length_beyond_its_positions(glue, bert_dir):
+    conf = validate(text_cfg(glue, "dataset=glue_sst2", "model=bert", f"model.path={bert_dir}",
+                             "dataset.max_length=512"))
+    with pytest.raises(ConfigError, match=r"dataset.max_length=512 is invalid: allowed at most 128"):
+        build_data(conf.dataset, 0, "cpu", model_cfg=conf.model)
+
+
+def test_kd_teachers_on_text_read_the_students_tokens(glue, bert_dir, tmp_path):
+    """A textcnn teacher run teaches a textcnn student of its task; another task's vocabulary, or another text
+    model, is refused with one line."""
+    run(text_cfg(glue, "dataset=glue_rte", "model=textcnn"), tmp_path / "teacher")
+    kd = ("method=kd", f"method.teacher_run={tmp_path / 'teacher'}")
+    res = run(text_cfg(glue, "dataset=glue_rte", "model=textcnn", *kd), tmp_path / "student")
+    assert res["status"] == "completed" and res["vocab_sha256"] == json.loads(
+        (tmp_path / "teacher" / "results.json").read_text())["vocab_sha256"]
+    with pytest.raises(ConfigError, match=r"allowed a run with the student's vocabulary"):
+        run(text_cfg(glue, "dataset=glue_cola", "model=textcnn", *kd), tmp_path / "other_task")
+    with pytest.raises(ConfigError, match=r"allowed a run of the student's text model \(model.arch=bert"):
+        run(text_cfg(glue, "dataset=glue_rte", "model=bert", f"model.path={bert_dir}", *kd), tmp_path / "bert")
 
 
 def test_offline_bert_run_through_the_cli(glue, bert_dir, tmp_path):

@@ -88,12 +88,20 @@ def read_hf(folder: Path, name: str) -> dict:
     if missing:
         raise ConfigError(f"dataset.root: {folder} lacks the split(s) {', '.join(missing)}: allowed a "
                           f"DatasetDict with train and validation")
-    out = {}
+    out, task = {}, TASKS[name]
+    classes = len(set(task.labels.values()))
     for split, ours in (("train", "train"), ("validation", "test")):
         part = copy[split]
-        cols = [part[c] for c in TASKS[name].hf_columns]
-        texts = list(zip(cols[0], cols[1] if len(cols) > 1 else [None] * len(part)))
-        out[ours] = (texts, torch.tensor(part["label"], dtype=torch.int64))
+        needed = [*task.hf_columns, "label"]
+        if not set(needed) <= set(part.column_names):
+            raise ConfigError(f"dataset.root: {folder} ({split}) has the columns {', '.join(part.column_names)}: "
+                              f"allowed a copy of GLUE {task.folder} with {', '.join(needed)}")
+        y = torch.tensor(part["label"], dtype=torch.int64)
+        if len(y) and not (0 <= int(y.min()) and int(y.max()) < classes):  # -1: GLUE's hidden test labels
+            raise ConfigError(f"dataset.root: {folder} ({split}) has labels in [{int(y.min())}, {int(y.max())}]: "
+                              f"allowed 0..{classes - 1} (a split with hidden labels cannot be evaluated)")
+        cols = [part[c] for c in task.hf_columns]
+        out[ours] = (list(zip(cols[0], cols[1] if len(cols) > 1 else [None] * len(part))), y)
     return out
 
 

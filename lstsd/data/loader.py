@@ -193,7 +193,7 @@ class TorchvisionLoader(MemoryLoader):
         size = list(self.x.shape[-2:])
         steps = [v2.RandomCrop(size, padding=4), v2.RandomHorizontalFlip()] if self.augment else []
         standardize = [] if self.mean is None else [Standardize(self.mean[0], self.std[0])]
-        self.transform = v2.Compose([*steps, *standardize])
+        self.transform = v2.Compose([*steps, *standardize]) if steps or standardize else v2.Identity()
         self.dataset = SplitDataset(self.x, self.y, self.transform)
         self.num_workers = num_workers
 

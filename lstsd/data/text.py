@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import re
+import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Optional
@@ -35,6 +36,7 @@ from lstsd.data.loader import Splits
 log = logging.getLogger(__name__)
 
 PAD, UNK, SEP = "<pad>", "<unk>", "<sep>"
+CACHE_FORMAT = 2  # part of every cache key: raise it when tokenisation or the tensor layout changes
 
 
 def clean_str(text: str) -> list[str]:
@@ -64,32 +66,56 @@ class WordEncoder:
         self.max_length = max_length
         self.min_length = max(model_cfg.filter_widths)  # the widest filter needs that many positions
         self.pad_id = 0
-        self.key = {"tokeniser": "clean_str", "vocab": hashlib.sha256("\n".join(self.vocab).encode()).hexdigest()}
+        self.key = {"tokeniser": "clean_str", "vocab": vocab_fingerprint(self.vocab)}
 
     def __call__(self, texts: list) -> list[tuple[list, list]]:
         out = []
         for s1, s2 in texts:
-            ids = [self.ids.get(w, 1) for w in clean_str(s1)]
-            types = [0] * len(ids)
-            if s2 is not None:
-                second = [self.ids[SEP]] + [self.ids.get(w, 1) for w in clean_str(s2)]
-                ids, types = ids + second, types + [1] * len(second)
-            out.append((ids[:self.max_length], types[:self.max_length]))
+            first = [self.ids.get(w, 1) for w in clean_str(s1)]
+            if s2 is None:
+                out.append((first[:self.max_length], [0] * min(len(first), self.max_length)))
+                continue
+            second = [self.ids.get(w, 1) for w in clean_str(s2)]
+            first, second = longest_first(first, second, self.max_length - 1)  # room for <sep>
+            second = [self.ids[SEP]] + second
+            out.append((first + second, [0] * len(first) + [1] * len(second)))
         return out
+
+
+def longest_first(a: list, b: list, budget: int) -> tuple[list, list]:
+    """Truncate the longer of two token lists, one token at a time, until both fit in ``budget`` (the
+    transformers tokenisers' ``longest_first``): a long premise never pushes its hypothesis out."""
+    while len(a) + len(b) > budget:
+        if len(a) >= len(b):
+            a = a[:-1]
+        else:
+            b = b[:-1]
+    return a, b
 
 
 class HFEncoder:
     """A transformers checkpoint's own tokeniser (``bert`` and any BERT-family model directory)."""
 
     def __init__(self, model_cfg, train_texts: list, max_length: int):
+        from transformers import AutoConfig
+
+        from lstsd.config import ConfigError
+
         self.tokenizer = load_tokenizer(model_cfg)
+        positions = getattr(AutoConfig.from_pretrained(model_dir(model_cfg), local_files_only=not model_cfg.download),
+                            "max_position_embeddings", None)
+        if positions is not None and max_length > positions:
+            raise ConfigError(f"dataset.max_length={max_length} is invalid: allowed at most {positions}, the "
+                              f"position embeddings of model.path={model_cfg.path}")
         self.vocab = None
         self.max_length = max_length
         self.min_length = 1
         self.pad_id = self.tokenizer.pad_token_id or 0
-        vocab = json.dumps(sorted(self.tokenizer.get_vocab().items()))
-        self.key = {"tokeniser": type(self.tokenizer).__name__, "vocab": hashlib.sha256(vocab.encode()).hexdigest(),
-                    "lower": getattr(self.tokenizer, "do_lower_case", None)}
+        # the whole tokeniser (vocabulary, normaliser, pre-tokeniser, special tokens) where it is a fast one
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        spec = backend.to_str() if backend is not None else json.dumps(
+            [sorted(self.tokenizer.get_vocab().items()), repr(sorted(self.tokenizer.init_kwargs.items()))])
+        self.key = {"tokeniser": type(self.tokenizer).__name__, "spec": hashlib.sha256(spec.encode()).hexdigest()}
 
     def __call__(self, texts: list) -> list[tuple[list, list]]:
         first = [s1 for s1, _ in texts]
@@ -100,6 +126,11 @@ class HFEncoder:
 
 
 ENCODERS: dict[str, Callable] = {"textcnn": WordEncoder, "bert": HFEncoder}  # model.arch -> its tokeniser
+
+
+def vocab_fingerprint(vocab: list[str]) -> str:
+    """A vocabulary's identity (results.json's ``vocab_sha256``: a teacher must read the same word ids)."""
+    return hashlib.sha256("\n".join(vocab).encode()).hexdigest()
 
 
 def model_dir(model_cfg) -> str:
@@ -141,18 +172,31 @@ def encode_splits(splits: Splits, dataset_cfg, model_cfg) -> tuple[Splits, Optio
     None for a checkpoint's tokeniser). Read from the cache when the same texts were encoded the same way."""
     train_texts = splits.sets["train"][0]
     encoder = ENCODERS[model_cfg.arch](model_cfg, train_texts, dataset_cfg.max_length)
-    key = hashlib.sha256(json.dumps([fingerprint(splits), encoder.key, dataset_cfg.max_length,
+    key = hashlib.sha256(json.dumps([CACHE_FORMAT, fingerprint(splits), encoder.key, dataset_cfg.max_length,
                                      encoder.min_length]).encode()).hexdigest()[:20]
     path = Path(dataset_cfg.cache_dir).expanduser() / f"{dataset_cfg.name}_{model_cfg.arch}_{key}.pt"
-    if path.is_file():
-        tensors = torch.load(path, weights_only=True)
-    else:
+    tensors = load_cache(path, splits)
+    if tensors is None:
         encoded = {name: encoder(texts) for name, (texts, _) in splits.sets.items()}
         length = max(encoder.min_length, max(len(ids) for rows in encoded.values() for ids, _ in rows))
         tensors = {name: pack(rows, length, encoder.pad_id) for name, rows in encoded.items()}
         save_cache(tensors, path)
     sets = {name: (tensors[name], y) for name, (_, y) in splits.sets.items()}
     return replace(splits, sets=sets), encoder.vocab
+
+
+def load_cache(path: Path, splits: Splits) -> Optional[dict]:
+    """The cached tensors, or None when there are none or they are unreadable or do not fit (then encoded
+    again and the file replaced)."""
+    if not path.is_file():
+        return None
+    try:
+        tensors = torch.load(path, weights_only=True)
+        if all(len(tensors[name]) == len(y) for name, (_, y) in splits.sets.items()):
+            return tensors
+    except Exception as e:  # noqa: BLE001 - a damaged cache file is only a lost speed-up
+        log.warning(f"tokenised {path.name} unreadable ({type(e).__name__}: {e}): encoding again")
+    return None
 
 
 def pack(rows: list[tuple[list, list]], length: int, pad_id: int) -> Tensor:
@@ -172,7 +216,7 @@ def save_cache(tensors: dict, path: Path) -> None:
     only a lost speed-up."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")  # unique across hosts sharing the folder
         torch.save(tensors, tmp)
         os.replace(tmp, path)
     except OSError as e:

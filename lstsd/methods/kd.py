@@ -37,7 +37,7 @@ from lstsd.config import MethodConfig, require
 from lstsd.losses import kd_loss
 from lstsd.methods import register_method
 from lstsd.methods.base import Method
-from lstsd.teachers import load_teacher, teacher_overrides, train_teacher
+from lstsd.teachers import compose_config, load_teacher, require_same_tokens, teacher_overrides, train_teacher
 
 
 @dataclass
@@ -65,8 +65,10 @@ class KD(Method):
         if cfg.teacher_run is not None:
             run_dir, key = cfg.teacher_run, "method.teacher_run"
         else:
-            run_dir = train_teacher(teacher_overrides(list(ctx.overrides), list(cfg.teacher)), cfg.teacher_cache)
+            overrides = teacher_overrides(list(ctx.overrides), list(cfg.teacher))
             key = "method.teacher"
+            require_same_tokens(compose_config(overrides).model, ctx, key, str(list(cfg.teacher)))  # before training
+            run_dir = train_teacher(overrides, cfg.teacher_cache)
         self.teacher = load_teacher(run_dir, key, ctx.info.num_classes, ctx.device, ctx)
         self.teacher_dir = str(run_dir)
 

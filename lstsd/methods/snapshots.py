@@ -17,7 +17,7 @@ KL is a divergence to minimise, so it enters with a plus sign) with asymmetric d
 the teacher's logits divided by T, the student's not),
 lambda^S = 1 + 1/T and lambda^T = 1 (Section 4.1). Its ensemble multiplies the logits of M_k by T^(k-1) before
 the softmax (Table 3's caption). results.json lists the accuracy at the end of each mini-generation
-(``minigen_test_acc``: the accuracy of every snapshot), the best epoch, and the ensemble's accuracy.
+(``minigen_test_acc``, and each other metric of the dataset: the score of every snapshot), the best epoch, and the ensemble's accuracy.
 """
 from __future__ import annotations
 
@@ -128,9 +128,11 @@ class SnapshotEnsembles(Method):
 
     def summary(self, history: list[dict]) -> dict:
         rows = [history[e - 1] for e in self.ends if e <= len(history)]
-        out = {"minigen_end_epochs": self.ends, "minigen_test_acc": [r["test_acc"] for r in rows]}
-        if rows and "val_acc" in rows[0]:
-            out["minigen_val_acc"] = [r["val_acc"] for r in rows]
+        out = {"minigen_end_epochs": self.ends}
+        for metric in self.ctx.config.dataset.metrics if self.ctx.config is not None else ("acc",):
+            out[f"minigen_test_{metric}"] = [r[f"test_{metric}"] for r in rows]  # each snapshot's score
+            if rows and f"val_{metric}" in rows[0]:
+                out[f"minigen_val_{metric}"] = [r[f"val_{metric}"] for r in rows]
         return out
 
     def state_dict(self) -> dict:

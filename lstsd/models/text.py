@@ -2,8 +2,8 @@
 model's tokeniser (:mod:`lstsd.data.text`).
 
 - ``textcnn``: Kim (2014)'s CNN for sentence classification: word embeddings (``model.embed_dim``, 300 as
-  word2vec's; optionally initialised from ``model.embeddings``, a word2vec/GloVe text file, words it lacks drawn
-  from U[-0.25, 0.25] as Kim's code does), one 1-d convolution per filter width (3, 4, 5, with 100 feature maps
+  word2vec's; drawn from U[-0.25, 0.25] as in Kim's code, or initialised from ``model.embeddings``, a
+  word2vec/GloVe text file, words it lacks drawn from that uniform), one 1-d convolution per filter width (3, 4, 5, with 100 feature maps
   each) and ReLU, max-over-time pooling, dropout 0.5 and a linear classifier. The embeddings are fine-tuned
   (Kim's "non-static"). Sentence pairs are fed as ``sentence1 <sep> sentence2``.
 - ``bert``: a transformers checkpoint from a local directory (``model.path``; the LSTSD paper used 12-layer
@@ -27,9 +27,10 @@ class TextCNN(nn.Module):
                  num_filters: int = 100, dropout: float = 0.5, embeddings: Tensor | None = None):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
-        if embeddings is not None:
-            with torch.no_grad():
-                self.embed.weight.copy_(embeddings)
+        with torch.no_grad():  # Kim's random word vectors: U[-0.25, 0.25] (torch's default is N(0, 1)); <pad> 0
+            self.embed.weight.copy_(embeddings if embeddings is not None else
+                                    torch.empty(vocab_size, embed_dim).uniform_(-0.25, 0.25))
+            self.embed.weight[0] = 0.0
         self.convs = nn.ModuleList(nn.Conv1d(embed_dim, num_filters, w) for w in widths)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(num_filters * len(widths), num_classes)
