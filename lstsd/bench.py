@@ -26,7 +26,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -58,6 +57,7 @@ class Bench:
     def __init__(self, label: str, overrides: list[str], teacher_cache: str):
         from lstsd.cli import CONFIG_DIR
         from lstsd.config import validate
+        from lstsd.engine import StepStats
         from lstsd.run import assemble
         from hydra import compose, initialize_config_dir
 
@@ -86,8 +86,7 @@ class Bench:
         self.epoch = last
         self.batches = self.stream()
         self.fixed = next(self.batches).x  # the forward row times the model alone, as a teacher runs inside a step
-        self.sums = defaultdict(lambda: torch.zeros((), device=self.device))
-        self.sums["first_bad"] = torch.full((), -1, dtype=torch.long, device=self.device)
+        self.stats = StepStats(self.device)
 
     def stream(self):
         while True:
@@ -100,7 +99,7 @@ class Bench:
             # prefetching must not run while the other rows are timed
             self.batches.close()
             self.batches = self.stream()
-            self.trainer.step(next(self.batches), self.sums)
+            self.trainer.step(next(self.batches), self.stats)
         synchronize(self.device)
         t0 = time.perf_counter()
         if self.method == "forward":
@@ -112,7 +111,7 @@ class Bench:
             model.train()
         else:
             for _ in range(steps):
-                self.trainer.step(next(self.batches), self.sums)
+                self.trainer.step(next(self.batches), self.stats)
         synchronize(self.device)
         seconds = (time.perf_counter() - t0) / steps
         if self.label.endswith("[torchvision]"):

@@ -7,6 +7,7 @@ ranges. Any problem raises :class:`ConfigError`, which the CLI prints as one lin
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -26,6 +27,11 @@ def require(ok: bool, key: str, allowed: str, value: Any) -> None:
 
 def require_choice(key: str, value: Any, choices: tuple) -> None:
     require(value in choices, key, "one of " + ", ".join(map(str, choices)), value)
+
+
+def finite(*values: float) -> bool:
+    """Whether every value is a finite number (NaN and +-inf are not)."""
+    return all(math.isfinite(v) for v in values)
 
 
 # --------------------------------------------------------------------------- dataset
@@ -76,6 +82,49 @@ class SyntheticConfig(DatasetConfig):
         require_choice("dataset.pixels", self.pixels, ("float", "uint8"))
         require(len(self.shape) == 3 and min(self.shape) >= 1, "dataset.shape", "[channels, height, width]",
                 list(self.shape))
+
+
+@dataclass
+class MNIST1DConfig(DatasetConfig):
+    """MNIST-1D (lstsd.data.mnist1d): the arguments of ``mnist1d.data.make_dataset``, with the package's defaults
+    (``get_dataset_args()``), which generate the published dataset; ``data_seed`` is its ``seed``."""
+    batch_size: int = 100  # the reference train.py's
+    augment: bool = False
+    num_samples: int = 5000
+    train_split: float = 0.8
+    template_len: int = 12
+    padding: list[int] = field(default_factory=lambda: [36, 60])
+    scale_coeff: float = 0.4
+    max_translation: int = 48
+    corr_noise_scale: float = 0.25
+    iid_noise_scale: float = 0.02
+    shear_scale: float = 0.75
+    shuffle_seq: bool = False
+    final_seq_length: int = 40
+    data_seed: int = 42
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(not self.augment, "dataset.augment", "false for mnist1d (the benchmark has no augmentation)",
+                self.augment)
+        require(self.num_samples >= 10, "dataset.num_samples", "an integer >= 10 (one sequence per class)",
+                self.num_samples)
+        require(0.0 < self.train_split < 1.0, "dataset.train_split", "a number in (0, 1)", self.train_split)
+        n = self.num_samples // 10 * 10
+        require(1 <= int(n * self.train_split) < n, "dataset.train_split",
+                f"a fraction that leaves both splits non-empty ({n} sequences)", self.train_split)
+        require(self.template_len >= 1, "dataset.template_len", "an integer >= 1", self.template_len)
+        require(len(self.padding) == 2 and 0 <= self.padding[0] <= self.padding[1], "dataset.padding",
+                "[low, high] with 0 <= low <= high", list(self.padding))
+        require(finite(self.scale_coeff) and 0.0 <= self.scale_coeff < 2.0, "dataset.scale_coeff",
+                "a number in [0, 2)", self.scale_coeff)
+        require(self.max_translation >= 1, "dataset.max_translation", "an integer >= 1", self.max_translation)
+        for key in ("corr_noise_scale", "iid_noise_scale", "shear_scale"):
+            value = getattr(self, key)
+            require(finite(value) and value >= 0, f"dataset.{key}", "a finite number >= 0", value)
+        require(self.final_seq_length >= self.template_len, "dataset.final_seq_length",
+                f"an integer >= dataset.template_len={self.template_len}", self.final_seq_length)
+        require(0 <= self.data_seed < 2**32, "dataset.data_seed", "an integer in [0, 2^32)", self.data_seed)
 
 
 @dataclass
@@ -236,11 +285,14 @@ class TrainerConfig:
     precision: str = "fp32"  # fp32, bf16 or fp16: autocast with fp32 master weights (fp16 adds a GradScaler)
     channels_last: bool = False  # NHWC model and inputs (faster convolutions with tensor cores)
     compile: bool = False  # torch.compile the model (module.compile(): state_dict keys unchanged)
+    threads: Optional[int] = None  # torch's intra-op CPU threads for this run; null: torch's default (all cores)
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "trainer.epochs", "an integer >= 1", self.epochs)
         require_choice("trainer.device", self.device, ("auto", "cpu", "cuda"))
         require_choice("trainer.precision", self.precision, ("fp32", "bf16", "fp16"))
+        require(self.threads is None or self.threads >= 1, "trainer.threads", "null or an integer >= 1",
+                self.threads)
 
 
 @dataclass
@@ -264,11 +316,16 @@ class LoggerConfig:
 class MethodConfig:
     name: str = MISSING  # key of lstsd.methods.METHODS
     label: str = "${.name}"  # how results and tables name this configuration (variants override it)
+    # the learning-rate schedule this method prescribes, replacing schedule.name (SD and SE: cosine, restarted in
+    # each mini-generation); null: the run's schedule
+    schedule: Optional[str] = None
 
     def __post_init__(self) -> None:
         from lstsd.methods import METHODS
 
         require_choice("method.name", self.name, tuple(METHODS))
+        require(self.schedule is None or self.schedule in SCHEDULES, "method.schedule",
+                "null or one of " + ", ".join(SCHEDULES), self.schedule)
 
     def check(self, cfg: "Config") -> None:
         """Checks that need the rest of the run's configuration (e.g. trainer.epochs); override as needed."""
@@ -295,6 +352,8 @@ class Config:
         if text_data and self.dataset.pair:
             require(self.model.text_input == "pair", "model.text_input",
                     f"pair (dataset={self.dataset.name} is a sentence-pair task)", self.model.text_input)
+        if self.method.schedule is not None:  # the method's own schedule is the one this run trains with
+            self.schedule.name = self.method.schedule
         self.method.check(self)
 
 
@@ -305,7 +364,7 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     for name, node in {"digits": DatasetConfig, "cifar": DatasetConfig, "synthetic": SyntheticConfig,
-                       "synmnist": SynMNISTConfig, "glue": TextDatasetConfig}.items():
+                       "mnist1d": MNIST1DConfig, "synmnist": SynMNISTConfig, "glue": TextDatasetConfig}.items():
         cs.store(group="dataset", name=f"base_{name}", node=node)
     cs.store(group="model", name="base_model", node=ModelConfig)
     cs.store(group="model", name="base_text_model", node=TextModelConfig)

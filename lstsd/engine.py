@@ -15,7 +15,6 @@ import random
 import signal
 import threading
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +83,56 @@ def evaluate(model, loader, autocast=contextlib.nullcontext, metrics=("acc",)) -
     return out
 
 
+class StepStats:
+    """An epoch's running sums on the training device: each step adds its loss and named loss terms (weighted by
+    its number of samples) and its correct predictions, and keeps its loss for the non-finite check: a few in-place
+    operations, nothing read back. The sums accumulate in step order, so an epoch resumed from a checkpoint taken
+    inside it adds up exactly as an uninterrupted one."""
+
+    def __init__(self, device, first_step: int = 0, steps: int = 1):
+        self.device, self.first_step = device, first_step
+        self.names: list[str] = []  # "loss", then "loss_<term>" in the order the terms first appeared
+        self.sums = torch.zeros(0, device=device)
+        self.correct = torch.zeros((), dtype=torch.long, device=device)
+        self.count = 0
+        self.losses = torch.zeros(max(steps, 1), device=device)  # each step's loss
+        self.steps = 0
+        self.zero = torch.zeros((), device=device)
+
+    def record(self, loss: torch.Tensor, terms: dict, logits: torch.Tensor, y: torch.Tensor) -> None:
+        values = {"loss": loss, **{f"loss_{k}": v for k, v in terms.items()}}
+        if list(values) != self.names:
+            new = [k for k in values if k not in self.names]  # a term that starts mid-epoch (DLB's first step)
+            self.names += new
+            self.sums = torch.cat([self.sums, torch.zeros(len(new), device=self.device)])
+        n = y.numel()
+        self.sums.add_(torch.stack([values.get(k, self.zero).detach().float() for k in self.names]), alpha=n)
+        self.correct.add_((logits.detach().argmax(1) == y).sum())
+        if self.steps == len(self.losses):
+            self.losses = torch.cat([self.losses, torch.zeros_like(self.losses)])
+        self.losses[self.steps].copy_(loss.detach())
+        self.steps += 1
+        self.count += n
+
+    def totals(self) -> dict:
+        """Each sum as a float32 tensor on the device: ``loss``, ``loss_<term>``, ``correct`` and ``count``."""
+        out = {k: self.sums[j].clone() for j, k in enumerate(self.names)}
+        return out | {"correct": self.correct.float(), "count": torch.tensor(float(self.count), device=self.device)}
+
+    def load_totals(self, totals: dict) -> None:
+        """Go on from the sums of the steps done before a checkpoint taken inside the epoch."""
+        totals = dict(totals)
+        self.count = int(totals.pop("count").item())
+        self.correct = totals.pop("correct").to(self.device, torch.long)
+        self.names = list(totals)
+        self.sums = torch.stack([totals[k].float() for k in self.names]).to(self.device) if totals else self.sums
+
+    def first_non_finite(self) -> int:
+        """The global step (1-based) of the first step with a non-finite loss, or -1 (one read-back)."""
+        bad = ~torch.isfinite(self.losses[:self.steps])
+        return self.first_step + int(bad.nonzero()[0, 0]) + 1 if bool(bad.any()) else -1
+
+
 class Trainer:
     def __init__(self, cfg, model, method, data, optimizer, scheduler, run_dir: Path, logger=None):
         from lstsd.loggers import NoLogger
@@ -104,7 +153,8 @@ class Trainer:
         dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.trainer.precision]
         # autocast runs the forward passes (the method's teachers' included) in the low precision; parameters,
         # optimiser state and the loss reduction stay in float32
-        self.autocast = lambda: torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+        self.autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype is not None else \
+            contextlib.nullcontext  # fp32: no autocast context to enter and leave around every forward
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
 
     # ------------------------------------------------------------------ checkpoint
@@ -221,51 +271,44 @@ class Trainer:
         self.previous_handlers = {}
 
     # ------------------------------------------------------------------ loop
-    def step(self, batch, sums: dict) -> None:
-        """One optimisation step on ``batch``; its statistics are added to ``sums`` on the device (no host
-        synchronisation: nothing is read back here, a non-finite loss included:
-        the first step with one is recorded on the device and reported, with the non-finite loss terms, at the end
-        of the epoch, which is then not checkpointed)."""
+    def step(self, batch, stats: "StepStats") -> None:
+        """One optimisation step on ``batch``; its statistics go to ``stats`` on the device (nothing is read back
+        here, a non-finite loss included: it is found at the end of the epoch, which is then not checkpointed)."""
         self.scheduler.step_update(self.global_step)
         with self.autocast():
             loss, logits, terms = self.method.training_step(batch)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        if self.scaler.is_enabled():  # fp16: the scaled loss, and an update skipped on non-finite gradients
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
         if distributed.active():  # batch-norm statistics: rank 0's everywhere, before snapshots or EMA use them
             distributed.broadcast_buffers(self.model)
         with self.autocast():
             self.method.after_step(batch, logits)
-        n = batch.y.numel()
-        sums["count"] += n
-        sums["loss"] += loss.detach() * n
-        for name, value in terms.items():
-            sums[f"loss_{name}"] += value.detach() * n
-        sums["correct"] += (logits.detach().argmax(1) == batch.y).sum()
-        first = (sums["first_bad"] < 0) & ~torch.isfinite(loss.detach())
-        sums["first_bad"] = torch.where(first, self.global_step + 1, sums["first_bad"])
+        stats.record(loss, terms, logits, batch.y)
         self.global_step += 1
 
     def train_epoch(self, epoch: int) -> dict:
         model, method, opt = self.model, self.method, self.optimizer
         model.train()
         method.on_epoch_start(epoch)
-        device = next(model.parameters()).device
-        sums: dict = defaultdict(lambda: torch.zeros((), device=device))
-        sums["first_bad"] = torch.full((), -1, dtype=torch.long, device=device)
         start, lr = 0, None
+        stats = StepStats(self.device, self.global_step, len(self.data.train))
         if self.in_epoch is not None:  # resumed inside this epoch
             method.load_state_dict(self.method_state[0])
             method.load_rank_state(self.method_state[1])
             start, lr = self.in_epoch["step"], self.in_epoch["lr"]
             if distributed.is_main():  # the saved sums are the totals over all ranks: counted once
-                sums.update({k: v.to(device) for k, v in self.in_epoch["sums"].items()})
+                stats.load_totals(self.in_epoch["sums"])
         for i, batch in enumerate(self.data.train.epoch(epoch, start_step=start), start=start):
-            self.step(batch, sums)
+            self.step(batch, stats)
             lr = opt.param_groups[0]["lr"] if lr is None else lr
             if self.stop_requested():
-                totals, first_bad = self.reduce(sums)
+                totals, first_bad = self.reduce(stats)
                 if first_bad >= 0:  # never checkpoint poisoned weights over the last good ones
                     self.non_finite(first_bad, epoch, totals)
                 self.in_epoch = {"step": i + 1, "lr": lr, "sums": {k: v.cpu() for k, v in totals.items()}}
@@ -273,23 +316,22 @@ class Trainer:
                 self.stop_now()
         self.in_epoch = None
         method.on_epoch_end(epoch)
-        totals, first_bad = self.reduce(sums)
+        totals, first_bad = self.reduce(stats)
         count = totals.pop("count").item()
-        stats = {k: v.item() / count for k, v in totals.items()}  # the epoch's one read-back
+        means = {k: v.item() / count for k, v in totals.items()}  # the epoch's one read-back
         if first_bad >= 0:
-            self.non_finite(first_bad, epoch, stats)
-        row = {"epoch": epoch + 1, "lr": lr, "train_loss": stats.pop("loss"),
-               "train_acc": 100.0 * stats.pop("correct")}
-        return row | stats
+            self.non_finite(first_bad, epoch, means)
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": means.pop("loss"),
+               "train_acc": 100.0 * means.pop("correct")}
+        return row | means
 
     @staticmethod
-    def reduce(sums: dict) -> tuple[dict, int]:
-        """The running sums totalled over processes (a copy; no-op in one), and the first non-finite step of any
-        rank (-1: none)."""
-        first_bad = distributed.gather(sums["first_bad"].view(1))
+    def reduce(stats: "StepStats") -> tuple[dict, int]:
+        """The epoch's sums totalled over processes (no-op in one), and the first non-finite step of any rank
+        (-1: none)."""
+        first_bad = distributed.gather(torch.tensor([stats.first_non_finite()], device=stats.device))
         first_bad = int(first_bad[first_bad >= 0].min().item()) if (first_bad >= 0).any() else -1
-        totals = {k: distributed.sum_(v.clone()) for k, v in sums.items() if k != "first_bad"}
-        return totals, first_bad
+        return {k: distributed.sum_(v) for k, v in stats.totals().items()}, first_bad
 
     def non_finite(self, first_bad: int, epoch: int, sums: dict) -> None:
         count = float(sums.get("count", 1))

@@ -35,9 +35,12 @@ def kd_loss(
     t2_scale: bool = True,
     teacher_is_probs: bool = False,
     student_temperature: Optional[float] = None,
+    student_log_probs: Optional[Tensor] = None,
 ) -> Tensor:
-    t_s = temperature if student_temperature is None else student_temperature
-    log_p_s = F.log_softmax(student_logits.float() / t_s, dim=-1)
+    """``student_log_probs``: log_softmax(student_logits / T_s), when the caller already has it (LSTSD's two
+    terms share one)."""
+    log_p_s = student_log_probs if student_log_probs is not None else \
+        log_probs(student_logits, temperature if student_temperature is None else student_temperature)
     teacher = teacher.detach().float()
     if teacher_is_probs:
         log_p_t = teacher.clamp_min(_TINY).log()
@@ -50,6 +53,11 @@ def kd_loss(
     else:
         raise ValueError(f"direction must be one of {KD_DIRECTIONS}, got {direction!r}")
     return loss * temperature**2 if t2_scale else loss
+
+
+def log_probs(logits: Tensor, temperature: float) -> Tensor:
+    """log_softmax(logits / T) in float32."""
+    return F.log_softmax(logits.float() / temperature, dim=-1)
 
 
 def teacher_probs(logits: Tensor, temperature: float) -> Tensor:

@@ -57,10 +57,12 @@ def hydra_job():
 def assemble(conf, cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Trainer:
     """Seed, then build data, model, optimiser, method and schedule into a :class:`Trainer` (no logger)."""
     device = resolve_device(conf.trainer.device)
+    if conf.trainer.threads is not None:
+        torch.set_num_threads(conf.trainer.threads)
     seed_everything(conf.seed)
     data = build_data(conf.dataset, conf.seed, device, channels_last=conf.trainer.channels_last,
                       rank=distributed.rank(), world_size=distributed.world_size(), model_cfg=conf.model)
-    model = build_model(conf.model, data.info.num_classes, data.info.in_channels, data.info.vocab).to(device)
+    model = build_model(conf.model, data.info.num_classes, data.info.input_shape, data.info.vocab).to(device)
     if conf.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if conf.trainer.compile:
@@ -111,21 +113,22 @@ def run_assembled(conf, cfg: DictConfig, run_dir: Path, overrides: list[str]) ->
     if not saved.exists() and distributed.is_main():
         saved.parent.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, saved)
-    trainer = assemble(conf, cfg, run_dir, overrides)
-    if distributed.is_main():  # only rank 0 writes files and logs
-        trainer.logger = build_logger(conf, cfg, run_dir)
-    results, failed = None, True
+    trainer, results, failed = None, None, True
     try:
+        trainer = assemble(conf, cfg, run_dir, overrides)
+        if distributed.is_main():  # only rank 0 writes files and logs
+            trainer.logger = build_logger(conf, cfg, run_dir)
         results = trainer.fit()
         failed = False
         return results
-    except Exception as e:
+    except Exception as e:  # a bad input found while building (missing data, a teacher that does not fit) too
         if distributed.is_main():
             write_json({"status": "failed", "error": f"{type(e).__name__}: {e}", "method": conf.method.label,
                         "method_name": conf.method.name, "model": conf.model.name, "dataset": conf.dataset.name,
                         "seed": conf.seed, "experiment": conf.name}, run_dir / "results.json")
         raise
     finally:
-        trainer.logger.finish(results, failed)
+        if trainer is not None:
+            trainer.logger.finish(results, failed)
         del trainer  # the traceback of a failure keeps this frame: the DDP model and optimiser must not outlive
         # the process group (gloo can abort at exit)

@@ -51,7 +51,7 @@ def load_teacher(run_dir: str | Path, key: str, num_classes: int, device, studen
     if vocab is not None:  # a textcnn teacher embeds the student's token ids: the same vocabulary, word for word
         require(res.get("vocab_sha256") == vocab_fingerprint(vocab), key, "a run with the student's vocabulary "
                 "(the same task, training split and model.max_vocab)", str(d))
-    model = build_model(model_cfg, num_classes, res["input_shape"][0], vocab)
+    model = build_model(model_cfg, num_classes, res["input_shape"], vocab)
     state = torch.load(files[2], map_location="cpu", weights_only=False)["model"]
     try:
         model.load_state_dict(state)

@@ -26,7 +26,7 @@ def read_metrics(run_dir) -> list:
 
 
 # Small, fast runs: synthetic 4x4 images, a tiny CNN, a few epochs.
-TINY = ("dataset=synthetic", "dataset.num_train=40", "dataset.num_test=20", "dataset.shape=[1,8,8]",
+TINY = ("dataset=synthetic", "dataset.num_train=40", "dataset.num_test=20", "dataset.shape=[1,8,8]", "optim=sgd", "schedule=step",
         "dataset.num_classes=4", "dataset.batch_size=16", "model=digits_cnn", "trainer.epochs=3",
         "trainer.progress=false", "optim.lr=0.05")
 

@@ -47,6 +47,7 @@ def test_sd_loss_is_eq3_with_asymmetric_distillation():
     assert set(terms) == {"ce"} and loss.item() == pytest.approx(ce, rel=1e-6)
 
     sd.snapshots = [lambda inp: teacher]  # M_1, the teacher of the second mini-generation
+    sd.teacher_outputs.set(sd.snapshots[0])
     loss, terms = sd.loss(batch, x)
     # teacher divided by T = 2, student untempered; lambda^S = 1 + 1/T = 1.5, lambda^T = 1, no T^2
     p_t = [[math.exp(v) for v in log_softmax([t / 2 for t in row])] for row in teacher.tolist()]
@@ -57,6 +58,7 @@ def test_sd_loss_is_eq3_with_asymmetric_distillation():
     sym = make_method("method=sd", "method.minigens=2", "method.asymmetric=false", "method.lambda_ce=1",
                       "method.t2_scale=true", model=nn.Identity())
     sym.snapshots = [lambda inp: teacher]
+    sym.teacher_outputs.set(sym.snapshots[0])
     loss, terms = sym.loss(batch, x)  # Hinton's symmetric form: both divided by T, times T^2
     kd = 4 * (kl(p_t[0], log_softmax([0.5, 0, 0])) + kl(p_t[1], log_softmax([0, 0.25, -0.25]))) / 2
     assert terms["kd"].item() == pytest.approx(kd, rel=1e-6) and loss.item() == pytest.approx(ce + kd, rel=1e-6)
@@ -217,7 +219,7 @@ def test_mean_teacher_reports_the_ema_teacher(tiny_cfg, tmp_path):
     assert "ema_test_acc" in rows[0] and "loss_consistency" in rows[0]
     conf = validate(tiny_cfg())
     data = build_data(conf.dataset, conf.seed, torch.device("cpu"))
-    teacher = build_model(conf.model, data.info.num_classes, data.info.in_channels)
+    teacher = build_model(conf.model, data.info.num_classes, data.info.input_shape)
     teacher.load_state_dict(torch.load(tmp_path / "last.pt", weights_only=False)["method"]["ema"])
     loss, acc = evaluate(teacher, data.evals["test"]).values()  # the checkpointed EMA weights, evaluated afresh
     assert res["ema_test_acc_final"] == pytest.approx(acc) and rows[-1]["ema_test_loss"] == pytest.approx(loss)

@@ -57,7 +57,7 @@ def cfg(name, **overrides):
 
 def n_params(name, num_classes, **overrides):
     with torch.device("meta"):  # counts only: no memory, no initialisation cost
-        model = build_model(cfg(name, **overrides), num_classes=num_classes, in_channels=3)
+        model = build_model(cfg(name, **overrides), num_classes=num_classes, input_shape=(3, 32, 32))
     return sum(p.numel() for p in model.parameters())
 
 
@@ -70,20 +70,20 @@ def test_zoo_param_counts(name):
 def test_zoo_config_composes_builds_and_runs(name):
     model_cfg = validate(compose_cfg(f"model={name}")).model
     assert model_cfg.name == name and {k: getattr(model_cfg, k) for k in CFGS[name]} == CFGS[name]
-    model = build_model(model_cfg, num_classes=10, in_channels=3).eval()
+    model = build_model(model_cfg, num_classes=10, input_shape=(3, 32, 32)).eval()
     with torch.no_grad():
         assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
 @pytest.mark.parametrize("name", ["resnet18", "wrn16_2", "shufflenetv2"])
 def test_zoo_any_in_channels(name):
-    model = build_model(cfg(name), num_classes=100, in_channels=1).eval()
+    model = build_model(cfg(name), num_classes=100, input_shape=(1, 32, 32)).eval()
     with torch.no_grad():
         assert model(torch.randn(2, 1, 32, 32)).shape == (2, 100)
 
 
 def test_zoo_wrn_dropout_is_active_in_training_only():
-    model = build_model(cfg("wrn16_2", dropout=0.5), num_classes=10, in_channels=3)
+    model = build_model(cfg("wrn16_2", dropout=0.5), num_classes=10, input_shape=(3, 32, 32))
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         model.train()
@@ -101,11 +101,11 @@ def test_zoo_wrn_dropout_is_active_in_training_only():
 ])
 def test_zoo_bad_depth_names_the_key(name, overrides, key):
     with pytest.raises(ConfigError, match=rf"^{key}=\S+ is invalid: allowed ") as err:
-        build_model(cfg(name, **overrides), num_classes=10, in_channels=3)
+        build_model(cfg(name, **overrides), num_classes=10, input_shape=(3, 32, 32))
     assert "\n" not in str(err.value)
 
 
 def test_zoo_bad_depth_from_the_command_line_config():
     conf = validate(compose_cfg("model=wrn28_10", "model.depth=30"))
     with pytest.raises(ConfigError, match=r"^model\.depth=30 is invalid: allowed 6n\+4"):
-        build_model(conf.model, num_classes=10, in_channels=3)
+        build_model(conf.model, num_classes=10, input_shape=(3, 32, 32))

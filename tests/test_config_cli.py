@@ -43,7 +43,7 @@ def test_design_keys():
     (["trainer.device=tpu"], "trainer.device='tpu' is invalid"),
     (["method=sd", "trainer.epochs=3"], "method.minigens=4 is invalid: allowed an integer in [1, trainer.epochs=3]"),
     (["method=snapshot_ensembles", "method.minigen_lengths=[10,10]"],
-     "method.minigen_lengths=[10, 10] is invalid: allowed lengths summing to trainer.epochs=30"),
+     "method.minigen_lengths=[10, 10] is invalid: allowed lengths summing to trainer.epochs=200"),
     (["method=sd", "method.minigen_lengths=[30,0]"], "method.minigen_lengths=[30, 0] is invalid"),
     (["method=sd", "method.lambda_teacher=-1"], "method.lambda_teacher=-1.0 is invalid: allowed a number >= 0"),
     (["method=sd", "method.lambda_ce=-0.5"], "method.lambda_ce=-0.5 is invalid"),
@@ -65,10 +65,10 @@ def test_range_errors_name_the_key(overrides, message):
 
 
 BAD_INPUT = [
-    (["method=nonexistent"], "method=nonexistent is invalid: allowed one of dlb, kd, kd_densenet121, kd_lenetw, "
+    (["method=nonexistent"], "method=nonexistent is invalid: allowed one of dlb, kd, kd_cnn100, kd_densenet121, kd_lenetw, "
      "kd_resnet18, kd_resnet50, kd_resnext29, label_smoothing, lstsd, lstsd_single, lstsd_t1, lstsd_wo_long, "
      "lstsd_wo_short, lwkd, lwkd_c10, lwkd_digits, lwkd_wo_adv, lwkd_wo_kl, lwkd_wo_syn, mean_teacher, sd, sd_t1, sd_t3, "
-     "snapshot_ensembles, temporal_ensembling, tfkd_reg, tfkd_self, vanilla"),
+     "snapshot_ensembles, temporal_ensembling, tfkd_reg, tfkd_self, vanilla, vanilla_cosine"),
     (["experiment=nope"], "experiment=nope is invalid: allowed one of demo"),
     # text (GLUE): a missing model directory, task/model mismatches, a folder without the task's files
     (["dataset=glue_sst2", "model=bert", "model.path=/nonexistent/bert"],
@@ -76,7 +76,7 @@ BAD_INPUT = [
     (["dataset=glue_rte", "model=textcnn", "model.text_input=single"],
      "model.text_input='single' is invalid: allowed pair (dataset=glue_rte is a sentence-pair task)"),
     (["dataset=glue_rte", "model=resnet20"], "model=resnet20 is invalid for dataset=glue_rte: allowed a text model"),
-    (["model=textcnn"], "model=textcnn is invalid for dataset=digits: allowed an image model"),
+    (["model=textcnn"], "model=textcnn is invalid for dataset=mnist1d: allowed an image model"),
     (["dataset=glue_cola", "model=textcnn", "dataset.root=/nonexistent"],
      "dataset.root: GLUE CoLA not found: expected /nonexistent/CoLA holding the official train.tsv and dev.tsv"),
     (["dataset=glue_cola", "model=textcnn", "dataset.headline=f1"], "dataset.headline='f1' is invalid"),
@@ -94,12 +94,12 @@ BAD_INPUT = [
     (["dataset.loader=ffcv"], "dataset.loader='ffcv' is invalid: allowed one of memory, torchvision"),
     (["dataset.num_workers=-1"], "dataset.num_workers=-1 is invalid"),
     (["optim.lr=-0.1"], "optim.lr=-0.1 is invalid"),
-    (["optim.momentum=1.0"], "optim.momentum=1.0 is invalid: allowed a number in [0, 1)"),
+    (["optim=sgd", "optim.momentum=1.0"], "optim.momentum=1.0 is invalid: allowed a number in [0, 1)"),
     (["optim.foreach=true", "optim.fused=true"], "optim.fused=True is invalid"),
     (["schedule.name=linear"], "schedule.name='linear' is invalid: allowed one of constant, step, cosine"),
     (["method=sd", "trainer.epochs=2"], "method.minigens=4 is invalid: allowed an integer in [1, trainer.epochs=2]"),
     (["method=snapshot_ensembles", "method.minigen_lengths=[10,10]"],
-     "method.minigen_lengths=[10, 10] is invalid: allowed lengths summing to trainer.epochs=30"),
+     "method.minigen_lengths=[10, 10] is invalid: allowed lengths summing to trainer.epochs=200"),
     (["method=mean_teacher", "method.decay=1.5"], "method.decay=1.5 is invalid: allowed a number in (0, 1)"),
     (["method=temporal_ensembling", "method.weight=-1"], "method.weight=-1.0 is invalid: allowed a number >= 0"),
     (["method=lstsd", "method.bank_topk=5"], "method.bank_topk=5 is invalid: allowed 0 unless method.bank_store=probs"),
@@ -169,8 +169,8 @@ def test_cli_multirun_end_to_end(tmp_path):
         for key in ("method", "model", "dataset", "seed", "epochs", "test_acc_final", "test_acc_best", "best_epoch",
                     "train_loss_final", "wall_seconds", "steps_per_second"):
             assert key in res
-        assert res["dataset"] == "digits" and res["epochs"] == 2
-    assert "| digits | digits_cnn | lstsd | 1 |" in r.stdout  # the comparison table of the sweep
+        assert res["dataset"] == "mnist1d" and res["epochs"] == 2
+    assert "| mnist1d | mnist1d_cnn | lstsd | 1 |" in r.stdout  # the comparison table of the sweep
 
 
 def test_paper_experiments_sweep_the_paper_axes():
@@ -181,10 +181,10 @@ def test_paper_experiments_sweep_the_paper_axes():
     cfg, p = params("lstsd_table1")
     assert (cfg.dataset.name, cfg.trainer.epochs, cfg.dataset.batch_size, cfg.optim.weight_decay) == ("cifar100", 164, 128, 1e-4)
     assert p == {"model": "resnet20,resnet32,resnet56,resnet110", "seed": "0,1,2",
-                 "method": "vanilla,mean_teacher,snapshot_ensembles,temporal_ensembling,sd,lstsd"}
+                 "method": "vanilla,vanilla_cosine,mean_teacher,snapshot_ensembles,temporal_ensembling,sd,sd_t3,lstsd"}
     cfg, p = params("lstsd_table1_densenet")
     assert (cfg.model.name, cfg.trainer.epochs, cfg.dataset.batch_size) == ("densenet100", 300, 64)
-    assert p["method"] == "vanilla,mean_teacher,snapshot_ensembles,temporal_ensembling,sd,lstsd"
+    assert p["method"] == "vanilla,vanilla_cosine,mean_teacher,snapshot_ensembles,temporal_ensembling,sd,sd_t3,lstsd"
     cfg, p = params("sd_table3")
     assert (cfg.dataset.name, cfg.trainer.epochs, cfg.schedule.name, cfg.optim.nesterov) == ("cifar100", 164, "cosine", True)
     assert p == {"model": "resnet20,resnet32,resnet56,resnet110", "method": "vanilla,snapshot_ensembles,sd,sd_t3",
@@ -221,7 +221,8 @@ def test_optimiser_implementation_options_reach_torch():
     from hydra.utils import instantiate
 
     model = torch.nn.Linear(2, 2)
-    for flags, (foreach, fused) in [((), (None, None)), (("optim.fused=true",), (None, True)),
-                                    (("optim=adam", "optim.foreach=false"), (False, None))]:
+    for flags, (foreach, fused) in [((), (None, True)), (("optim=sgd",), (None, None)),
+                                    (("optim=sgd", "optim.fused=true"), (None, True)),
+                                    (("optim.fused=false", "optim.foreach=true"), (True, False))]:
         opt = instantiate(compose_cfg(*flags).optim, _convert_="all")(model.parameters())
         assert (opt.defaults["foreach"], opt.defaults["fused"]) == (foreach, fused)

@@ -5,6 +5,7 @@ from collections import Counter
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import TINY, compose_cfg, read_metrics, run_cli
 from lstsd.config import ConfigError, validate
@@ -61,7 +62,8 @@ def test_kd_loss_with_a_teacher_run(teacher_dir, tmp_path):
     kd = build("method=kd", f"method.teacher_run={teacher_dir}", "method.alpha=0.7", "method.temperature=2",
                run_dir=tmp_path)
     assert not kd.teacher.training and not any(p.requires_grad for p in kd.teacher.parameters())
-    kd.teacher = lambda x: torch.tensor(TL)
+    kd.teacher_outputs.precompute = False  # a teacher that answers TL whatever the batch
+    kd.teacher_outputs.set(lambda x: torch.tensor(TL))
     loss, terms = kd.loss(Batch(None, torch.tensor(Y), torch.tensor([0, 1])), torch.tensor(S))
     ce = -(log_softmax(S[0])[0] + log_softmax(S[1])[2]) / 2
     k = 4 * sum(kl(softmax([t / 2 for t in TL[i]]), log_softmax([s / 2 for s in S[i]])) for i in range(2)) / 2
@@ -82,14 +84,21 @@ def test_bad_teacher_runs_are_config_errors(teacher_dir, tmp_path):
         build("method=kd", "method.teacher_run=/does/not/exist", run_dir=tmp_path)
     with pytest.raises(ConfigError, match="allowed a run with 7 classes like this dataset \\(it has 4\\)"):
         build("method=kd", f"method.teacher_run={teacher_dir}", "dataset.num_classes=7", run_dir=tmp_path)
-    with pytest.raises(ConfigError, match="exactly one of the two"):
+    with pytest.raises(ConfigError, match="allowed a run directory, or null with method.teacher a list of overrides"):
         validate(compose_cfg("method=kd"))
+
+
+def test_an_explicit_teacher_run_replaces_the_default_teacher(teacher_dir, tmp_path):
+    """method=tfkd_self trains its own teacher unless method.teacher_run names one: then nothing is trained."""
+    m = build("method=tfkd_self", f"method.teacher_run={teacher_dir}", f"method.teacher_cache={tmp_path / 'c'}",
+              run_dir=tmp_path)
+    assert m.teacher_dir == str(teacher_dir) and not (tmp_path / "c").exists()
 
 
 @pytest.mark.parametrize("args,fragment", [
     (["method=kd", "method.teacher_run=/nope"], "method.teacher_run='/nope' is invalid"),
     (["method=kd", "method.teacher_run=/nope", "method.alpha=1.5"], "method.alpha=1.5 is invalid: allowed a number in [0, 1]"),
-    (["method=kd", "method.teacher_run=/nope", "method.temperature=0"], "method.temperature=0.0 is invalid: allowed a number > 0"),
+    (["method=kd", "method.teacher_run=/nope", "method.temperature=0"], "method.temperature=0.0 is invalid: allowed a finite number > 0"),
     (["method=dlb", "method.temperature=-1"], "method.temperature=-1.0 is invalid: allowed a number > 0"),
     (["method=tfkd_reg", "method.alpha=-0.1"], "method.alpha=-0.1 is invalid: allowed a number in [0, 1]"),
     (["method=label_smoothing", "method.epsilon=1"], "method.epsilon=1.0 is invalid: allowed a number in [0, 1)"),
@@ -136,8 +145,27 @@ def test_tfkd_reg_loss(tmp_path):
     loss, terms = m.loss(Batch(None, torch.tensor(Y), None), torch.tensor(S))
     ce = -(log_softmax(S[0])[0] + log_softmax(S[1])[2]) / 2
     reg = sum(kl(softmax([p / 5 for p in pd.tolist()[i]]), log_softmax(S[i])) for i in range(2)) / 2
-    assert terms["reg"].item() == pytest.approx(reg, rel=1e-5)
-    assert loss.item() == pytest.approx(0.6 * ce + 0.4 * 3 * reg, rel=1e-5)
+    assert terms["reg"].item() == pytest.approx(reg * 3 / 4, rel=1e-5)  # multiplier / K (4 classes)
+    assert loss.item() == pytest.approx(0.6 * ce + 0.4 * 3 / 4 * reg, rel=1e-5)
+
+
+@pytest.mark.parametrize("classes", [10, 100])
+def test_tfkd_multipliers_equal_the_official_formulas(tmp_path, classes):
+    """The official code's terms on the same tensors: loss_kd_regularization, multiplier * nn.KLDivLoss()(
+    log_softmax(s), softmax(p^d / T)), and loss_kd_self, nn.KLDivLoss()(log_softmax(s / T), softmax(t / T)) *
+    T^2 * multiplier; nn.KLDivLoss() averages over batch and classes, so the same multiplier means m / K here."""
+    torch.manual_seed(classes)
+    s, t, y = torch.randn(8, classes), torch.randn(8, classes), torch.randint(0, classes, (8,))
+    reg = build("method=tfkd_reg", f"dataset.num_classes={classes}", "dataset.num_train=200", run_dir=tmp_path)
+    _, terms = reg.loss(Batch(None, y, None), s)
+    teacher_soft = torch.full_like(s, 0.01 / (classes - 1)).scatter_(1, y[:, None], 0.99)
+    official = torch.nn.KLDivLoss()(F.log_softmax(s, dim=1), F.softmax(teacher_soft / 20, dim=1)) * 100
+    assert terms["reg"].item() == pytest.approx(official.item(), rel=1e-5)
+    from lstsd.losses import kd_loss
+
+    official_self = torch.nn.KLDivLoss()(F.log_softmax(s / 6, dim=1), F.softmax(t / 6, dim=1)) * 36 * 50
+    ours = kd_loss(s, t, 6.0) * (50 / classes)  # method=tfkd_self: T 6, multiplier 50
+    assert ours.item() == pytest.approx(official_self.item(), rel=1e-5)
 
 
 # --------------------------------------------------------------------------- DLB
@@ -190,7 +218,7 @@ def test_dlb_loss():
 
     from lstsd.methods.base import RunContext
 
-    m = DLB(type("C", (), {"alpha": 0.5, "temperature": 3.0}),
+    m = DLB(type("C", (), {"alpha": 0.5, "temperature": 3.0, "forward": "separate"}),
             RunContext(model, None, torch.device("cpu"), 1, 1, Train(), 0))
     m.on_epoch_start(0)
     new = Train().get(torch.tensor([4, 5]), None)

@@ -12,7 +12,7 @@ import torch
 
 from conftest import REPO
 
-ARGS = ["method=lstsd", "method.minigen_epochs=1", "dataset=synthetic", "dataset.num_train=48",
+ARGS = ["method=lstsd", "method.minigen_epochs=1", "optim=sgd", "schedule=step", "dataset=synthetic", "dataset.num_train=48",
         "dataset.num_test=16", "dataset.shape=[1,28,28]", "dataset.num_classes=4", "model=lenet5",
         "trainer.epochs=3", "trainer.progress=false", "optim.lr=0.05", "trainer.device=cpu"]
 

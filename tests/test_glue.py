@@ -164,7 +164,7 @@ def test_pretrained_embeddings_file(glue, tmp_path):
         read_embeddings(str(f), vocab, 5)
     conf = validate(text_cfg(glue, "dataset=glue_sst2", "model=textcnn", f"model.embeddings={f}", "model.embed_dim=4"))
     data = build_data(conf.dataset, 0, "cpu", model_cfg=conf.model)
-    model = build_model(conf.model, 2, 3, data.info.vocab)
+    model = build_model(conf.model, 2, data.info.input_shape, data.info.vocab)
     assert model.embed.weight[data.info.vocab.index("cat")].tolist() == [1, 2, 3, 4]
 
 

@@ -80,7 +80,7 @@ def test_lenet5_parameter_counts():
 
     from lstsd.models import build_model
 
-    count = lambda k: sum(p.numel() for p in build_model(SimpleNamespace(arch="lenet5"), k, 1).parameters())  # noqa
+    count = lambda k: sum(p.numel() for p in build_model(SimpleNamespace(arch="lenet5"), k, (1, 28, 28)).parameters())  # noqa
     assert (count(10), count(100)) == (61_706, 69_356)  # LW-KD: ~61.7K and ~69.4K
 
 

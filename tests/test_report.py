@@ -1,6 +1,7 @@
 """lstsd-report on generated run folders: groups, mean ± std, published numbers beside each cell, failed,
 running and missing runs, Markdown, CSV and plots, checked cell by cell."""
 import csv
+import math
 import io
 import json
 import shutil
@@ -9,20 +10,21 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import run_cli
-from lstsd.report import collect, main, report, summarize
+from lstsd.report import collect, main, markdown, report, summarize
 
 
 def fake_run(d, status="completed", overrides=(), **fields):
     """A run folder as the trainer leaves it (results.json, metrics.jsonl, .hydra/config.yaml, overrides.yaml)."""
     d.mkdir(parents=True)
     base = {"experiment": "lstsd_table1", "dataset": "cifar100", "model": "resnet20", "method": "lstsd",
-            "method_name": "lstsd", "seed": 0, "minigen_epochs": 6}
+            "method_name": "lstsd", "seed": 0, "minigen_epochs": 6, "schedule": "step", "temperature": 2.0}
     base |= fields
     (d / ".hydra").mkdir()
     OmegaConf.save({"name": base["experiment"], "seed": base["seed"], "dataset": {"name": base["dataset"]},
-                    "model": {"name": base["model"]},
+                    "model": {"name": base["model"]}, "schedule": {"name": base.pop("schedule")},
                     "method": {"name": base["method_name"], "label": base["method"],
-                               "minigen_epochs": base.pop("minigen_epochs")}}, d / ".hydra" / "config.yaml")
+                               "minigen_epochs": base.pop("minigen_epochs"), "temperature": base.pop("temperature")}},
+                   d / ".hydra" / "config.yaml")
     OmegaConf.save(OmegaConf.create([*overrides, f"seed={base['seed']}"]), d / ".hydra" / "overrides.yaml")
     if status != "running":
         (d / "results.json").write_text(json.dumps(base | {"status": status}))
@@ -37,18 +39,25 @@ def test_table_cells_with_published_numbers_and_statuses(tmp_path):
     fake_run(tmp_path / "lstsd_failed", status="failed", seed=3)
     fake_run(tmp_path / "lstsd_running", status="running", seed=4)
     fake_run(tmp_path / "sd0", experiment="sd_table3", method="sd", method_name="sd", test_acc_final=67.0,
-             test_acc_best=68.0, ensemble_test_acc_final=69.0)
+             test_acc_best=68.0, ensemble_test_acc_final=69.0, schedule="cosine")
     runs, missing = collect([tmp_path])
     assert len(runs) == 6 and missing == []
     table = {(r["experiment"], r["method"]): r for r in summarize(runs)}
     lstsd = table[("lstsd_table1", "lstsd")]
-    assert lstsd["n"] == 3 and lstsd["final"] == "70.00 ± 1.00" and lstsd["best"] == "70.83 ± 0.76"
-    assert lstsd["paper final"] == "69.42"  # LSTSD Table 1, ResNet-20
-    assert lstsd["not completed"] == "1 failed, 1 running"
+    assert lstsd["n"] == 3 and (lstsd["final_mean"], lstsd["final_std"]) == (70.0, 1.0)
+    assert (lstsd["final_min"], lstsd["final_max"]) == (69.0, 71.0)
+    assert lstsd["best_mean"] == pytest.approx(70.8333, abs=1e-4) and lstsd["best_std"] == pytest.approx(0.7638, abs=1e-4)
+    # LSTSD Table 1, ResNet-20: the paper's own run, statistic not stated, step schedule like these runs
+    assert lstsd["paper_unstated"] == 69.42 and "paper_final" not in lstsd
+    assert (lstsd["failed"], lstsd["running"]) == (1, 1)
     sd = table[("sd_table3", "sd")]
-    # SD Table 3 publishes errors: ResNet-20, T = 2: 32.31 final and best, 32.08 ensemble
-    assert (sd["paper final"], sd["paper best"], sd["paper ensemble"]) == ("67.69", "67.69", "67.92")
-    assert sd["ensemble"] == "69.00 ± 0.00" and sd["not completed"] == "-"
+    # SD Table 3 publishes errors: ResNet-20, T = 2: 32.31 final (M#L4) and best, 32.08 ensemble
+    assert (sd["paper_final"], sd["paper_best"], sd["paper_ensemble"]) == (67.69, 67.69, 67.92)
+    assert sd["ensemble_mean"] == 69.0 and sd["ensemble_std"] is None and sd["failed"] == 0
+    text = markdown(summarize(runs))
+    assert "| lstsd_table1 | cifar100 | resnet20 | lstsd | 3 | acc | 70.00 ± 1.00 | 70.83 ± 0.76 |" in text
+    assert "| sd_table3 | cifar100 | resnet20 | sd | 1 | acc | 67.00 | 68.00 | 69.00 |" in text  # "±" needs two runs
+    assert "| 1 failed, 1 running |" in text
 
 
 def test_markdown_csv_and_plots(tmp_path, capsys):
@@ -60,9 +69,11 @@ def test_markdown_csv_and_plots(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "| lstsd_fig2 | cifar100 | resnet20 | lstsd | 4 | acc | 64.50 ± 2.38 | 65.00 ± 2.31 |" in text
     rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "report.csv").read_text())))
-    assert rows[0]["final"] == "64.50 ± 2.38" and rows[0]["metric"] == "acc" and rows[0]["n"] == "4"
+    assert rows[0]["metric"] == "acc" and rows[0]["n"] == "4"  # numbers, not "mean ± std" strings
+    assert float(rows[0]["final_mean"]) == 64.5 and float(rows[0]["final_std"]) == pytest.approx(2.3805, abs=1e-4)
+    assert (float(rows[0]["final_min"]), float(rows[0]["final_max"])) == (62.0, 67.0)
     assert (tmp_path / "out" / "report.md").read_text().strip() == text.strip()
-    for png in ("fig2_minigen_length.png", "curves_cifar100_resnet20.png"):
+    for png in ("fig2_minigen_length_cifar100_resnet20.png", "curves_cifar100_resnet20.png"):
         assert (tmp_path / "out" / png).read_bytes()[:4] == b"\x89PNG"
 
 
@@ -90,7 +101,7 @@ def test_grid_cells_are_variants_with_validation_accuracy(tmp_path):
                                     "| val |")  # every run completed: no "not completed" column
     assert ("| lstsd_grid | cifar100 | resnet20 | lstsd | method.lambda_long=0.6 method.lambda_short=1.0 | 2 "
             "| acc | 62.10 ± 0.71 | 70.00 ± 0.00 | 51.50 ± 0.71 |") in text
-    assert "| method.lambda_long=2.4 method.lambda_short=4.0 | 1 | acc | 66.40 ± 0.00 |" in text
+    assert "| method.lambda_long=2.4 method.lambda_short=4.0 | 1 | acc | 66.40 | 70.00 | 54.00 |" in text
     assert len(text.splitlines()) == 2 + 3 and "trainer.epochs" not in text
 
 
@@ -98,10 +109,10 @@ def test_every_published_cell_is_a_cell_its_experiment_runs():
     """The reference index names (experiment, dataset, model, method label) exactly as the experiment's sweep
     produces them, so no published number is silently never shown (LSTSD Table 2: its recipes choose the model)."""
     from conftest import compose_cfg
-    from lstsd.report.reference import index
+    from lstsd.report.reference import cells
 
-    keys = list(index())
-    assert len(keys) >= 130 + 48
+    keys = [(c.experiment, c.dataset, c.model, c.method) for c in cells() if c.experiment != "*"]
+    assert len(keys) >= 230
     for experiment in sorted({k[0] for k in keys}):
         cfg = compose_cfg(f"experiment={experiment}", return_hydra_config=True)
         axes = {k: str(v).split(",") for k, v in cfg.hydra.sweeper.params.items()}
@@ -113,3 +124,55 @@ def test_every_published_cell_is_a_cell_its_experiment_runs():
             assert dataset in axes.get("dataset", [cfg.dataset.name]), (experiment, dataset)
             assert model in models, (experiment, model)
             assert method in labels, (experiment, method)
+
+
+def test_paired_statistics_by_hand():
+    """Seeds 0-2: vanilla 90, 91, 92 and lstsd 91, 93, 92: differences 1, 2, 0 (mean 1, sd 1, se 1 / sqrt 3),
+    t = sqrt 3 with 2 degrees of freedom: two-sided p = 1 - t / sqrt(t^2 + 2), and the 97.5 % t quantile
+    (2p - 1) / sqrt(2 p (1 - p)) at p = 0.975 (the closed forms of the t distribution with 2 degrees)."""
+    from lstsd.report.stats import describe, paired
+
+    d = paired({0: 91.0, 1: 93.0, 2: 92.0, 7: 50.0}, {0: 90.0, 1: 91.0, 2: 92.0, 9: 10.0})  # seeds 7, 9 unpaired
+    t, q = math.sqrt(3), 0.95 / math.sqrt(2 * 0.975 * 0.025)
+    assert d["n"] == 3 and d["mean"] == pytest.approx(1.0)
+    assert d["p"] == pytest.approx(1 - t / math.sqrt(t * t + 2), abs=1e-9)  # 0.2254
+    assert (d["ci_low"], d["ci_high"]) == (pytest.approx(1 - q / math.sqrt(3)), pytest.approx(1 + q / math.sqrt(3)))
+    assert paired({0: 1.0}, {0: 2.0}) is None  # one shared seed: no test
+    assert paired({0: 2.0, 1: 3.0}, {0: 1.0, 1: 2.0}) == {"n": 2, "mean": 1.0, "ci_low": 1.0, "ci_high": 1.0,
+                                                          "p": 0.0}  # the same shift on every seed
+    assert describe([1.0]) == {"n": 1, "mean": 1.0, "std": None, "min": 1.0, "max": 1.0}
+
+
+def test_paired_difference_columns_and_sorted_rows(tmp_path):
+    for seed, (v, l, m) in enumerate([(90.0, 91.0, 95.0), (91.0, 93.0, 96.0), (92.0, 92.0, 95.5)]):
+        fake_run(tmp_path / f"v{seed}", experiment="demo", method="vanilla", method_name="vanilla", seed=seed,
+                 test_acc_final=v, test_acc_best=v)
+        fake_run(tmp_path / f"l{seed}", experiment="demo", seed=seed, test_acc_final=l, test_acc_best=l)
+        fake_run(tmp_path / f"m{seed}", experiment="demo", method="mean_teacher", method_name="mean_teacher",
+                 seed=seed, test_acc_final=m, test_acc_best=m)
+    table = summarize(collect([tmp_path])[0], sort="final")
+    assert [r["method"] for r in table] == ["mean_teacher", "lstsd", "vanilla"]
+    lstsd = table[1]
+    assert lstsd["vs_vanilla_final_mean"] == pytest.approx(1.0) and lstsd["vs_vanilla_final_n"] == 3
+    assert lstsd["vs_vanilla_final_p"] == pytest.approx(0.2254033, abs=1e-6)
+    assert "vs_vanilla_final_mean" not in table[2]  # the baseline itself
+    text = markdown(table)
+    assert "| Δ final vs vanilla [95% CI] | p |" in text.splitlines()[0]
+    assert "| lstsd | 3 | acc | 92.00 ± 1.00 | 92.00 ± 1.00 | +1.00 [-1.48, +3.48] | 0.225 |" in text
+
+
+def test_a_published_cell_is_set_only_beside_runs_of_its_setting(tmp_path):
+    """LSTSD Table 1's SD cell for ResNet-20 is SD Table 3's T = 3 best epoch of a cosine run: beside sd_t3 run
+    with the cosine schedule; a run of another schedule is not compared, and the cells no run matched are listed."""
+    fake_run(tmp_path / "a", method="sd_t3", method_name="sd", schedule="cosine", temperature=3.0,
+             test_acc_final=68.0, test_acc_best=68.5)
+    fake_run(tmp_path / "b", method="vanilla_cosine", method_name="vanilla", schedule="step", test_acc_final=66.0,
+             test_acc_best=66.5)
+    table = {r["method"]: r for r in summarize(collect([tmp_path])[0])}
+    assert table["sd_t3"]["paper_best"] == 68.24 and "paper_final" not in table["sd_t3"]
+    assert "paper_best" not in table["vanilla_cosine"]  # the published vanilla trained with a cosine rate
+    text = markdown(list(table.values()))
+    assert "| paper best |" in text.splitlines()[0] and "paper final" not in text.splitlines()[0]
+    not_run = text.split("no run here has the method or setting of")[1]
+    assert "resnet20 vanilla_cosine: 66.43 (best): LSTSD Table 1 = SD Table 3 BL" in not_run
+    assert "resnet20 lstsd: 69.42 (unstated)" in not_run

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from omegaconf import OmegaConf
 
 from conftest import REPO, run_cli
@@ -45,7 +46,7 @@ def test_submitit_local_launcher(tmp_path):
     for job in JOBS:
         assert json.loads((tmp_path / job / "results.json").read_text())["status"] == "completed"
     assert list(tmp_path.glob(".submitit/*/*_result.pkl"))  # the jobs ran through submitit
-    assert "| digits | digits_cnn | lstsd | 1 |" in r.stdout
+    assert "| mnist1d | mnist1d_cnn | lstsd | 1 |" in r.stdout
 
 
 def test_launcher_presets_and_the_git_ignored_site_file(monkeypatch):
@@ -90,3 +91,55 @@ def test_optuna_hparams_search_maximises_validation_accuracy_and_resumes(tmp_pat
     assert again.returncode == 0, again.stderr
     assert sorted(tmp_path.glob("*/results.json")) == trials and [f.stat().st_mtime_ns for f in trials] == stamps
     assert OmegaConf.load(tmp_path / "optimization_results.yaml") == best
+
+
+def test_method_keys_go_to_the_methods_that_have_them():
+    from lstsd.config import ConfigError
+    from lstsd.sweeper import as_one_value_sweeps, fit_to_methods
+
+    has = {("lstsd", "method.minigen_epochs"), ("lstsd", "method.lambda_long")}
+    jobs = [["method=vanilla", "method.minigen_epochs=1", "seed=0"], ["method=vanilla", "method.minigen_epochs=6",
+                                                                     "seed=0"],
+            ["method=lstsd", "method.minigen_epochs=1", "seed=0"], ["method=lstsd", "method.minigen_epochs=6", "seed=0"]]
+    assert fit_to_methods(jobs, lambda m, k: (m, k) in has) == [
+        ["method=vanilla", "seed=0"], ["method=lstsd", "method.minigen_epochs=1", "seed=0"],
+        ["method=lstsd", "method.minigen_epochs=6", "seed=0"]]  # vanilla once, in the sweep's order
+    with pytest.raises(ConfigError, match=r"method.nope is invalid: none of the swept methods \(lstsd, vanilla\) "
+                                          r"has it"):
+        fit_to_methods([["method=vanilla", "method.nope=1"], ["method=lstsd", "method.nope=1"]], lambda m, k: False)
+    argv = ["-m", "method=vanilla,lstsd", "method.minigen_epochs=1", "+method.x=2", "method.lambda_long=1,2"]
+    assert as_one_value_sweeps(argv, multirun=True) == ["-m", "method=vanilla,lstsd", "method.minigen_epochs=choice(1)",
+                                                         "+method.x=2", "method.lambda_long=1,2"]
+    assert as_one_value_sweeps(argv, multirun=False) == argv
+
+
+def test_a_sweep_over_methods_with_a_key_only_one_has(tmp_path):
+    r = run_cli("-m", "method=vanilla,lstsd", "method.minigen_epochs=1", "trainer.epochs=2",
+                f"hydra.sweep.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [
+        "method.minigen_epochs=1,method=lstsd,trainer.epochs=2", "method=vanilla,trainer.epochs=2"]
+    assert f"sweep of 2 jobs into {tmp_path}" in r.stdout + r.stderr
+    assert "Missing" not in r.stdout  # the report expects exactly the jobs the sweeper launched (jobs.yaml)
+
+
+def test_a_failed_job_never_hides_the_others(tmp_path):
+    """optim.lr=1e30 diverges: its job fails (non-finite loss) while the other completes; the table marks the
+    failure with its error line and the launcher exits 1."""
+    r = run_cli("-m", "optim.lr=1e30,0.01", "trainer.epochs=1", f"hydra.sweep.dir={tmp_path}")
+    assert r.returncode == 1, r.stderr
+    ok = json.loads((tmp_path / "optim.lr=0.01,trainer.epochs=1" / "results.json").read_text())
+    bad = json.loads((tmp_path / "optim.lr=1e+30,trainer.epochs=1" / "results.json").read_text())
+    assert ok["status"] == "completed" and bad["status"] == "failed" and "non-finite loss" in bad["error"]
+    table = r.stdout[r.stdout.index("| experiment"):]
+    assert "| optim.lr=1e+30 | 0 | acc | - | - | 1 failed |" in table and "| optim.lr=0.01 | 1 | acc |" in table
+    assert "Failed (1 runs):" in table and "non-finite loss at step" in table
+
+
+def test_a_bad_value_in_any_job_stops_the_sweep_before_training(tmp_path):
+    r = run_cli("-m", "method=vanilla,lstsd", "method.lambda_long=-1", "trainer.epochs=1",
+                f"hydra.sweep.dir={tmp_path}")
+    lines = [l for l in r.stderr.splitlines() if l.strip() and not l.startswith("[")]
+    assert r.returncode == 2 and lines == ["lstsd: error: method.lambda_long=-1.0 is invalid: allowed a number >= 0 "
+                                           "(in the job method=lstsd method.lambda_long=-1 trainer.epochs=1)"]
+    assert not list(tmp_path.glob("*/metrics.jsonl"))  # nothing trained

@@ -83,4 +83,4 @@ def tensors(x, y) -> tuple:
     return torch.as_tensor(x), torch.as_tensor(y, dtype=torch.int64)
 
 
-from lstsd.data import cifar, digits, glue, synmnist, synthetic  # noqa: E402,F401  (registration)
+from lstsd.data import cifar, digits, glue, mnist1d, synmnist, synthetic  # noqa: E402,F401  (registration)

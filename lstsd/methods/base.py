@@ -39,6 +39,79 @@ def frozen_copy(model: nn.Module) -> nn.Module:
     return teacher.requires_grad_(False)
 
 
+# layers whose output is the same in train and eval mode (a whitelist: anything else may differ)
+MODE_INVARIANT = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid,
+                  nn.Flatten, nn.Identity, nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.MaxPool1d, nn.MaxPool2d,
+                  nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.LayerNorm,
+                  nn.GroupNorm, nn.Embedding)
+
+
+def mode_invariant(model: nn.Module, x: Tensor) -> bool:
+    """Whether ``model`` computes the same in train and eval mode: only layers of :data:`MODE_INVARIANT` and
+    recurrent layers without dropout as leaves (no batch norm, no dropout module), and, against functional dropout
+    or normalisation in a model's own code, the same outputs for ``x`` in eval mode and twice in train mode (on a
+    copy, the random generators left as they were)."""
+    for m in model.modules():
+        leaf = not list(m.children())
+        if isinstance(m, nn.RNNBase) and m.dropout or leaf and not isinstance(m, (*MODE_INVARIANT, nn.RNNBase)):
+            return False
+    probe = copy.deepcopy(model)
+    with torch.no_grad(), torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        reference = probe.eval()(x)
+        return all(torch.equal(probe.train()(x), reference) for _ in range(2))
+
+
+class TeacherOutputs:
+    """What a frozen teacher (no gradients) predicts for each training batch, in eval mode or, with
+    ``train_mode``, in train mode (batch statistics, dropout: the teacher then runs on each batch).
+
+    In eval mode (or in train mode for a model without batch norm or dropout, :func:`mode_invariant`), when the
+    training inputs are the same in every epoch (the loader does not augment: MNIST-1D, digits, text), the
+    teacher's outputs on the whole training set are computed once, in evaluation-sized batches, whenever the
+    teacher changes (:meth:`set`), and read by sample index: one teacher forward per step becomes one index read,
+    with the same values (a sample's output then does not depend on its batch).
+    With augmentation the teacher runs on each (augmented) batch. The forward passes run in the training
+    precision."""
+
+    def __init__(self, ctx: RunContext, teacher: Optional[nn.Module] = None, train_mode: bool = False):
+        self.ctx, self.teacher, self.bank, self.train_mode = ctx, None, None, train_mode
+        self.precompute = ctx.train is not None and not getattr(ctx.train, "augment", True) and \
+            (not train_mode or mode_invariant(ctx.model, ctx.train.get(torch.arange(min(8, ctx.train.num_samples),
+                                                                                   device=ctx.device), None).x))
+        self.set(teacher)
+
+    def set(self, teacher: Optional[nn.Module]) -> None:
+        self.teacher = teacher
+        self.bank = self.compute(teacher) if teacher is not None and self.precompute else None
+
+    @torch.no_grad()
+    def compute(self, teacher: nn.Module) -> Tensor:
+        loader, config = self.ctx.train, self.ctx.config
+        chunk = config.dataset.eval_batch_size if config is not None else 1000
+        precision = config.trainer.precision if config is not None else "fp32"
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        out = None
+        for index in torch.arange(loader.num_samples, device=self.ctx.device).split(chunk):
+            batch = loader.get(index, None)
+            with torch.autocast(self.ctx.device.type, dtype=dtype, enabled=dtype is not None):
+                logits = teacher(batch.x)
+            if out is None:
+                out = torch.empty(loader.num_samples, *logits.shape[1:], dtype=logits.dtype, device=logits.device)
+            out[index.to(out.device)] = logits
+        return out
+
+    def __call__(self, batch: Batch) -> Tensor:
+        if self.bank is not None:
+            return self.bank[batch.index]
+        teacher = self.teacher.train() if self.train_mode else self.teacher  # a frozen copy is in eval mode
+        with torch.no_grad():
+            return teacher(batch.x)
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.bank is None else self.bank.numel() * self.bank.element_size()
+
+
 class Method:
     name = "base"
     lr_cycles: Optional[list[int]] = None  # epochs per learning-rate cycle; None: one schedule over the run

@@ -9,8 +9,14 @@ of :func:`lstsd.losses.kd_loss` or the softmax MSE (``loss``), both at ``tempera
 ``mean_teacher``: the target is the prediction of a teacher whose weights are an exponential moving average of
 the student's, theta' <- a * theta' + (1 - a) * theta after every update with a = ``decay`` (the formula the
 LSTSD paper prints in its Section "Baselines"; MT Eq. 1), or a = min(1 - 1/(s + 1), decay) at update
-s = 1, 2, ... with ``decay_warmup`` (the MT code's warm-up). timm's ModelEmaV3 keeps the average (of the batch-norm statistics too). The teacher runs
-in eval mode, without gradients, on the same augmented batch; it is evaluated each epoch as ``ema``.
+s = 1, 2, ... with ``decay_warmup`` (the MT code's warm-up); timm's ModelEmaV3 keeps the average. As in the MT
+paper (Section 2: "both the student and the teacher model evaluate the input applying noise (eta, eta')") and
+its code (``ema_model.train()``, ``ema_input``, ``update_ema_variables``), by default the teacher runs without
+gradients in train mode (``teacher_mode``: batch statistics, dropout) on its own augmentation of the batch
+(``teacher_input=own``: the training samples drawn again with a generator of its own, seeded by (seed, epoch))
+and the average covers the parameters only (``average=parameters``: the teacher's batch-norm statistics come
+from its own train-mode passes). ``teacher_mode=eval``, ``teacher_input=student`` and ``average=all`` (buffers
+averaged too) are the other choices. The teacher is evaluated each epoch as ``ema``.
 
 ``temporal_ensembling``: each sample's training-pass prediction z_i = softmax(f(x_i) / T) is kept in a
 per-sample bank through the epoch; at the epoch's end Z <- a Z + (1 - a) z (a = ``alpha``, 0.6), and the next
@@ -21,17 +27,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from timm.utils import ModelEmaV3
 from torch import Tensor, nn
 
+from lstsd import distributed
 from lstsd.banks import BANK_DTYPES, SampleBank
 from lstsd.config import MethodConfig, require, require_choice
 from lstsd.losses import CONSISTENCY_LOSSES, consistency_loss, teacher_probs
 from lstsd.methods import register_method
+from lstsd.data.loader import epoch_generator
 from lstsd.methods.base import Method
+
+TEACHER_STREAM = 2  # epoch_generator stream of the Mean Teacher's own augmentation (DLB's repeated half is 1)
 
 
 def sigmoid_rampup(epoch: float, length: int) -> float:
@@ -61,10 +72,16 @@ class ConsistencyConfig(MethodConfig):
 class MeanTeacherConfig(ConsistencyConfig):
     decay: float = 0.999  # alpha of the EMA (the LSTSD paper, as MT suggests)
     decay_warmup: bool = False  # true: min(1 - 1/(s+1), decay), the MT code's warm-up
+    teacher_mode: str = "train"  # train (the MT paper's noisy teacher, its code's ema_model.train()) or eval
+    teacher_input: str = "own"  # own: its own augmentation of the batch (eta'); student: the student's batch
+    average: str = "parameters"  # parameters (the MT code), or all: parameters and buffers
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(0.0 < self.decay < 1.0, "method.decay", "a number in (0, 1)", self.decay)
+        require_choice("method.teacher_mode", self.teacher_mode, ("train", "eval"))
+        require_choice("method.teacher_input", self.teacher_input, ("own", "student"))
+        require_choice("method.average", self.average, ("parameters", "all"))
 
 
 @dataclass
@@ -110,6 +127,14 @@ class MeanTeacher(Consistency):
                               warmup_power=1.0)
         self.ema.module.requires_grad_(False)
         self.updates = 0
+        self.own_input = cfg.teacher_input == "own" and getattr(ctx.train, "augment", False)
+        self.generator: Optional[torch.Generator] = None
+
+    def on_epoch_start(self, epoch: int) -> None:
+        super().on_epoch_start(epoch)
+        if self.own_input:  # each process its own draws, as DLB's repeated half
+            rank = getattr(self.ctx.train, "rank", 0)
+            self.generator = epoch_generator(self.ctx.seed, epoch, TEACHER_STREAM + 1000 * rank)
 
     @property
     def decay(self) -> float:
@@ -117,13 +142,30 @@ class MeanTeacher(Consistency):
         return self.ema.get_decay(self.updates + 2)  # timm's step s' = step - 1 and decay 1 - 1/(1 + s')
 
     def target(self, batch):
+        x = self.ctx.train.get(batch.index, self.generator).x if self.own_input else batch.x
+        teacher = self.ema.module.train(self.cfg.teacher_mode == "train")
         with torch.no_grad():
-            return self.ema.module(batch.x), False
+            return teacher(x), False
 
     @torch.no_grad()
     def after_step(self, batch, logits: Tensor) -> None:
-        self.ema.update(self.model, step=self.updates + 2)
+        if self.cfg.average == "parameters":  # the MT code's update_ema_variables; timm's exclude_buffers would
+            # copy the student's buffers instead of keeping the teacher's own
+            params = list(self.ema.module.parameters())
+            torch._foreach_lerp_(params, [p.detach() for p in self.model.parameters()], 1.0 - self.decay)
+        else:
+            self.ema.update(self.model, step=self.updates + 2)
         self.updates += 1
+        if distributed.active() and self.cfg.average == "parameters":  # statistics from each rank's own passes
+            distributed.broadcast_buffers(self.ema.module)
+
+    def rank_state(self) -> dict:
+        """The teacher's own augmentation generator, inside an epoch (each process its own)."""
+        return {"generator": None if self.generator is None else self.generator.get_state()}
+
+    def load_rank_state(self, state: dict) -> None:
+        if state.get("generator") is not None and self.generator is not None:
+            self.generator.set_state(state["generator"])
 
     def evaluators(self) -> dict[str, nn.Module]:
         return {"ema": self.ema.module}

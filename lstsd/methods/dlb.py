@@ -1,11 +1,16 @@
 """Self-Distillation from Last Mini-Batch (DLB; Shen et al., CVPR 2022).
 
-Each step t forwards, in one pass, the new mini-batch B_t together with the samples of the previous step's new
-mini-batch B_{t-1} again, re-read from the training set with a fresh augmentation. Cross-entropy is averaged
-over both halves; on the repeated half the logits z_prev that B_{t-1} received in step t-1 (train mode, before
-that step's update, detached) are the soft targets:
+Each step t forwards the new mini-batch B_t and, again, the samples of the previous step's new mini-batch
+B_{t-1}, re-read from the training set with a fresh augmentation. Cross-entropy is averaged over both halves
+(2n samples); on the repeated half the logits z_prev that B_{t-1} received in step t-1 (train mode, before that
+step's update, detached) are the soft targets:
 
-    L = CE(f([B_t, B_{t-1}]), y) + alpha * T^2 * KL( softmax(z_prev / T) || softmax(f(B_{t-1}) / T) )
+    L = CE([f(B_t), f(B_{t-1})], y) + alpha * T^2 * KL( softmax(z_prev / T) || softmax(f(B_{t-1}) / T) )
+
+``forward=separate`` (the default) runs the two halves as two forward passes, B_t first, as the official code
+does (``model.forward(imgs[:, 0])``, then ``model.forward(pre_images[:, 1])``), so each half is normalised by
+its own batch statistics; ``forward=joint`` runs them as one pass over the concatenated batch (one set of
+batch statistics, one forward: faster on a GPU).
 
 (the KL averaged over the repeated half; T = 3, alpha = 1). Only the last batch's indices and logits are kept,
 not a per-sample bank. The first step of training has no repeated half; the previous batch carries across an
@@ -23,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lstsd.config import MethodConfig, require
+from lstsd.config import MethodConfig, require, require_choice
 from lstsd.data.loader import epoch_generator
 from lstsd.losses import kd_loss
 from lstsd.methods import register_method
@@ -36,9 +41,11 @@ REPEAT_STREAM = 1  # epoch_generator stream of the repeated half's augmentation
 class DLBConfig(MethodConfig):
     alpha: float = 1.0
     temperature: float = 3.0
+    forward: str = "separate"  # separate: two passes, B_t then B_{t-1} (the official code); joint: one pass
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        require_choice("method.forward", self.forward, ("separate", "joint"))
         require(self.alpha >= 0, "method.alpha", "a number >= 0", self.alpha)
         require(self.temperature > 0, "method.temperature", "a number > 0", self.temperature)
 
@@ -62,10 +69,15 @@ class DLB(Method):
             return ce, logits, {"ce": ce}
         index, z_prev = self.last
         rep = self.ctx.train.get(index, self.generator)
-        n = len(batch.y)
-        out = self.net(torch.cat([batch.x, rep.x]))
-        logits, logits_rep = out[:n], out[n:]
-        ce = F.cross_entropy(out, torch.cat([batch.y, rep.y]))
+        if self.cfg.forward == "separate":
+            # the second pass through the plain module: DDP is prepared once per step (by the first); the gradients
+            # of both passes accumulate on the parameters before it reduces them
+            logits, logits_rep = self.net(batch.x), self.model(rep.x)
+        else:
+            n = len(batch.y)
+            out = self.net(torch.cat([batch.x, rep.x]))
+            logits, logits_rep = out[:n], out[n:]
+        ce = F.cross_entropy(torch.cat([logits, logits_rep]), torch.cat([batch.y, rep.y]))
         kd = kd_loss(logits_rep, z_prev, self.cfg.temperature)
         return ce + self.cfg.alpha * kd, logits, {"ce": ce, "kd": kd}
 

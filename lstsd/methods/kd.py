@@ -9,8 +9,13 @@ its architecture is read from that run's config) or trained first from ``teacher
 own command line, with method=vanilla; trained once into ``teacher_cache`` and reused by every job that asks
 for the same teacher). It runs in eval mode, without gradients, on the student's augmented batch.
 
-``tfkd_self`` (Yuan et al., CVPR 2020, Tf-KD_self) is ``kd`` whose teacher is a pre-trained model of the
-student's own architecture: the same loss; its config trains that teacher with no further overrides.
+``multiplier`` (null by default: Hinton's term above) scales the KD term as the Tf-KD code does,
+``multiplier * nn.KLDivLoss()(...)``: ``nn.KLDivLoss()`` averages over the batch *and* the K classes, so the term
+here is the batch-mean KL times multiplier / K, exact for any K.
+
+``tfkd_self`` (Yuan et al., CVPR 2020, Tf-KD_self; the official ``loss_kd_self``) is ``kd`` whose teacher is a
+pre-trained model of the student's own architecture, with the official code's ResNet-18 setting (alpha 0.95,
+T 6, multiplier 50); its config trains that teacher with no further overrides.
 
 ``label_smoothing`` (Szegedy et al. 2016): CE against (1 - eps) * one-hot + eps / K (torch's
 ``label_smoothing``).
@@ -19,10 +24,11 @@ student's own architecture: the same loss; its config trains that teacher with n
 each other, softened as softmax(p^d / tau), the student untempered (the official code; ``student_temperature``
 sets another), and the term scaled by ``multiplier``:
 
-    L = (1 - alpha) * CE + alpha * multiplier * KL( softmax(p^d / tau) || softmax(f(x) / T_s) )
+    L = (1 - alpha) * CE + alpha * multiplier / K * KL( softmax(p^d / tau) || softmax(f(x) / T_s) )
 
-The KL is averaged over the batch only; the official code's ``nn.KLDivLoss()`` also averages over the K classes,
-so its multiplier of 100 on CIFAR-100 corresponds to ``multiplier=1`` here.
+(the official ``loss_kd_regularization``: ``multiplier * nn.KLDivLoss()``, a mean over batch and classes; the KL
+here is the batch mean, hence the 1 / K). ``multiplier`` is in the official code's units, so its per-model
+settings apply as they are, for any number of classes.
 """
 from __future__ import annotations
 
@@ -33,10 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lstsd.config import MethodConfig, require
+from lstsd.config import MethodConfig, finite, require
 from lstsd.losses import kd_loss
 from lstsd.methods import register_method
-from lstsd.methods.base import Method
+from lstsd.methods.base import Method, TeacherOutputs
 from lstsd.teachers import compose_config, load_teacher, require_same_tokens, teacher_overrides, train_teacher
 
 
@@ -48,21 +54,24 @@ class KDConfig(MethodConfig):
     alpha: float = 0.9
     temperature: float = 4.0
     t2_scale: bool = True
+    multiplier: Optional[float] = None  # null: Hinton's term; m: the Tf-KD code's m * nn.KLDivLoss() (m / K here)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require((self.teacher_run is None) != (self.teacher is None), "method.teacher_run",
-                "a run directory, or null with method.teacher a list of overrides (exactly one of the two)",
-                self.teacher_run)
+        require(self.teacher_run is not None or self.teacher is not None, "method.teacher_run",
+                "a run directory, or null with method.teacher a list of overrides", self.teacher_run)
         require(0.0 <= self.alpha <= 1.0, "method.alpha", "a number in [0, 1]", self.alpha)
-        require(self.temperature > 0, "method.temperature", "a number > 0", self.temperature)
+        require(finite(self.temperature) and self.temperature > 0, "method.temperature", "a finite number > 0",
+                self.temperature)
+        require(self.multiplier is None or (finite(self.multiplier) and self.multiplier >= 0), "method.multiplier",
+                "null or a finite number >= 0", self.multiplier)
 
 
 @register_method("kd", KDConfig)
 class KD(Method):
     def __init__(self, cfg: KDConfig, ctx):
         super().__init__(cfg, ctx)
-        if cfg.teacher_run is not None:
+        if cfg.teacher_run is not None:  # given explicitly, it replaces the config's default teacher source
             run_dir, key = cfg.teacher_run, "method.teacher_run"
         else:
             overrides = teacher_overrides(list(ctx.overrides), list(cfg.teacher))
@@ -71,12 +80,14 @@ class KD(Method):
             run_dir = train_teacher(overrides, cfg.teacher_cache)
         self.teacher = load_teacher(run_dir, key, ctx.info.num_classes, ctx.device, ctx)
         self.teacher_dir = str(run_dir)
+        self.teacher_outputs = TeacherOutputs(ctx, self.teacher)
 
     def loss(self, batch, logits: Tensor) -> tuple[Tensor, dict]:
         ce = F.cross_entropy(logits, batch.y)
-        with torch.no_grad():
-            t = self.teacher(batch.x)
+        t = self.teacher_outputs(batch)
         kd = kd_loss(logits, t, self.cfg.temperature, "forward", self.cfg.t2_scale)
+        if self.cfg.multiplier is not None:  # the Tf-KD code's class-averaged KL, scaled
+            kd = kd * (self.cfg.multiplier / logits.shape[1])
         return (1 - self.cfg.alpha) * ce + self.cfg.alpha * kd, {"ce": ce, "kd": kd}
 
     def evaluators(self):
@@ -108,7 +119,7 @@ class TfKDRegConfig(MethodConfig):
     alpha: float = 0.1
     temperature: float = 20.0  # tau, softens the virtual teacher
     correct_prob: float = 0.99  # a
-    multiplier: float = 1.0
+    multiplier: float = 100.0  # the official code's units (its ResNet-18 setting): m / K times the batch-mean KL
     student_temperature: float = 1.0
 
     def __post_init__(self) -> None:
@@ -135,4 +146,5 @@ class TfKDReg(Method):
         # p^d is softened as if it were logits: softmax(p^d / tau), as the official code does
         reg = kd_loss(logits, self.virtual_teacher(batch.y, logits.shape[1]), cfg.temperature, "forward",
                       t2_scale=False, student_temperature=cfg.student_temperature)
-        return (1 - cfg.alpha) * ce + cfg.alpha * cfg.multiplier * reg, {"ce": ce, "reg": reg}
+        reg = reg * (cfg.multiplier / logits.shape[1])  # the official multiplier over a class-averaged KL
+        return (1 - cfg.alpha) * ce + cfg.alpha * reg, {"ce": ce, "reg": reg}

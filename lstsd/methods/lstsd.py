@@ -22,7 +22,10 @@ updated twice.
 
 ``lstsd_single`` (Table 3, "LSTSD (single)"): one teacher pair for all samples, the long-term teacher a frozen
 copy of the model at the end of the previous mini-generation and the short-term one a frozen copy at the end
-of the previous epoch; both run forward on each batch in eval mode without gradients.
+of the previous epoch; both run forward on each batch without gradients, by default in train mode
+(``snapshot_mode=train``), as the forward passes LSTSD's banks record are, so that the comparison of Table 3
+changes the teachers and nothing else (batch statistics and dropout included); ``snapshot_mode=eval`` runs them
+as fixed models (running statistics, no dropout).
 """
 from __future__ import annotations
 
@@ -31,13 +34,13 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from lstsd.banks import BANK_DTYPES, SampleBank
 from lstsd.config import MethodConfig, require, require_choice
-from lstsd.losses import KD_DIRECTIONS, kd_loss, teacher_probs
+from lstsd.losses import KD_DIRECTIONS, kd_loss, log_probs, teacher_probs
 from lstsd.methods import register_method
-from lstsd.methods.base import Method, frozen_copy
+from lstsd.methods.base import Method, TeacherOutputs, frozen_copy
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,15 @@ class LSTSDConfig(MethodConfig):
         require(self.bank_topk >= 0, "method.bank_topk", "an integer >= 0", self.bank_topk)
         require(self.bank_topk == 0 or self.bank_store == "probs", "method.bank_topk",
                 "0 unless method.bank_store=probs (top-k keeps probabilities)", self.bank_topk)
+
+
+@dataclass
+class LSTSDSingleConfig(LSTSDConfig):
+    snapshot_mode: str = "train"  # train: like the forward passes LSTSD's banks record; eval: fixed models
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_choice("method.snapshot_mode", self.snapshot_mode, ("train", "eval"))
 
 
 @register_method("lstsd", LSTSDConfig)
@@ -104,10 +116,12 @@ class LSTSD(Method):
         ce = F.cross_entropy(logits, batch.y)
         loss, terms = ce, {"ce": ce}
         if self.distil:
+            student = log_probs(logits, self.cfg.temperature)  # shared by both terms
             for kind, weight in self.weights.items():
                 if weight > 0:
                     kd = kd_loss(logits, self.teacher(kind, batch), self.cfg.temperature, self.cfg.kl_direction,
-                                 self.cfg.t2_scale, teacher_is_probs=self.teachers_are_probs)
+                                 self.cfg.t2_scale, teacher_is_probs=self.teachers_are_probs,
+                                 student_log_probs=student)
                     terms[f"kd_{kind}"] = kd
                     loss = loss + weight * kd
         return loss, terms
@@ -138,25 +152,38 @@ class LSTSD(Method):
             b.load_state_dict(state[k])
 
 
-@register_method("lstsd_single", LSTSDConfig)
+@register_method("lstsd_single", LSTSDSingleConfig)
 class LSTSDSingle(LSTSD):
     """Table 3's LSTSD (single): the same loss, teachers are two frozen whole-model snapshots."""
 
     def setup_teachers(self) -> None:
         self.snapshots = {}
+        train_mode = self.cfg.snapshot_mode == "train"
+        self.outputs = {kind: TeacherOutputs(self.ctx, train_mode=train_mode) for kind, w in self.weights.items()
+                        if w > 0}
 
     def teacher(self, kind: str, batch) -> Tensor:
-        with torch.no_grad():
-            return self.snapshots[kind](batch.x)
+        return self.outputs[kind](batch)
 
     def after_step(self, batch, logits: Tensor) -> None:
         pass
+
+    def snapshot(self):
+        """A frozen copy of the model; in train mode its batch norm uses each batch's statistics and keeps its
+        running ones (momentum 0), so a snapshot stays the model it was taken from."""
+        copy = frozen_copy(self.model)
+        if self.cfg.snapshot_mode == "train":
+            for m in copy.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.momentum = 0.0
+        return copy
 
     def on_epoch_end(self, epoch: int) -> None:
         kinds = ["short", "long"] if self.record_long else ["short"]
         for kind in kinds:
             if self.weights[kind] > 0:
-                self.snapshots[kind] = frozen_copy(self.model)
+                self.snapshots[kind] = self.snapshot()
+                self.outputs[kind].set(self.snapshots[kind])
 
     def bank_bytes(self) -> int:
         return 0
@@ -166,5 +193,6 @@ class LSTSDSingle(LSTSD):
 
     def load_state_dict(self, state: dict) -> None:
         for kind, weights in state.items():
-            self.snapshots[kind] = frozen_copy(self.model)
+            self.snapshots[kind] = self.snapshot()
             self.snapshots[kind].load_state_dict(weights)
+            self.outputs[kind].set(self.snapshots[kind])

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from lstsd.config import MethodConfig, require
 from lstsd.losses import kd_loss
 from lstsd.methods import register_method
-from lstsd.methods.base import Method, frozen_copy
+from lstsd.methods.base import Method, TeacherOutputs, frozen_copy
 
 
 @dataclass
@@ -156,18 +156,27 @@ class SnapshotDistillation(SnapshotEnsembles):
         super().__init__(cfg, ctx)
         t = cfg.temperature
         self.lambda_ce = 1.0 + 1.0 / t if cfg.lambda_ce is None else cfg.lambda_ce
+        self.teacher_outputs = TeacherOutputs(ctx)
 
     @property
     def teacher(self) -> Optional[nn.Module]:
         """The last snapshot of the previous mini-generation; None in the first (c_l = 0)."""
         return self.snapshots[-1] if self.snapshots else None
 
+    def on_epoch_end(self, epoch: int) -> None:
+        super().on_epoch_end(epoch)
+        if self.snapshot_taken:
+            self.teacher_outputs.set(self.teacher)
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.teacher_outputs.set(self.teacher)
+
     def loss(self, batch, logits: Tensor) -> tuple[Tensor, dict]:
         ce = F.cross_entropy(logits, batch.y)
         if self.teacher is None:  # lambda^S = 1, lambda^T = 0: Eq. 3 degenerates to Eq. 1
             return ce, {"ce": ce}
-        with torch.no_grad():
-            teacher_logits = self.teacher(batch.x)
+        teacher_logits = self.teacher_outputs(batch)
         cfg = self.cfg
         kd = kd_loss(logits, teacher_logits, cfg.temperature, "forward", cfg.t2_scale,
                      student_temperature=1.0 if cfg.asymmetric else None)

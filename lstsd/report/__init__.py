@@ -4,14 +4,20 @@ Every job folder below the given paths is one run: completed and failed runs by 
 (``status``), runs still going (or killed) by a ``.hydra/config.yaml`` without results, and, for a sweep folder
 with its ``multirun.yaml``, runs that never started by comparing the sweep's combinations of overrides with the
 job folders present. Runs are grouped by (experiment, dataset, model, method label) and variant (the job
-overrides, seed aside, whose values differ inside that group: one row per cell of a lambda grid); each group
-shows n completed runs and, in its headline ``metric`` (the dataset's: accuracy, or Matthews correlation for
-CoLA), mean ± sample std over them of the final and the best epoch's test score (%; published tables differ on
-which they report, so both are given, labelled), the final validation score when the runs held out a validation
-split, the task's other metrics (``final f1``), the published number of the paper beside them when the
-experiment reproduces a table (``experiments/reference``), and the runs that are failed, running or missing.
-``--out DIR`` writes report.md, report.csv and the plots (PNG): the test score against the mini-generation
-length (LSTSD Figure 2) when a group of LSTSD runs varies it, and training curves per method.
+overrides, seed aside, whose values differ inside that group: one row per cell of a lambda grid). Each row gives,
+in the group's headline ``metric`` (the dataset's: accuracy, or Matthews correlation for CoLA), over its n
+completed runs (seeds): the final and the best epoch's test score (%), the final validation score when the runs
+held out a validation split, the snapshot ensemble's score, the task's other metrics; the paired difference to
+the ``baseline`` method (vanilla) over the seeds both ran, with its 95 % confidence interval and the paired
+t-test's p-value (:mod:`lstsd.report.stats`); the published numbers of the papers (``experiments/reference``),
+each in the column of its own definition (final, best, ensemble or unstated) and only beside runs trained with
+its setting; and the runs that failed, are running or never started.
+
+The rows are kept as numbers (:func:`summarize`); :func:`markdown` formats them ("±" only for two runs or more)
+and :func:`to_csv` writes them as numeric columns. ``--out DIR`` writes report.md, report.csv and the plots
+(PNG): the test score per epoch of every method (mean and a band of one standard deviation over seeds), and the
+test score against the mini-generation length (LSTSD Figure 2) when a group of LSTSD runs varies it, with the
+baseline's mean as a horizontal line.
 """
 from __future__ import annotations
 
@@ -19,16 +25,18 @@ import argparse
 import csv
 import io
 import json
+import math
 import re
-import statistics
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from lstsd.report.reference import published
+from lstsd.report.stats import describe, paired
 
 KEYS = ("experiment", "dataset", "model", "method")
+BASELINE = "vanilla"
 
 
 def natural_key(path: Path) -> list:
@@ -50,14 +58,17 @@ def job_dirs(path: Path) -> list[Path]:
 
 
 def read_run(d: Path) -> dict:
-    """One run: results.json when there is one, else what its saved config says, with its status."""
+    """One run: results.json when there is one, else what its saved config says, with its status; ``config`` is
+    its saved config (None when absent)."""
+    saved = d / ".hydra" / "config.yaml"
+    config = OmegaConf.load(saved) if saved.exists() else None
     if (d / "results.json").exists():
         run = json.loads((d / "results.json").read_text())
     else:
-        cfg = OmegaConf.load(d / ".hydra" / "config.yaml")
-        run = {"status": "running", "experiment": cfg.get("name", "default"), "dataset": cfg.dataset.name,
-               "model": cfg.model.name, "method": cfg.method.get("label") or cfg.method.name, "seed": cfg.seed}
-    run["run_dir"] = str(d)
+        run = {"status": "running", "experiment": config.get("name", "default"), "dataset": config.dataset.name,
+               "model": config.model.name, "method": config.method.get("label") or config.method.name,
+               "seed": config.seed}
+    run["run_dir"], run["config"] = str(d), config
     overrides = d / ".hydra" / "overrides.yaml"  # the job's command-line overrides (Hydra writes them)
     run["overrides"] = dict(o.lstrip("+~").partition("=")[::2] for o in
                             (OmegaConf.load(overrides) if overrides.exists() else []))
@@ -67,22 +78,27 @@ def read_run(d: Path) -> dict:
 
 
 def expected_jobs(sweep: Path) -> list[str]:
-    """The job folder names a basic-sweeper multirun implies: its multirun.yaml's sweep expanded and named the
-    way Hydra names them (Hydra's own parser, expansion and override_dirname, so quoting, ``range(...)`` and
-    ``choice(...)`` read exactly as when launched). Empty when the job folders are not named by their overrides or
-    the sweeper is not the grid one (an Optuna study has no fixed set of jobs)."""
+    """The job folder names of a grid sweep: the jobs the lstsd sweeper launched (its ``jobs.yaml``), or, for
+    Hydra's basic sweeper, its multirun.yaml's sweep expanded (Hydra's own parser and expansion, so quoting,
+    ``range(...)`` and ``choice(...)`` read exactly as when launched), named as Hydra names them. Empty when the
+    job folders are not named by their overrides or the sweep has no fixed set of jobs (an Optuna study)."""
     from hydra._internal.config_loader_impl import get_overrides_dirname
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     cfg = OmegaConf.load(sweep / "multirun.yaml")
     names = cfg.hydra.job.config.override_dirname
-    if (OmegaConf.to_container(cfg.hydra.sweep)["subdir"] != "${hydra.job.override_dirname}"
-            or not str(cfg.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper")):
+    if OmegaConf.to_container(cfg.hydra.sweep)["subdir"] != "${hydra.job.override_dirname}":
         return []
     parser = OverridesParser.create()
-    params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.get("params") or {}).items()]
-    jobs = BasicSweeper.split_arguments(parser.parse_overrides(params + list(cfg.hydra.overrides.task)), None)[0]
+    target = str(cfg.hydra.sweeper.get("_target_", ""))
+    if (sweep / "jobs.yaml").exists():
+        jobs = OmegaConf.to_container(OmegaConf.load(sweep / "jobs.yaml"))
+    elif target.endswith("BasicSweeper"):
+        params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.get("params") or {}).items()]
+        jobs = BasicSweeper.split_arguments(parser.parse_overrides(params + list(cfg.hydra.overrides.task)), None)[0]
+    else:
+        return []
     return [get_overrides_dirname(parser.parse_overrides(job), list(names.exclude_keys), names.item_sep,
                                   names.kv_sep) for job in jobs]
 
@@ -100,21 +116,18 @@ def collect(paths) -> tuple[list[dict], list[str]]:
     return runs, missing
 
 
-def mean_std(values: list) -> str:
-    """``mean ± sample std`` (0 for a single run), ``-`` for none."""
-    if not values:
-        return "-"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.2f} ± {std:.2f}"
-
-
-def fmt(value) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
 def headline(run: dict) -> str:
     """The metric a run's tables show (results.json's ``headline``; accuracy for runs that predate it)."""
     return run.get("headline", "acc")
+
+
+def short(value: str) -> str:
+    """An override's value for a row label: numbers with at most 4 significant digits (Optuna's suggestions)."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if number.is_integer() or len(value) <= 6 else f"{number:.4g}"
 
 
 def variants(runs: list[dict]) -> dict:
@@ -124,142 +137,291 @@ def variants(runs: list[dict]) -> dict:
     varying = [k for k in keys if len({r.get("overrides", {}).get(k) for r in runs}) > 1]
     out: dict = {}
     for r in runs:
-        label = " ".join(f"{k}={r['overrides'].get(k, '(default)')}" for k in varying) or "-"
+        label = " ".join(f"{k}={short(r['overrides'].get(k, '(default)'))}" for k in varying) or "-"
         out.setdefault(label, []).append(r)
     return out
 
 
-def summarize(runs: list[dict]) -> list[dict]:
+def by_seed(runs: list[dict], key: str) -> dict:
+    """A statistic of each seed (the mean where a seed ran more than once)."""
+    seeds: dict = {}
+    for r in runs:
+        if key in r:
+            seeds.setdefault(r.get("seed", 0), []).append(r[key])
+    return {s: sum(v) / len(v) for s, v in seeds.items()}
+
+
+STATS = ("final", "best", "val", "ensemble")
+
+
+def statistic_key(stat: str, metric: str) -> str:
+    return {"final": f"test_{metric}_final", "best": f"test_{metric}_best", "val": f"val_{metric}_final",
+            "ensemble": f"ensemble_test_{metric}_final"}[stat]
+
+
+def summarize(runs: list[dict], baseline: str = BASELINE, sort: str = "launch") -> list[dict]:
+    """One row of numbers per group and variant (see the module's docstring); ``sort="final"`` orders the rows
+    of each (experiment, dataset, model) block by their mean final score, best first."""
     groups: dict = {}
     for r in runs:
         groups.setdefault(tuple(r.get(k, "?") for k in KEYS), []).append(r)
-    rows = [(key, variant, group) for key, whole in groups.items() for variant, group in variants(whole).items()]
+    cells = [(key, variant, group) for key, whole in groups.items() for variant, group in variants(whole).items()]
+    done_of = {(key, variant): [r for r in group if r.get("status") == "completed"] for key, variant, group in cells}
     table = []
-    for key, variant, group in rows:
-        done = [r for r in group if r.get("status") == "completed"]
-        paper = published(*key)
+    for key, variant, group in cells:
+        done = done_of[(key, variant)]
         metric = headline(done[0]) if done else "acc"
-        scores = lambda name: mean_std([r[name] for r in done if name in r])  # noqa: E731
-        row = dict(zip(KEYS, key)) | {
-            "variant": variant,
-            "n": len(done),
-            "metric": metric,
-            "final": scores(f"test_{metric}_final"),
-            "best": scores(f"test_{metric}_best"),
-            "paper final": fmt(paper.get("final")),
-            "paper best": fmt(paper.get("best")),
-            "val": scores(f"val_{metric}_final"),
-        }
+        row = dict(zip(KEYS, key)) | {"variant": variant, "metric": metric, "n": len(done)}
+        for stat in STATS:
+            values = [r[statistic_key(stat, metric)] for r in done if statistic_key(stat, metric) in r]
+            if values:
+                row |= {f"{stat}_{k}": v for k, v in describe(values).items() if k != "n"}
         others = sorted({k[5:-6] for r in done for k in r if k.startswith("test_") and k.endswith("_final")}
                         - {metric})  # the task's other metrics (MRPC's F1 beside its accuracy)
-        row |= {f"final {m}": scores(f"test_{m}_final") for m in others}
-        if any(f"ensemble_test_{metric}_final" in r for r in done) or paper.get("ensemble") is not None:
-            row["ensemble"] = scores(f"ensemble_test_{metric}_final")
-            row["paper ensemble"] = fmt(paper.get("ensemble"))
-        others = {s: sum(r.get("status") == s for r in group) for s in ("failed", "running")}
-        row["not completed"] = ", ".join(f"{n} {s}" for s, n in others.items() if n) or "-"
+        for m in others:
+            row |= {f"final_{m}_{k}": v for k, v in describe([r[f"test_{m}_final"] for r in done
+                                                              if f"test_{m}_final" in r]).items() if k != "n"}
+        base = done_of.get(((*key[:3], baseline), variant)) or done_of.get(((*key[:3], baseline), "-"))
+        if base and key[3] != baseline:
+            for stat in ("final", "best"):
+                name = statistic_key(stat, metric)
+                diff = paired(by_seed(done, name), by_seed(base, name))
+                if diff is not None:
+                    row |= {f"vs_{baseline}_{stat}_{k}": v for k, v in diff.items()}
+        row |= published_columns(key, done)
+        row["failed"] = sum(r.get("status") == "failed" for r in group)
+        row["running"] = sum(r.get("status") == "running" for r in group)
+        row["errors"] = [f"{r['run_dir']}: {r.get('error', '?')}" for r in group if r.get("status") == "failed"]
         table.append(row)
+    if sort == "final":
+        blocks: dict = {}
+        for row in table:
+            blocks.setdefault(tuple(row[k] for k in KEYS[:3]), []).append(row)
+        table = [row for block in blocks.values() for row in
+                 sorted(block, key=lambda r: -r["final_mean"] if r.get("final_mean") is not None else math.inf)]
     return table
 
 
-def columns(table: list[dict]) -> list[str]:
-    """Every column of any row, "not completed" last; optional columns empty in every row are left out."""
-    cols: list[str] = []
-    for row in table:
-        cols += [c for c in row if c not in cols]
-    cols = [c for c in cols if c != "not completed"] + ["not completed"]
-    fixed = set(KEYS) | {"n", "metric", "final", "best"}
-    return [c for c in cols if c in fixed or any(row.get(c, "-") != "-" for row in table)]
+def published_columns(key: tuple, done: list[dict]) -> dict:
+    """The published cells of a group whose setting all its completed runs have, by their definition:
+    ``paper_<statistic>`` (final, best, ensemble, unstated), and their descriptions (``paper_sources``)."""
+    out: dict = {}
+    configs = [r["config"] for r in done if r.get("config") is not None]
+    for cell in published(*key):
+        if configs and all(cell.matches(c) for c in configs):
+            out[f"paper_{cell.statistic}"] = cell.value
+            out.setdefault("paper_sources", []).append(f"{cell.value:g} ({cell.statistic}): {cell.describe()}")
+            out.setdefault("paper_cells", []).append(cell)
+    return out
 
 
-def markdown(table: list[dict], missing: list[str] = ()) -> str:
+def not_compared(table: list[dict]) -> list:
+    """The published cells of the (experiment, dataset, model) blocks in ``table`` that no row was set beside:
+    a method the runs did not run, or runs trained with another setting (schedule, temperature, ...)."""
+    from lstsd.report.reference import cells
+
+    placed = {id(c) for row in table for c in row.get("paper_cells", [])}
+    blocks = {tuple(row[k] for k in KEYS[:3]) for row in table}
+    return [c for c in cells() if id(c) not in placed and any(
+        c.experiment in (b[0], "*") and (c.dataset, c.model) == b[1:] for b in blocks)]
+
+
+# ---------------------------------------------------------------------------------------------------- rendering
+def number(value, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def spread(row: dict, stat: str) -> str:
+    """``mean ± std`` over two runs or more, the value of a single run, ``-`` for none."""
+    mean = row.get(f"{stat}_mean")
+    if mean is None:
+        return "-"
+    std = row.get(f"{stat}_std")
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def p_value(p) -> str:
+    return "-" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+
+
+def difference(row: dict, prefix: str) -> str:
+    """``+1.23 [0.45, 2.01]``: a paired mean difference and its 95 % confidence interval."""
+    mean = row.get(f"{prefix}_mean")
+    if mean is None:
+        return "-"
+    return f"{mean:+.2f} [{row[f'{prefix}_ci_low']:+.2f}, {row[f'{prefix}_ci_high']:+.2f}]"
+
+
+def display(table: list[dict], baseline: str = BASELINE) -> tuple[list[str], list[list[str]]]:
+    """The Markdown columns and cells; optional columns empty in every row are left out."""
+    others = sorted({k.split("_")[1] for row in table for k in row if k.startswith("final_") and k.endswith("_mean")
+                     and k.count("_") == 2})
+    columns = {
+        "experiment": lambda r: r["experiment"], "dataset": lambda r: r["dataset"], "model": lambda r: r["model"],
+        "method": lambda r: r["method"], "variant": lambda r: r["variant"], "n": lambda r: str(r["n"]),
+        "metric": lambda r: r["metric"], "final": lambda r: spread(r, "final"), "best": lambda r: spread(r, "best"),
+        "val": lambda r: spread(r, "val"), "ensemble": lambda r: spread(r, "ensemble"),
+        **{f"final {m}": (lambda r, m=m: spread(r, f"final_{m}")) for m in others},
+        f"Δ final vs {baseline} [95% CI]": lambda r: difference(r, f"vs_{baseline}_final"),
+        "p": lambda r: p_value(r.get(f"vs_{baseline}_final_p")),
+        **{f"paper {s}": (lambda r, s=s: number(r.get(f"paper_{s}"))) for s in ("final", "best", "ensemble",
+                                                                                 "unstated")},
+        "not completed": lambda r: ", ".join(f"{r[s]} {s}" for s in ("failed", "running") if r.get(s)) or "-",
+    }
+    always = {"experiment", "dataset", "model", "method", "n", "metric", "final", "best"}
+    cells = {name: [fn(r) for r in table] for name, fn in columns.items()}
+    keep = [name for name in columns if name in always or any(c != "-" for c in cells[name])]
+    if "variant" in keep and all(c == "-" for c in cells["variant"]):
+        keep.remove("variant")
+    return keep, [[cells[name][i] for name in keep] for i in range(len(table))]
+
+
+def markdown(table: list[dict], missing: list[str] = (), baseline: str = BASELINE) -> str:
     if not table:
         return "(no runs found)"
-    cols = columns(table)
+    cols, rows = display(table, baseline)
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(str(row.get(c, "-")) for c in cols) + " |" for row in table]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    notes = [(r, s) for r in table for s in r.get("paper_sources", [])]
+    if notes:
+        lines += ["", "Published numbers (each beside the statistic of its definition):"]
+        lines += [f"- {r['model']} {r['method']}: {s}" for r, s in notes]
+    not_run = not_compared(table)
+    if not_run:
+        lines += ["", "Published numbers of these tables that no run here has the method or setting of (not "
+                      "compared):"]
+        lines += [f"- {c.model} {c.method}: {c.value:g} ({c.statistic}): {c.describe()}" for c in not_run]
+    errors = [e for r in table for e in r.get("errors", [])]
+    if errors:
+        lines += ["", f"Failed ({len(errors)} runs):"] + [f"- {e}" for e in errors]
     if missing:
-        lines += ["", f"Missing ({len(missing)} jobs of the sweep never started):"]
-        lines += [f"- {m}" for m in missing]
+        lines += ["", f"Missing ({len(missing)} jobs of the sweep never started):"] + [f"- {m}" for m in missing]
     return "\n".join(lines)
 
 
 def to_csv(table: list[dict]) -> str:
+    """Every row's numbers as columns (means, standard deviations, extremes, paired differences, published
+    values), lists joined by " | "."""
+    fields: list[str] = []
+    for row in table:
+        fields += [k for k in row if k not in fields and k != "paper_cells"]
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=columns(table), restval="", extrasaction="ignore")
+    writer = csv.DictWriter(out, fieldnames=fields, restval="", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(table)
+    for row in table:
+        writer.writerow({k: " | ".join(v) if isinstance(v, list) else ("" if v is None else v) for k, v in row.items()
+                         if k != "paper_cells"})
     return out.getvalue()
 
 
-def plots(runs: list[dict], out: Path) -> list[Path]:
-    """PNG figures: Figure 2 (accuracy against mini-generation length) and training curves per method."""
+# ---------------------------------------------------------------------------------------------------- plots
+def plots(runs: list[dict], out: Path, baseline: str = BASELINE) -> list[Path]:
+    """PNG figures: training curves per (dataset, model) with a band over seeds, and Figure 2 (the score against
+    the mini-generation length) when LSTSD runs vary it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.ticker import MaxNLocator
 
     files = []
     done = [r for r in runs if r.get("status") == "completed"]
-    by_length: dict = {}
-    for r in done:
-        if r.get("method_name") == "lstsd":
-            cfg = OmegaConf.load(Path(r["run_dir"]) / ".hydra" / "config.yaml")
-            by_length.setdefault(int(cfg.method.minigen_epochs), []).append(r[f"test_{headline(r)}_final"])
-    if len(by_length) > 1:
-        xs = sorted(by_length)
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.errorbar(xs, [statistics.fmean(by_length[x]) for x in xs],
-                    yerr=[statistics.stdev(by_length[x]) if len(by_length[x]) > 1 else 0 for x in xs], marker="o")
-        ax.set(xlabel="mini-generation length (epochs)", ylabel="final test score (%)", title="LSTSD, Figure 2")
-        files.append(out / "fig2_minigen_length.png")
-        fig.tight_layout(), fig.savefig(files[-1], dpi=120), plt.close(fig)
-    curves: dict = {}
-    for r in done:
-        rows = [json.loads(x) for x in (Path(r["run_dir"]) / "metrics.jsonl").read_text().splitlines() if x]
-        curves.setdefault((r["dataset"], r["model"], headline(r)), {}).setdefault(r["method"], []).append(
-            [row[f"test_{headline(r)}"] for row in rows])
-    for (dataset, model, metric), methods in curves.items():
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for method, series in methods.items():
+    for (dataset, model), group in group_by(done, ("dataset", "model")).items():
+        lengths: dict = {}
+        for r in group:
+            if r.get("method_name") == "lstsd" and r.get("config") is not None:
+                lengths.setdefault(int(r["config"].method.minigen_epochs), []).append(r[f"test_{headline(r)}_final"])
+        if len(lengths) > 1:
+            xs = sorted(lengths)
+            fig, ax = plt.subplots(figsize=(5.5, 3.8))
+            ax.errorbar(xs, [np.mean(lengths[x]) for x in xs], yerr=[np.std(lengths[x], ddof=1) if
+                        len(lengths[x]) > 1 else 0 for x in xs], marker="o", capsize=3, label="lstsd")
+            base = [r[f"test_{headline(r)}_final"] for r in group if r["method"] == baseline]
+            if base:
+                ax.axhline(np.mean(base), color="grey", linestyle="--", label=f"{baseline} (n={len(base)})")
+                if len(base) > 1:
+                    ax.axhspan(np.mean(base) - np.std(base, ddof=1), np.mean(base) + np.std(base, ddof=1),
+                               color="grey", alpha=0.15)
+            ax.set_xscale("log")
+            ax.set_xticks(xs, [str(x) for x in xs])
+            ax.set(xlabel="mini-generation length (epochs)", ylabel=f"final test {headline(group[0])} (%)",
+                   title=f"LSTSD Figure 2: {dataset} / {model}")
+            ax.legend(fontsize=8)
+            files.append(out / f"fig2_minigen_length_{dataset}_{model}.png")
+            fig.tight_layout(), fig.savefig(files[-1], dpi=120), plt.close(fig)
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        for method, members in group_by(group, ("method",)).items():
+            series = [[row[f"test_{headline(r)}"] for row in read_metrics(r)] for r in members]
             length = min(map(len, series))
-            mean = [statistics.fmean(s[i] for s in series) for i in range(length)]
-            ax.plot(range(1, length + 1), mean, label=f"{method} (n={len(series)})")
-        ax.set(xlabel="epoch", ylabel=f"test {metric} (%)", title=f"{dataset} / {model}")
+            values = np.array([s[:length] for s in series])
+            epochs = np.arange(1, length + 1)
+            mean = values.mean(0)
+            (line,) = ax.plot(epochs, mean, label=f"{method[0]} (n={len(series)})", linewidth=1.2)
+            if len(series) > 1:
+                std = values.std(0, ddof=1)
+                ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.15, linewidth=0)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(xlabel="epoch", ylabel=f"test {headline(group[0])} (%)", title=f"{dataset} / {model}")
         ax.legend(fontsize=7)
         files.append(out / f"curves_{dataset}_{model}.png")
         fig.tight_layout(), fig.savefig(files[-1], dpi=120), plt.close(fig)
     return files
 
 
-def report(paths, out=None) -> str:
+def group_by(runs: list[dict], keys: tuple) -> dict:
+    out: dict = {}
+    for r in runs:
+        out.setdefault(tuple(r[k] for k in keys), []).append(r)
+    return out
+
+
+def read_metrics(run: dict) -> list[dict]:
+    return [json.loads(x) for x in (Path(run["run_dir"]) / "metrics.jsonl").read_text().splitlines() if x.strip()]
+
+
+def report(paths, out=None, baseline: str = BASELINE, sort: str = "launch") -> str:
     runs, missing = collect(paths)
-    table = summarize(runs)
-    text = markdown(table, missing)
+    table = summarize(runs, baseline, sort)
+    text = markdown(table, missing, baseline)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.md").write_text(text + "\n")
         (out / "report.csv").write_text(to_csv(table))
-        plots(runs, out)
+        plots(runs, out, baseline)
     return text
 
 
 class PrintReport(Callback):
-    """Hydra callback: after a multirun, print the comparison table of its runs."""
+    """Hydra callback: after a multirun, print the comparison table of its runs; with ``out`` (a folder name
+    inside the sweep folder) also write report.md, report.csv and the plots there."""
+
+    def __init__(self, out: str | None = None, baseline: str = BASELINE, sort: str = "launch",
+                 note: str | None = None):
+        self.out, self.baseline, self.sort, self.note = out, baseline, sort, note
 
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
+        out = sweep_dir / self.out if self.out else None
         print(f"\nResults of {sweep_dir} (test scores %, mean ± std over seeds):\n")
-        print(report([sweep_dir]))
+        print(report([sweep_dir], out, self.baseline, self.sort))
+        if self.note:
+            print(f"\nNote: {self.note}")
+        if out is not None:
+            print(f"\nTables and plots: {out}")
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="lstsd-report", description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", help="run or sweep directories (searched recursively)")
     parser.add_argument("--out", help="also write report.md, report.csv and the plots here")
+    parser.add_argument("--baseline", default=BASELINE, help="the method label paired differences are taken to "
+                                                             "(default: %(default)s)")
+    parser.add_argument("--sort", choices=("launch", "final"), default="launch",
+                        help="row order: the sweep's launch order, or by mean final score (default: %(default)s)")
     args = parser.parse_args(argv)
-    print(report(args.paths, args.out))
+    print(report(args.paths, args.out, args.baseline, args.sort))
 
 
 if __name__ == "__main__":

@@ -1,80 +1,72 @@
-"""Published numbers of the papers (``experiments/reference/*.json``), by (experiment, dataset, model, method).
+"""Published numbers of the papers (``experiments/reference/*.json``), each cell with its definition.
 
-Each experiment of ``conf/experiment`` that reproduces a table maps to that table (LSTSD Table 2, GLUE with BERT
-and TextCNN, is keyed ``lstsd_table2``, one dataset per task); a cell holds the published
-``final`` accuracy and, where the paper gives them, ``best`` and ``ensemble`` (SD Table 3 publishes errors:
-accuracy = 100 - error). Experiments without published numbers (demo, grids) have none.
+A cell names the table cell it reproduces, ``(experiment, dataset, model, method label)`` (``experiment`` "*":
+any experiment, e.g. MNIST-1D's benchmark numbers), its ``value`` (accuracy %, SD's errors already turned into
+100 - error), and what the number is:
+
+* ``statistic``: ``final`` (the last epoch), ``best`` (the best epoch), ``ensemble`` (the snapshots' ensemble),
+  or ``unstated`` (the paper does not say; the report shows it beside both the final and the best column);
+* ``setting``: config keys the published run was trained with (``schedule.name``, ``method.temperature``,
+  ``dataset.shuffle_seq``...): the report sets the cell beside a group of runs only when their saved configs
+  match it, and lists it as not run otherwise;
+* ``source`` and ``note``: where it comes from (e.g. "LSTSD Table 1 = SD Table 3 BL, best epoch").
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "experiments" / "reference"
+STATISTICS = ("final", "best", "ensemble", "unstated")
 
 
-def _load(name: str) -> dict:
-    path = REFERENCE_DIR / name
-    return json.loads(path.read_text()) if path.exists() else {}
+@dataclass(frozen=True)
+class Cell:
+    experiment: str
+    dataset: str
+    model: str
+    method: str
+    value: float
+    statistic: str
+    source: str
+    setting: dict = field(default_factory=dict, hash=False, compare=False)
+    note: str = ""
+
+    def matches(self, config) -> bool:
+        """Whether a run's saved config (an OmegaConf node) has this cell's setting."""
+        from omegaconf import OmegaConf
+
+        for key, value in self.setting.items():
+            mine = OmegaConf.select(config, key, default=None)
+            if mine != value and not (isinstance(value, float) and isinstance(mine, (int, float))
+                                      and float(mine) == value):
+                return False
+        return True
+
+    def describe(self) -> str:
+        setting = ", ".join(f"{k}={v}" for k, v in self.setting.items())
+        return f"{self.source}" + (f"; trained with {setting}" if setting else "") + (f"; {self.note}" if self.note
+                                                                                        else "")
 
 
 @lru_cache(maxsize=1)
-def index() -> dict:
-    out: dict = {}
-    lstsd = _load("lstsd_aaai2020.json")
-    if lstsd:
-        t1 = lstsd["table1_cifar100"]
-        for method, values in t1.items():
-            if method == "columns":
-                continue
-            for model, v in zip(t1["columns"], values):
-                exp = "lstsd_table1_densenet" if model == "densenet100" else "lstsd_table1"
-                out[(exp, "cifar100", model, method)] = {"final": v, "source": "LSTSD Table 1"}
-        t2 = lstsd["table2_glue"]
-        at_t1 = {"lstsd": "lstsd_t1", "sd": "sd_t1"}  # Table 2 runs SD and LSTSD at T = 1: these configs
-        for model, methods in t2.items():
-            if model != "columns":
-                for method, values in methods.items():
-                    for task, v in zip(t2["columns"], values):
-                        out[("lstsd_table2", task, model, at_t1.get(method, method))] = {"final": v,
-                                                                                        "source": "LSTSD Table 2"}
-        t3 = lstsd["table3_cifar100"]
-        for method, values in t3.items():
-            if method != "columns":
-                for model, v in zip(t3["columns"], values):
-                    out[("lstsd_table3", "cifar100", model, method)] = {"final": v, "source": "LSTSD Table 3"}
-    sd = _load("sd_cvpr2019.json")
-    for model, methods in sd.get("table3_cifar100", {}).items():
-        if not isinstance(methods, dict):
-            continue
-        exp = "sd_table3_densenet" if model.startswith("densenet") else "sd_table3"
-        for method, err in methods.items():
-            acc = [None if e is None else round(100.0 - e, 2) for e in err]
-            out[(exp, "cifar100", model, method)] = {"final": acc[3], "best": acc[4], "ensemble": acc[5],
-                                         "source": "SD Table 3"}
-    lw = _load("lwkd.json")
-    for dataset, rows in lw.get("table3", {}).items():
-        if dataset in ("columns", "note"):
-            continue
-        for model, values in rows.items():
-            large = model in ("vgg19", "googlenet")
-            exp = f"lwkd_table3_{dataset}" + ("_large" if large else "")
-            teachers = ["kd_densenet121" if model == "vgg19" else "kd_resnext29", None] if large else \
-                ["kd_resnet18", "kd_resnet50"]
-            lwkd = "lwkd_c10" if dataset == "cifar10" else "lwkd"
-            methods = ["vanilla", *teachers, "label_smoothing", "tfkd_reg", "kd_lenetw", lwkd]
-            for method, v in zip(methods, values):
-                if method and v is not None:
-                    out[(exp, dataset, model, method)] = {"final": v, "source": "LW-KD Table 3"}
-    for dataset, rows in lw.get("table7", {}).items():
-        if dataset == "columns":
-            continue
-        for model, values in rows.items():
-            for method, v in zip(lw["table7"]["columns"], values):
-                out[(f"lwkd_table7_{dataset}", dataset, model, method)] = {"final": v, "source": "LW-KD Table 7"}
-    return out
+def cells() -> tuple[Cell, ...]:
+    out = []
+    for path in sorted(REFERENCE_DIR.glob("*.json")):
+        paper = json.loads(path.read_text())
+        for c in paper.get("cells", []):  # a cell without its own source or note has the file's
+            if c["statistic"] not in STATISTICS:
+                raise ValueError(f"{path}: statistic {c['statistic']!r} is not one of {', '.join(STATISTICS)}")
+            out.append(Cell(c.get("experiment", "*"), c["dataset"], c["model"], c["method"], float(c["value"]),
+                            c["statistic"], c.get("source", paper.get("source", path.stem)), c.get("setting", {}),
+                            c.get("note", paper.get("definition", ""))))
+    return tuple(out)
 
 
-def published(experiment: str, dataset: str, model: str, method: str) -> dict:
-    return index().get((experiment, dataset, model, method), {})
+def published(experiment: str, dataset: str, model: str, method: str) -> list[Cell]:
+    """The cells of one (experiment, dataset, model, method label) group: its experiment's, and those of any
+    experiment ("*")."""
+    return [c for c in cells() if c.experiment in (experiment, "*") and (c.dataset, c.model, c.method) ==
+            (dataset, model, method)]

@@ -1,0 +1,193 @@
+"""``dataset=mnist1d``: MNIST-1D (Greydanus & Kobak, "Scaling down deep learning with MNIST-1D", ICML 2024).
+
+Generated offline by the ``mnist1d`` package: ``mnist1d.data.make_dataset`` with the package's documented
+arguments (``get_dataset_args()``: 5,000 sequences of length 40, 10 classes, data seed 42, the first 80 % for
+training) reproduces the published dataset, 4,000 training and 1,000 test sequences. Every generator argument
+is a dataset key with the package's default (``dataset.num_samples``, ``train_split``, ``template_len``,
+``padding``, ``scale_coeff``, ``max_translation``, ``corr_noise_scale``, ``iid_noise_scale``, ``shear_scale``,
+``shuffle_seq``, ``final_seq_length``, ``data_seed``). ``get_dataset`` is not used: it would try a download.
+
+Generation takes seconds, so the arrays are cached under ``dataset.root/mnist1d/`` in an ``.npz`` file named by
+a hash of the arguments and the package version; a cache file that cannot be read, or whose arrays do not fit
+the arguments, is generated again, never trusted. With the canonical arguments, a user's copy of the published
+``mnist1d_data.pkl`` directly under ``dataset.root`` is read instead (through an unpickler that only builds
+NumPy arrays; a corrupt copy stops with one line naming the file).
+
+The sequences are ``N x 1 x L`` float32 (one channel): the package already standardises the whole dataset
+(mean 0, std 1), so nothing more is normalised. The split is fixed; there is no augmentation.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import pickle
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lstsd.data import register_dataset
+from lstsd.data.loader import Splits
+
+log = logging.getLogger(__name__)
+
+NUM_CLASSES = 10
+CACHE_VERSION = 1  # bump when the cached file's layout changes
+PUBLISHED_PICKLE = "mnist1d_data.pkl"
+
+
+@dataclass(frozen=True)
+class GeneratorArgs:
+    """``mnist1d.data.get_dataset_args()``'s fields (``seed`` is ``dataset.data_seed``), with its defaults."""
+    num_samples: int = 5000
+    train_split: float = 0.8
+    template_len: int = 12
+    padding: tuple = (36, 60)
+    scale_coeff: float = 0.4
+    max_translation: int = 48
+    corr_noise_scale: float = 0.25
+    iid_noise_scale: float = 2e-2
+    shear_scale: float = 0.75
+    shuffle_seq: bool = False
+    final_seq_length: int = 40
+    seed: int = 42
+
+    @classmethod
+    def of(cls, cfg) -> "GeneratorArgs":
+        return cls(**{f: getattr(cfg, f) for f in cls.__dataclass_fields__ if f != "seed"}, seed=cfg.data_seed) \
+            .normalised()
+
+    def normalised(self) -> "GeneratorArgs":
+        return GeneratorArgs(**(asdict(self) | {"padding": tuple(int(p) for p in self.padding)}))
+
+    @property
+    def canonical(self) -> bool:
+        return self == GeneratorArgs()
+
+    @property
+    def sizes(self) -> tuple[int, int]:
+        """(training, test) sizes as ``make_dataset`` splits them."""
+        n = (self.num_samples // NUM_CLASSES) * NUM_CLASSES
+        split = int(n * self.train_split)
+        return split, n - split
+
+    def key(self) -> str:
+        from importlib.metadata import version
+
+        text = json.dumps(asdict(self) | {"mnist1d": version("mnist1d"), "format": CACHE_VERSION}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def generate(args: GeneratorArgs) -> dict:
+    """``make_dataset`` with ``args``; the global NumPy and Python generators it seeds are restored after."""
+    from mnist1d.data import make_dataset
+    from mnist1d.utils import ObjectView
+
+    states = random.getstate(), np.random.get_state()
+    try:
+        data = make_dataset(ObjectView(asdict(args) | {"padding": list(args.padding)}))
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+    return {k: data[k] for k in ("x", "y", "x_test", "y_test")}
+
+
+def check_arrays(data: dict, args: GeneratorArgs, source: str) -> dict:
+    """The four arrays, with the shapes, dtypes and labels ``args`` implies; ValueError naming ``source``."""
+    missing = [k for k in ("x", "y", "x_test", "y_test") if k not in data]
+    if missing:
+        raise ValueError(f"{source} lacks {', '.join(missing)}")
+    n_train, n_test = args.sizes
+    out = {}
+    for key, n in (("x", n_train), ("x_test", n_test)):
+        x = np.asarray(data[key])
+        if x.shape != (n, args.final_seq_length) or not np.issubdtype(x.dtype, np.floating):
+            raise ValueError(f"{source}: {key} is {x.dtype} {x.shape}, expected float ({n}, {args.final_seq_length})")
+        if not np.isfinite(x).all():
+            raise ValueError(f"{source}: {key} holds non-finite values")
+        out[key] = x.astype(np.float32)
+    for key, n in (("y", n_train), ("y_test", n_test)):
+        y = np.asarray(data[key])
+        if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= NUM_CLASSES:
+            raise ValueError(f"{source}: {key} is {y.dtype} {y.shape}, expected ({n},) integer labels in "
+                             f"[0, {NUM_CLASSES})")
+        out[key] = y.astype(np.int64)
+    return out
+
+
+class NumpyOnly(pickle.Unpickler):
+    """Builds NumPy arrays and plain containers only: a pickle cannot run code through it."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("builtins", "slice")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, not only NumPy arrays")
+        return super().find_class(module, name)
+
+
+def read_published(path: Path, args: GeneratorArgs) -> dict:
+    """The published ``mnist1d_data.pkl`` (a dict of NumPy arrays: x, y, x_test, y_test, t, templates)."""
+    from lstsd.config import ConfigError
+
+    try:
+        data = NumpyOnly(io.BytesIO(path.read_bytes()), encoding="latin1").load()
+        if not isinstance(data, dict):
+            raise ValueError(f"it holds a {type(data).__name__}, not a dict of arrays")
+        return check_arrays(data, args, "it")
+    except Exception as e:  # noqa: BLE001 - any failure: the file is not the published dataset
+        raise ConfigError(f"dataset.root: {path} is not a readable copy of the published MNIST-1D "
+                          f"({type(e).__name__}: {e}); remove it to generate the dataset instead") from None
+
+
+def read_cache(path: Path, args: GeneratorArgs) -> dict | None:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return check_arrays({k: f[k] for k in f.files}, args, str(path))
+    except Exception as e:  # noqa: BLE001 - an unreadable or foreign cache is generated again
+        log.warning(f"{path} is not a usable MNIST-1D cache ({type(e).__name__}: {e}): generating it again")
+        return None
+
+
+def write_cache(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **data)
+        os.replace(tmp, path)
+    except OSError as e:  # a read-only root still trains: the cache only saves the next run a few seconds
+        log.warning(f"could not cache MNIST-1D at {path}: {e}")
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_arrays(cfg) -> dict:
+    args = GeneratorArgs.of(cfg)
+    root = Path(cfg.root).expanduser()
+    published = root / PUBLISHED_PICKLE
+    if args.canonical and published.is_file():
+        log.info(f"MNIST-1D: reading the published {published}")
+        return read_published(published, args)
+    cache = root / "mnist1d" / f"{args.key()}.npz"
+    data = read_cache(cache, args) if cache.is_file() else None
+    if data is None:
+        log.info(f"MNIST-1D: generating {args} into {cache}")
+        data = check_arrays(generate(args), args, "the generated dataset")
+        write_cache(cache, data)
+    return data
+
+
+@register_dataset("mnist1d")
+def load_mnist1d(cfg) -> Splits:
+    data = load_arrays(cfg)
+    sets = {"train": (torch.from_numpy(data["x"])[:, None], torch.from_numpy(data["y"])),
+            "test": (torch.from_numpy(data["x_test"])[:, None], torch.from_numpy(data["y_test"]))}
+    return Splits(sets, NUM_CLASSES, mean=None, std=None)

@@ -1,0 +1,106 @@
+"""``hydra/sweeper=lstsd`` (the default; the class is ``hydra_plugins.lstsd_sweeper``'s, as Hydra finds plugins only
+there): Hydra's basic grid sweeper, with three differences.
+
+* **Keys of some methods.** A sweep over several methods may set keys that only some of them have
+  (``lstsd -m method=vanilla,lstsd method.minigen_epochs=1,6``): each key is applied to the methods whose config
+  has it and dropped from the others' jobs, and jobs that end up with the same overrides run once (vanilla above
+  runs once, lstsd twice). A key that no method of the sweep has stays an error, as for a single run.
+* **It says where it goes.** At the launch it logs the sweep folder and the number of jobs.
+* **A failed job never hides the others.** Every job runs; the jobs that failed are counted, the end-of-sweep
+  table marks them with their error, and ``lstsd`` exits with code 1 after it (:func:`failed_jobs`).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+log = logging.getLogger(__name__)
+FAILED: list[str] = []  # "job overrides: error" of the jobs of the last sweep that failed
+
+
+def method_of(job: list[str]) -> Optional[str]:
+    return next((o.split("=", 1)[1] for o in job if o.lstrip("+~").split("=", 1)[0] == "method"), None)
+
+
+def method_key(override: str) -> Optional[str]:
+    """``method.minigen_epochs`` of ``method.minigen_epochs=6`` (``+``/``~`` prefixes aside); None otherwise."""
+    key = override.lstrip("+~").split("=", 1)[0]
+    return key if key.startswith("method.") else None
+
+
+def fit_to_methods(jobs: list[list[str]], has_key) -> list[list[str]]:
+    """Drop from each job the ``method.<key>`` overrides its method lacks (``has_key(method, key)``), then the
+    jobs that repeat an earlier one; the order is kept. A key that no job's method has is an error."""
+    from lstsd.config import ConfigError
+
+    out, seen, used, asked = [], set(), set(), {}
+    for job in jobs:
+        method = method_of(job)
+        kept = []
+        for o in job:
+            key = method_key(o)
+            if key is not None and method is not None and not o.startswith(("+", "~")):
+                asked.setdefault(key, set()).add(method)
+                if not has_key(method, key):
+                    continue
+                used.add(key)
+            kept.append(o)
+        if tuple(kept) not in seen:
+            seen.add(tuple(kept))
+            out.append(kept)
+    for key in sorted(set(asked) - used):
+        raise ConfigError(f"{key} is invalid: none of the swept methods ({', '.join(sorted(asked[key]))}) has it")
+    return out
+
+
+def sweep_jobs(params: list[str], config_loader, master_config) -> list[list[str]]:
+    """The jobs of a grid sweep: Hydra's Cartesian product of ``params`` (parsed by its own parser), fitted to
+    the methods (:func:`fit_to_methods`); what the sweeper launches and what the report expects."""
+    parser = OverridesParser.create(config_loader=config_loader)
+    jobs = BasicSweeper.split_arguments(parser.parse_overrides(params), None)[0]
+    if len({method_of(job) for job in jobs} - {None}) < 2:
+        return jobs
+    keys: dict = {}
+
+    def has_key(method: str, key: str) -> bool:
+        if method not in keys:  # the method's own config: its schema and YAML decide which keys it has
+            keys[method] = config_loader.load_sweep_config(master_config, [f"method={method}"]).method
+        return OmegaConf.select(keys[method], key.removeprefix("method."), default=MISSING_KEY) is not MISSING_KEY
+
+    return fit_to_methods(jobs, has_key)
+
+
+MISSING_KEY = object()
+
+
+def failed_jobs() -> list[str]:
+    """The failed jobs of the last sweep this process ran (empty after a single run)."""
+    return list(FAILED)
+
+
+def single_method_keys(argv: list[str]) -> list[int]:
+    """Positions in ``argv`` of single-valued ``method.<key>=<value>`` overrides (not ``+``/``~`` ones, not sweeps)."""
+    out = []
+    for i, arg in enumerate(argv):
+        key, eq, value = arg.partition("=")
+        if eq and key.startswith("method.") and "," not in value and "(" not in value:
+            out.append(i)
+    return out
+
+
+def as_one_value_sweeps(argv: list[str], multirun: bool) -> list[str]:
+    """In a sweep, each single-valued ``method.<key>=<value>`` becomes ``method.<key>=choice(<value>)``: Hydra
+    composes a sweep's base config with the default method, which may lack the key (``lstsd -m
+    method=vanilla,lstsd method.minigen_epochs=1``); as a one-value sweep the key reaches each job instead, and
+    :func:`fit_to_methods` keeps it for the methods that have it."""
+    if not multirun:
+        return list(argv)
+    out = list(argv)
+    for i in single_method_keys(argv):
+        key, _, value = argv[i].partition("=")
+        out[i] = f"{key}=choice({value})"
+    return out
