@@ -67,7 +67,7 @@ def test_range_errors_name_the_key(overrides, message):
 BAD_INPUT = [
     (["method=nonexistent"], "method=nonexistent is invalid: allowed one of dlb, kd, kd_cnn100, kd_densenet121, kd_lenetw, "
      "kd_resnet18, kd_resnet50, kd_resnext29, label_smoothing, lstsd, lstsd_single, lstsd_t1, lstsd_wo_long, "
-     "lstsd_wo_short, lwkd, lwkd_c10, lwkd_digits, lwkd_wo_adv, lwkd_wo_kl, lwkd_wo_syn, mean_teacher, sd, sd_t1, sd_t3, "
+     "lstsd_wo_short, lwkd, lwkd_c10, lwkd_digits, lwkd_digits_t2, lwkd_wo_adv, lwkd_wo_kl, lwkd_wo_syn, mean_teacher, sd, sd_t1, sd_t3, "
      "snapshot_ensembles, temporal_ensembling, tfkd_reg, tfkd_self, vanilla, vanilla_cosine"),
     (["experiment=nope"], "experiment=nope is invalid: allowed one of demo"),
     # text (GLUE): a missing model directory, task/model mismatches, a folder without the task's files

@@ -135,7 +135,7 @@ def test_teacher_targets_map_each_sample_to_a_synthetic_twin_of_its_class(tmp_pa
 
 
 def test_lwkd_loss_is_eq8(tmp_path):
-    m = build_lwkd(tmp_path, "method.alpha=0.3", "method.beta=0.2", "method.temperature=2")
+    m = build_lwkd(tmp_path, "method.alpha=0.3", "method.beta=0.2", "method.temperature=2", "method.t2_scale=true")
     with torch.no_grad():  # D(p) = sum(relu(p)) - 1: a hand-computable discriminator
         m.disc = torch.nn.Sequential(torch.nn.Linear(4, 1), torch.nn.ReLU(), torch.nn.Linear(1, 1))
         m.disc[0].weight.fill_(1.0), m.disc[0].bias.zero_(), m.disc[2].weight.fill_(1.0), m.disc[2].bias.fill_(-1.0)
@@ -155,6 +155,9 @@ def test_lwkd_loss_is_eq8(tmp_path):
     adv = math.log(1 - 1 / (1 + math.exp(-d)))  # log(1 - sigmoid(0)) = log 0.5
     assert terms["kl"].item() == pytest.approx(kl, rel=1e-5) and terms["adv"].item() == pytest.approx(adv)
     assert loss.item() == pytest.approx(0.7 * ce + 0.3 * kl + 0.2 * adv, rel=1e-5)
+    m.cfg.t2_scale = False  # the default: Eq. 4 and Eq. 1 as printed, no tau^2
+    loss, terms = m.loss(Batch(None, torch.tensor([1]), torch.tensor([0])), s)
+    assert terms["kl"].item() == pytest.approx(kl / 4, rel=1e-5)
 
 
 def test_student_and_discriminator_update_only_their_own_parameters(tmp_path):
