@@ -14,6 +14,7 @@ CFGS = {  # config file -> the model keys it sets
     "resnet50": dict(arch="cifar_resnet_v1", depth=50),
     "vgg16": dict(arch="vgg", depth=16),
     "vgg19": dict(arch="vgg", depth=19),
+    "vgg19_4096": dict(arch="vgg", depth=19, width=4096, dropout=0.5),
     "wrn16_2": dict(arch="wide_resnet", depth=16, width=2),
     "wrn28_10": dict(arch="wide_resnet", depth=28, width=10),
     "mobilenetv2": dict(arch="mobilenetv2_cifar"),
@@ -31,6 +32,7 @@ COUNTS = {
     "resnet50": (23_520_842, 23_705_252),
     "vgg16": (14_728_266, 14_774_436),
     "vgg19": (20_040_522, 20_086_692),
+    "vgg19_4096": (38_958_922, 39_327_652),  # LW-KD Table 3: ~39.0 M / ~39.3 M
     "wrn16_2": (691_674, 703_284),
     "wrn28_10": (36_479_194, 36_536_884),
     "mobilenetv2": (2_296_922, 2_412_212),

@@ -235,3 +235,26 @@ def test_dlb_loss():
     assert terms["ce"].item() == pytest.approx(ce, rel=1e-5) and terms["kd"].item() == pytest.approx(kd, rel=1e-5)
     assert loss.item() == pytest.approx(ce + 0.5 * kd, rel=1e-5)
     assert logits.shape == (2, 2) and torch.allclose(logits, torch.tensor(out_new))  # the new half's logits
+
+
+# The official code's per-model CIFAR-100 settings (alpha, T, multiplier), transcribed from its params.json files:
+# experiments/base_experiments/base_<model>/ (reg_alpha, reg_temperature, multiplier) and
+# experiments/kd_experiments/<model>_distill/<model>_self_teacher/ (alpha, temperature, multiplier).
+OFFICIAL_TFKD = {
+    "tfkd_reg": (0.1, 20.0, 100.0), "tfkd_reg_googlenet": (0.1, 40.0, 50.0),
+    "tfkd_reg_mobilenetv2": (0.95, 40.0, 1.0), "tfkd_reg_shufflenetv2": (0.95, 10.0, 1.0),
+    "tfkd_self": (0.95, 6.0, 50.0), "tfkd_self_densenet121": (0.9, 20.0, 50.0),
+    "tfkd_self_googlenet": (0.4, 20.0, 50.0), "tfkd_self_mobilenetv2": (0.95, 20.0, 1.0),
+    "tfkd_self_resnext29": (0.9, 20.0, 100.0), "tfkd_self_shufflenetv2": (0.95, 20.0, 1.0),
+}
+
+
+@pytest.mark.parametrize("method", sorted(OFFICIAL_TFKD))
+def test_tfkd_per_model_configs_are_the_official_settings(method):
+    cfg = validate(compose_cfg(f"method={method}")).method
+    assert (cfg.alpha, cfg.temperature, cfg.multiplier) == OFFICIAL_TFKD[method]
+    assert cfg.label == method and cfg.name == ("tfkd_reg" if method.startswith("tfkd_reg") else "kd")
+    if method.startswith("tfkd_reg"):
+        assert cfg.correct_prob == 0.99  # hard-coded in the official loss_kd_regularization
+    else:
+        assert list(cfg.teacher) == [] and cfg.teacher_run is None  # the student's own architecture

@@ -176,3 +176,18 @@ def test_a_published_cell_is_set_only_beside_runs_of_its_setting(tmp_path):
     not_run = text.split("no run here has the method or setting of")[1]
     assert "resnet20 vanilla_cosine: 66.43 (best): LSTSD Table 1 = SD Table 3 BL" in not_run
     assert "resnet20 lstsd: 69.42 (unstated)" in not_run
+
+
+def test_a_better_of_row_picks_the_higher_best_epoch_as_lstsd_table1_picks_sds_temperature(tmp_path):
+    for seed in (0, 1):
+        fake_run(tmp_path / f"t2_{seed}", method="sd", method_name="sd", schedule="cosine", seed=seed,
+                 test_acc_final=67.0, test_acc_best=67.5 + seed)
+        fake_run(tmp_path / f"t3_{seed}", method="sd_t3", method_name="sd", schedule="cosine", temperature=3.0,
+                 seed=seed, test_acc_final=68.0, test_acc_best=68.5 + seed)
+    table = summarize(collect([tmp_path])[0], better_of={"sd (better T)": ["sd", "sd_t3"]})
+    better = next(r for r in table if r["method"] == "sd (better T)")
+    assert better["variant"] == "= sd_t3" and better["best_mean"] == 69.0 and better["n"] == 2
+    assert "paper_best" not in better  # the published cell stays beside the row of its own temperature
+    assert next(r for r in table if r["method"] == "sd_t3")["paper_best"] == 68.24
+    text = markdown(table)
+    assert "| sd (better T) | = sd_t3 | 2 | acc | 68.00 ± 0.00 | 69.00 ± 0.71 |" in text

@@ -143,3 +143,20 @@ def test_a_bad_value_in_any_job_stops_the_sweep_before_training(tmp_path):
     assert r.returncode == 2 and lines == ["lstsd: error: method.lambda_long=-1.0 is invalid: allowed a number >= 0 "
                                            "(in the job method=lstsd method.lambda_long=-1 trainer.epochs=1)"]
     assert not list(tmp_path.glob("*/metrics.jsonl"))  # nothing trained
+
+
+def test_the_baselines_grid_gives_each_method_its_own_weights():
+    """experiment=baselines_grid sweeps three methods with two weight keys: each method gets only its own."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from conftest import CONFIG_DIR
+    from lstsd.sweeper import method_of, sweep_jobs
+
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        master = compose("config", ["experiment=baselines_grid"], return_hydra_config=True)
+        params = [f"{k}={v}" for k, v in master.hydra.sweeper.params.items()]
+        jobs = sweep_jobs(params, GlobalHydra.instance().config_loader(), master)
+    counts = {m: sum(method_of(j) == m for j in jobs) for m in ("mean_teacher", "temporal_ensembling", "sd")}
+    assert counts == {"mean_teacher": 7, "temporal_ensembling": 7, "sd": 5} and len(jobs) == 19
+    assert all(not any(o.startswith("method.lambda_teacher") for o in j) for j in jobs if method_of(j) != "sd")

@@ -1,4 +1,4 @@
-"""Long Short-Term Sample Distillation (Zhu et al., AAAI 2020): Algorithm 1 and Eq. 1.
+"""Long Short-Term Sample Distillation (Jiang, Wen, Liang, Wang, de Melo et al., AAAI 2020): Algorithm 1 and Eq. 1.
 
 Training is split into mini-generations of E = ``minigen_epochs`` epochs. Every training sample i has
 

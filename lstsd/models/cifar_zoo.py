@@ -129,13 +129,23 @@ VGG = {11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
 
 @register_model("vgg")
 def build_vgg(cfg, num_classes: int, in_channels: int) -> nn.Module:
-    depth = _opt(cfg, "depth")
+    """``model.width`` null: one linear layer on the pooled 512 features (pytorch-cifar); a width w: the original
+    VGG head, two hidden layers of w with ReLU and dropout (``model.dropout``), 512 -> w -> w -> K (w = 4096: the
+    ~39 M parameters LW-KD's Table 3 reports for VGG-19)."""
+    depth, width = _opt(cfg, "depth"), _opt(cfg, "width")
     require(depth in VGG, "model.depth", "one of 11, 13, 16, 19", depth)
+    require(width is None or width >= 1, "model.width", "null or an integer >= 1 (the head's hidden width)", width)
     layers, cin = [], in_channels
     for v in VGG[depth]:
         layers.append(nn.MaxPool2d(2) if v == "M" else conv_bn(cin, v, bias=True))
         cin = cin if v == "M" else v
-    return Classifier(nn.Sequential(*layers), 512, num_classes)
+    model = Classifier(nn.Sequential(*layers), 512, num_classes)
+    if width is not None:
+        drop = _opt(cfg, "dropout", 0.0)
+        model.fc = nn.Sequential(nn.Linear(512, width), nn.ReLU(inplace=True), nn.Dropout(drop),
+                                 nn.Linear(width, width), nn.ReLU(inplace=True), nn.Dropout(drop),
+                                 nn.Linear(width, num_classes))
+    return model
 
 
 # --------------------------------------------------------------------------- Wide ResNet (Zagoruyko & Komodakis 2016)

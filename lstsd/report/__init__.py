@@ -159,9 +159,13 @@ def statistic_key(stat: str, metric: str) -> str:
             "ensemble": f"ensemble_test_{metric}_final"}[stat]
 
 
-def summarize(runs: list[dict], baseline: str = BASELINE, sort: str = "launch") -> list[dict]:
+def summarize(runs: list[dict], baseline: str = BASELINE, sort: str = "launch", better_of: dict | None = None
+              ) -> list[dict]:
     """One row of numbers per group and variant (see the module's docstring); ``sort="final"`` orders the rows
-    of each (experiment, dataset, model) block by their mean final score, best first."""
+    of each (experiment, dataset, model) block by their mean final score, best first. ``better_of`` maps a row
+    name to method labels, e.g. ``{"sd (better T)": ["sd", "sd_t3"]}``: in each block, a copy of whichever of
+    those rows has the higher mean best-epoch score, named so (LSTSD Table 1's SD cell is the better of SD's two
+    temperatures, chosen on the test set as the paper did)."""
     groups: dict = {}
     for r in runs:
         groups.setdefault(tuple(r.get(k, "?") for k in KEYS), []).append(r)
@@ -193,6 +197,16 @@ def summarize(runs: list[dict], baseline: str = BASELINE, sort: str = "launch") 
         row["running"] = sum(r.get("status") == "running" for r in group)
         row["errors"] = [f"{r['run_dir']}: {r.get('error', '?')}" for r in group if r.get("status") == "failed"]
         table.append(row)
+    for name, labels in (better_of or {}).items():
+        blocks: dict = {}
+        for row in table:
+            if row["method"] in labels and row.get("best_mean") is not None:
+                blocks.setdefault(tuple(row[k] for k in KEYS[:3]) + (row["variant"],), []).append(row)
+        for rows in blocks.values():
+            chosen = max(rows, key=lambda r: r["best_mean"])
+            table.append({k: v for k, v in chosen.items() if not k.startswith("paper")} |
+                         {"method": name, "variant": f"= {chosen['method']}" + (
+                             "" if chosen["variant"] == "-" else f" {chosen['variant']}")})
     if sort == "final":
         blocks: dict = {}
         for row in table:
@@ -380,9 +394,9 @@ def read_metrics(run: dict) -> list[dict]:
     return [json.loads(x) for x in (Path(run["run_dir"]) / "metrics.jsonl").read_text().splitlines() if x.strip()]
 
 
-def report(paths, out=None, baseline: str = BASELINE, sort: str = "launch") -> str:
+def report(paths, out=None, baseline: str = BASELINE, sort: str = "launch", better_of: dict | None = None) -> str:
     runs, missing = collect(paths)
-    table = summarize(runs, baseline, sort)
+    table = summarize(runs, baseline, sort, better_of)
     text = markdown(table, missing, baseline)
     if out is not None:
         out = Path(out)
@@ -398,14 +412,15 @@ class PrintReport(Callback):
     inside the sweep folder) also write report.md, report.csv and the plots there."""
 
     def __init__(self, out: str | None = None, baseline: str = BASELINE, sort: str = "launch",
-                 note: str | None = None):
+                 note: str | None = None, better_of: dict | None = None):
         self.out, self.baseline, self.sort, self.note = out, baseline, sort, note
+        self.better_of = {k: list(v) for k, v in (better_of or {}).items()}
 
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         out = sweep_dir / self.out if self.out else None
         print(f"\nResults of {sweep_dir} (test scores %, mean ± std over seeds):\n")
-        print(report([sweep_dir], out, self.baseline, self.sort))
+        print(report([sweep_dir], out, self.baseline, self.sort, self.better_of))
         if self.note:
             print(f"\nNote: {self.note}")
         if out is not None:
@@ -420,8 +435,12 @@ def main(argv=None) -> None:
                                                              "(default: %(default)s)")
     parser.add_argument("--sort", choices=("launch", "final"), default="launch",
                         help="row order: the sweep's launch order, or by mean final score (default: %(default)s)")
+    parser.add_argument("--better-of", action="append", default=[], metavar="NAME=A,B",
+                        help="add a row NAME: whichever of the rows A, B has the higher mean best score "
+                             "(e.g. 'sd (better T)=sd,sd_t3', as LSTSD Table 1 picks SD's temperature)")
     args = parser.parse_args(argv)
-    print(report(args.paths, args.out, args.baseline, args.sort))
+    better = dict((name, labels.split(",")) for name, _, labels in (b.rpartition("=") for b in args.better_of))
+    print(report(args.paths, args.out, args.baseline, args.sort, better))
 
 
 if __name__ == "__main__":
