@@ -280,6 +280,9 @@ class TrainerConfig:
     device: str = "auto"
     resume: bool = True  # continue from last.pt in the run directory when it exists
     checkpoint: bool = True
+    # epochs between checkpoints (the last epoch and a stop signal always write one): tiny models whose epoch
+    # takes a fraction of a second spend a tenth of their time writing last.pt after every epoch
+    checkpoint_every: int = 1
     progress: bool = True
     skip_completed: bool = True  # a run directory with a completed results.json is not trained again
     precision: str = "fp32"  # fp32, bf16 or fp16: autocast with fp32 master weights (fp16 adds a GradScaler)
@@ -289,6 +292,8 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "trainer.epochs", "an integer >= 1", self.epochs)
+        require(self.checkpoint_every >= 1, "trainer.checkpoint_every", "an integer >= 1 (epochs)",
+                self.checkpoint_every)
         require_choice("trainer.device", self.device, ("auto", "cpu", "cuda"))
         require_choice("trainer.precision", self.precision, ("fp32", "bf16", "fp16"))
         require(self.threads is None or self.threads >= 1, "trainer.threads", "null or an integer >= 1",

@@ -380,8 +380,10 @@ class Trainer:
                     f.write(json.dumps(row) + "\n")
                 self.logger.log_epoch(row)
             self.start_epoch = epoch + 1
-            self.save_checkpoint()
-            if self.stop_requested(now=True):  # a signal during the epoch's last steps or its evaluation
+            stop = self.stop_requested(now=True)  # a signal during the epoch's last steps or its evaluation
+            if stop or self.start_epoch % self.cfg.trainer.checkpoint_every == 0 or self.start_epoch == self.epochs:
+                self.save_checkpoint()
+            if stop:
                 self.stop_now()
             bar.update(1)
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{row['test_acc']:.2f}")

@@ -34,6 +34,7 @@ def test_design_keys():
 
 @pytest.mark.parametrize("overrides,message", [
     (["trainer.epochs=0"], "trainer.epochs=0 is invalid: allowed an integer >= 1"),
+    (["trainer.checkpoint_every=0"], "trainer.checkpoint_every=0 is invalid: allowed an integer >= 1 (epochs)"),
     (["dataset.batch_size=-4"], "dataset.batch_size=-4 is invalid"),
     (["optim.lr=0"], "optim.lr=0.0 is invalid: allowed a number > 0"),
     (["method=lstsd", "method.minigen_epochs=0"], "method.minigen_epochs=0 is invalid"),
@@ -68,7 +69,9 @@ BAD_INPUT = [
     (["method=nonexistent"], "method=nonexistent is invalid: allowed one of dlb, kd, kd_cnn100, kd_densenet121, kd_lenetw, "
      "kd_resnet18, kd_resnet50, kd_resnext29, label_smoothing, lstsd, lstsd_single, lstsd_t1, lstsd_wo_long, "
      "lstsd_wo_short, lwkd, lwkd_c10, lwkd_digits, lwkd_digits_t2, lwkd_wo_adv, lwkd_wo_kl, lwkd_wo_syn, mean_teacher, sd, sd_t1, sd_t3, "
-     "snapshot_ensembles, temporal_ensembling, tfkd_reg, tfkd_self, vanilla, vanilla_cosine"),
+     "snapshot_ensembles, temporal_ensembling, tfkd_reg, tfkd_reg_googlenet, tfkd_reg_mobilenetv2, "
+     "tfkd_reg_shufflenetv2, tfkd_self, tfkd_self_densenet121, tfkd_self_googlenet, tfkd_self_mobilenetv2, "
+     "tfkd_self_resnext29, tfkd_self_shufflenetv2, vanilla, vanilla_cosine"),
     (["experiment=nope"], "experiment=nope is invalid: allowed one of demo"),
     # text (GLUE): a missing model directory, task/model mismatches, a folder without the task's files
     (["dataset=glue_sst2", "model=bert", "model.path=/nonexistent/bert"],

@@ -63,6 +63,32 @@ def test_resume_after_a_crash_gives_the_same_results(tiny_cfg, tmp_path, monkeyp
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
+def test_checkpoint_every_n_epochs_resumes_from_the_last_one_exactly(tiny_cfg, tmp_path, monkeypatch):
+    """trainer.checkpoint_every=2 over 5 epochs writes after epochs 2, 4 and 5 (the last always); a crash in epoch 4
+    resumes from epoch 2's checkpoint, trains epoch 3 again and ends as the uninterrupted run, metrics.jsonl too."""
+    overrides = ("method=lstsd", "method.minigen_epochs=1", "trainer.epochs=5", "trainer.checkpoint_every=2")
+    saved = []
+    original_save, original_epoch = Trainer.save_checkpoint, Trainer.train_epoch
+    monkeypatch.setattr(Trainer, "save_checkpoint", lambda self: saved.append(self.start_epoch) or original_save(self))
+    full = run(tiny_cfg(*overrides), tmp_path / "full")
+    assert saved == [2, 4, 5]
+
+    def crash_in_epoch_4(self, epoch):
+        if epoch == 3:
+            raise KeyboardInterrupt
+        return original_epoch(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", crash_in_epoch_4)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_cfg(*overrides), tmp_path / "resumed")
+    assert len(metrics(tmp_path / "resumed")) == 3  # epoch 3 was logged but not checkpointed
+    assert torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)["epoch"] == 2
+    monkeypatch.setattr(Trainer, "train_epoch", original_epoch)
+    resumed = run(tiny_cfg(*overrides), tmp_path / "resumed")
+    assert strip_time(resumed) == strip_time(full)
+    assert metrics(tmp_path / "resumed") == metrics(tmp_path / "full")
+
+
 def test_incompatible_checkpoint_is_a_clear_error(tiny_cfg, tmp_path):
     run(tiny_cfg("trainer.epochs=1"), tmp_path)
     from lstsd.engine import TrainingError
