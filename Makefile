@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 export WANDB_MODE ?= disabled
 
 .DEFAULT_GOAL := help
-.PHONY: help install run evidence test test-slow clean
+.PHONY: help install run evidence test test-slow test-slurm clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,6 +35,9 @@ test: $(STAMP) ## Run the test suite (the default, fast part)
 
 test-slow: $(STAMP) ## Run only the slow end-to-end tests
 	$(BIN)/python -m pytest -q -m slow
+
+test-slurm: $(STAMP) ## SLURM launcher tests on a throwaway single-node cluster (tools/slurm/cluster.sh; as root it apt-installs slurm-wlm, munge)
+	LSTSD_SLURM_TESTS=1 $(BIN)/python -m pytest -q -rs --durations=0 tests/slurm
 
 clean: ## Remove run outputs (outputs/, multirun/)
 	rm -rf outputs multirun

@@ -69,6 +69,32 @@ def test_launcher_presets_and_the_git_ignored_site_file(monkeypatch):
     assert workstation._target_.endswith("LocalLauncher")
 
 
+def test_slurm_preset_documents_every_key_and_runs_without_gpus():
+    """conf/hydra/launcher/slurm.yaml: a comment above every key it sets; gpus_per_node=0 composes (the SLURM
+    tests run it on a cluster, make test-slurm); the site example shows partition, account, QOS and constraint."""
+    import re
+
+    from conftest import compose_cfg
+
+    preset = REPO / "conf" / "hydra" / "launcher" / "slurm.yaml"
+    lines = preset.read_text().splitlines()
+    keys = [(i, m[1]) for i, line in enumerate(lines) if (m := re.match(r"^(\w+):", line))]
+    assert {k for _, k in keys} >= {"_target_", "timeout_min", "gpus_per_node", "max_num_timeout", "signal_delay_s"}
+    for i, key in keys:
+        assert lines[i - 1].startswith("#") and not lines[i - 1].startswith("# @package"), key
+    launcher = compose_cfg("hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0",
+                           return_hydra_config=True).hydra.launcher
+    assert launcher._target_ == "hydra_plugins.lstsd_sweeper.lstsd_launcher.LstsdSlurmLauncher"
+    assert launcher.gpus_per_node == 0 and launcher.additional_parameters == {}
+    from hydra_plugins.lstsd_sweeper.lstsd_launcher import LstsdSlurmLauncher  # importable, a Hydra launcher
+    from hydra.plugins.launcher import Launcher
+
+    assert issubclass(LstsdSlurmLauncher, Launcher)
+    example = (REPO / "conf" / "hydra" / "launcher" / "site" / "slurm_local.yaml.example").read_text()
+    for key in ("partition", "account", "qos", "constraint"):
+        assert re.search(rf"^#? ?{key}: \S+ +# --{key}\b", example, re.M), key
+
+
 def test_optuna_hparams_search_maximises_validation_accuracy_and_resumes(tmp_path):
     """experiment=hparams_search: each trial returns its final validation accuracy (a held-out split, not the test
     set), the study's best is the best of them, and a re-launch replays the finished trials without training."""
