@@ -72,7 +72,7 @@ BAD_INPUT = [
      "snapshot_ensembles, temporal_ensembling, tfkd_reg, tfkd_reg_googlenet, tfkd_reg_mobilenetv2, "
      "tfkd_reg_shufflenetv2, tfkd_self, tfkd_self_densenet121, tfkd_self_googlenet, tfkd_self_mobilenetv2, "
      "tfkd_self_resnext29, tfkd_self_shufflenetv2, vanilla, vanilla_cosine"),
-    (["experiment=nope"], "experiment=nope is invalid: allowed one of demo"),
+    (["experiment=nope"], "experiment=nope is invalid: allowed one of baselines_grid, demo, digits_demo"),
     # text (GLUE): a missing model directory, task/model mismatches, a folder without the task's files
     (["dataset=glue_sst2", "model=bert", "model.path=/nonexistent/bert"],
      "model.path='/nonexistent/bert' is invalid: allowed a local transformers model directory"),
