@@ -41,3 +41,22 @@ def run_cli(*args: str, cwd=None, timeout=300, **env_vars) -> subprocess.Complet
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([sys.executable, "-m", "lstsd", *args], cwd=cwd or REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def assert_ddp_equals_one_process(ddp_dir, one_dir, steps: int) -> None:
+    """A 2-process LSTSD run and a single-process run over the same global batches: the same number of steps,
+    weights and both banks equal to atol 1e-5 (float32 reduction order), the same final loss and accuracy."""
+    import torch
+
+    a = torch.load(Path(ddp_dir) / "last.pt", weights_only=False)
+    b = torch.load(Path(one_dir) / "last.pt", weights_only=False)
+    assert a["world_size"] == 2 and a["global_step"] == b["global_step"] == steps
+    for k in b["model"]:
+        assert torch.allclose(a["model"][k], b["model"][k], atol=1e-5), k
+    for kind in ("short", "long"):
+        bank_a, bank_b = a["method"][kind], b["method"][kind]
+        assert bank_a["filled"].all() and torch.equal(bank_a["filled"], bank_b["filled"])
+        assert torch.allclose(bank_a["values"], bank_b["values"], atol=1e-5), kind
+    res_a, res_b = (json.loads((Path(d) / "results.json").read_text()) for d in (ddp_dir, one_dir))
+    assert res_a["world_size"] == 2 and abs(res_a["train_loss_final"] - res_b["train_loss_final"]) < 1e-5
+    assert res_a["test_acc_final"] == res_b["test_acc_final"]

@@ -2,15 +2,12 @@
 both per-sample banks equal those of one process trained on the same global batches (batch 2 x 8 = 16), to
 float32 reduction-order tolerance (atol 1e-5: DDP averages the two shards' mean gradients, one process takes the
 mean over 16); only rank 0 writes files. LeNet-5 has no batch norm, whose statistics DDP computes per shard."""
-import json
 import os
 import socket
 import subprocess
 import sys
 
-import torch
-
-from conftest import REPO
+from conftest import REPO, assert_ddp_equals_one_process
 
 ARGS = ["method=lstsd", "method.minigen_epochs=1", "optim=sgd", "schedule=step", "dataset=synthetic", "dataset.num_train=48",
         "dataset.num_test=16", "dataset.shape=[1,28,28]", "dataset.num_classes=4", "model=lenet5",
@@ -35,19 +32,7 @@ def test_two_processes_equal_one_process_over_the_same_global_batches(tmp_path):
                           f"hydra.run.dir={tmp_path / 'one'}"], cwd=REPO, env=env, capture_output=True, text=True,
                          timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
-    a = torch.load(tmp_path / "ddp" / "last.pt", weights_only=False)
-    b = torch.load(tmp_path / "one" / "last.pt", weights_only=False)
-    assert a["global_step"] == b["global_step"] == 9  # 3 epochs of 48 / 16
-    for k in b["model"]:
-        assert torch.allclose(a["model"][k], b["model"][k], atol=1e-5), k
-    for kind in ("short", "long"):
-        bank_a, bank_b = a["method"][kind], b["method"][kind]
-        assert bank_a["filled"].all() and torch.equal(bank_a["filled"], bank_b["filled"])
-        assert torch.allclose(bank_a["values"], bank_b["values"], atol=1e-5), kind
-    res_a = json.loads((tmp_path / "ddp" / "results.json").read_text())
-    res_b = json.loads((tmp_path / "one" / "results.json").read_text())
-    assert res_a["world_size"] == 2 and abs(res_a["train_loss_final"] - res_b["train_loss_final"]) < 1e-5
-    assert res_a["test_acc_final"] == res_b["test_acc_final"]
+    assert_ddp_equals_one_process(tmp_path / "ddp", tmp_path / "one", steps=9)  # 3 epochs of 48 / 16
     rows = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 3  # written once, by rank 0
 

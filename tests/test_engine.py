@@ -33,6 +33,20 @@ def test_same_seed_same_numbers(tiny_cfg, tmp_path):
     assert metrics(tmp_path / "a") != metrics(tmp_path / "c")
 
 
+def crash_in_epoch(monkeypatch, index: int):
+    """From now on a run is killed (KeyboardInterrupt) when epoch ``index`` (0-based) starts, after the checkpoints
+    of the epochs before it; returns the original ``Trainer.train_epoch``, to put back."""
+    original = Trainer.train_epoch
+
+    def crash(self, epoch):
+        if epoch == index:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", crash)
+    return original
+
+
 @pytest.mark.parametrize("method", [["method=vanilla"], ["method=lstsd", "method.minigen_epochs=1"],
                                     ["method=lstsd_single", "method.minigen_epochs=1"],
                                     ["method=sd", "method.minigens=2"], ["method=snapshot_ensembles"],
@@ -43,14 +57,7 @@ def test_resume_after_a_crash_gives_the_same_results(tiny_cfg, tmp_path, monkeyp
     overrides = (*method, "trainer.epochs=4", "model.dropout=0.3")  # dropout: the global RNG must resume too
     full = run(tiny_cfg(*overrides), tmp_path / "full")
 
-    original = Trainer.train_epoch
-
-    def crash_in_epoch_3(self, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt  # killed mid-run, after epoch 2's checkpoint
-        return original(self, epoch)
-
-    monkeypatch.setattr(Trainer, "train_epoch", crash_in_epoch_3)
+    original = crash_in_epoch(monkeypatch, 2)  # killed mid-run, after epoch 2's checkpoint
     with pytest.raises(KeyboardInterrupt):
         run(tiny_cfg(*overrides), tmp_path / "resumed")
     assert len(metrics(tmp_path / "resumed")) == 2
@@ -68,17 +75,11 @@ def test_checkpoint_every_n_epochs_resumes_from_the_last_one_exactly(tiny_cfg, t
     resumes from epoch 2's checkpoint, trains epoch 3 again and ends as the uninterrupted run, metrics.jsonl too."""
     overrides = ("method=lstsd", "method.minigen_epochs=1", "trainer.epochs=5", "trainer.checkpoint_every=2")
     saved = []
-    original_save, original_epoch = Trainer.save_checkpoint, Trainer.train_epoch
+    original_save = Trainer.save_checkpoint
     monkeypatch.setattr(Trainer, "save_checkpoint", lambda self: saved.append(self.start_epoch) or original_save(self))
     full = run(tiny_cfg(*overrides), tmp_path / "full")
     assert saved == [2, 4, 5]
-
-    def crash_in_epoch_4(self, epoch):
-        if epoch == 3:
-            raise KeyboardInterrupt
-        return original_epoch(self, epoch)
-
-    monkeypatch.setattr(Trainer, "train_epoch", crash_in_epoch_4)
+    original_epoch = crash_in_epoch(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         run(tiny_cfg(*overrides), tmp_path / "resumed")
     assert len(metrics(tmp_path / "resumed")) == 3  # epoch 3 was logged but not checkpointed
@@ -135,14 +136,7 @@ def test_mixed_precision_forward_fp32_master_weights_and_exact_resume(tiny_cfg, 
     scaler = torch.load(tmp_path / "full" / "last.pt", weights_only=False)["scaler"]
     assert (scaler.get("scale", 0) > 0) == (precision == "fp16")  # fp16 keeps a loss scale, bf16 needs none
 
-    original = Trainer.train_epoch
-
-    def crash_in_epoch_3(self, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
-    monkeypatch.setattr(Trainer, "train_epoch", crash_in_epoch_3)
+    original = crash_in_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         run(tiny_cfg(*overrides), tmp_path / "resumed")
     monkeypatch.setattr(Trainer, "train_epoch", original)

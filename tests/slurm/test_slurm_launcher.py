@@ -241,8 +241,8 @@ DDP = ("method=lstsd", "method.minigen_epochs=1", "optim=sgd", "schedule=step", 
 @pytest.mark.timeout(300)
 def test_ddp_in_a_job_equals_one_process_over_the_same_global_batch(slurm, tmp_path):
     """tasks_per_node=2 on CPU: two processes (gloo) through submitit's environment, batch 8 each, against one
-    process with batch 16, as tests/test_distributed.py does with torchrun (same tolerance)."""
-    import torch
+    process with batch 16, as tests/test_distributed.py does with torchrun (same check)."""
+    from conftest import assert_ddp_equals_one_process
 
     one = lstsd(slurm, *DDP, *FAST, "dataset.batch_size=16", f"hydra.run.dir={tmp_path / 'one'}",
                 log=tmp_path / "one.out")
@@ -253,17 +253,6 @@ def test_ddp_in_a_job_equals_one_process_over_the_same_global_batch(slurm, tmp_p
     script = next((tmp_path / "sweep").glob(".submitit/*/*_submission.sh")).read_text()
     assert "#SBATCH --ntasks-per-node=2" in script
     assert len(list((tmp_path / "sweep").glob(".submitit/*/*_1_log.out"))) == 1  # rank 1 ran, as a SLURM task
-    a = torch.load(run / "last.pt", weights_only=False)
-    b = torch.load(tmp_path / "one" / "last.pt", weights_only=False)
-    assert a["world_size"] == 2 and a["global_step"] == b["global_step"] == 9
-    for k in b["model"]:
-        assert torch.allclose(a["model"][k], b["model"][k], atol=1e-5), k
-    for kind in ("short", "long"):
-        bank_a, bank_b = a["method"][kind], b["method"][kind]
-        assert bank_a["filled"].all() and torch.equal(bank_a["filled"], bank_b["filled"])
-        assert torch.allclose(bank_a["values"], bank_b["values"], atol=1e-5), kind
-    res_a, res_b = results(run), results(tmp_path / "one")
-    assert res_a["world_size"] == 2 and abs(res_a["train_loss_final"] - res_b["train_loss_final"]) < 1e-5
-    assert res_a["test_acc_final"] == res_b["test_acc_final"]
+    assert_ddp_equals_one_process(run, tmp_path / "one", steps=9)
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 3  # written once, by rank 0
     sacct_said_at_most_once(r.stdout + r.stderr)
