@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install lstsd with its dependencies (editable)
 
-run: $(STAMP) ## The main job: LSTSD Tables 1 and 3 on MNIST-1D, 9 methods x 5 seeds (about 9 1/2 min on 2 cores), then the table
+run: $(STAMP) ## The main job: LSTSD Tables 1 and 3 on MNIST-1D, 9 methods x 5 seeds (10 to 12 min on 2 cores), then the table
 	$(BIN)/lstsd experiment=demo
 
 evidence: $(STAMP) ## Every MNIST-1D experiment of the README: the main job, Table 3, Figure 2, the KD baselines (about 45 min)
