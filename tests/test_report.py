@@ -191,3 +191,16 @@ def test_a_better_of_row_picks_the_higher_best_epoch_as_lstsd_table1_picks_sds_t
     assert next(r for r in table if r["method"] == "sd_t3")["paper_best"] == 68.24
     text = markdown(table)
     assert "| sd (better T) | = sd_t3 | 2 | acc | 68.00 ± 0.00 | 69.00 ± 0.71 |" in text
+
+
+def test_better_of_on_the_command_line_and_its_bad_values(tmp_path, capsys):
+    for method, best in (("sd", 67.5), ("sd_t3", 68.5)):
+        fake_run(tmp_path / method, method=method, method_name="sd", schedule="cosine", test_acc_best=best)
+    main([str(tmp_path), "--better-of", "sd (better T)=sd,sd_t3"])
+    assert "| sd (better T) | = sd_t3 |" in capsys.readouterr().out
+    for bad in ("sd,sd_t3", "=sd,sd_t3", "best=sd"):
+        with pytest.raises(SystemExit) as e:
+            main([str(tmp_path), "--better-of", bad])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and "argument --better-of" in err and "allowed NAME=A,B" in err
+        assert "Traceback" not in err

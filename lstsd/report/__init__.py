@@ -412,8 +412,8 @@ class PrintReport(Callback):
     inside the sweep folder) also write report.md, report.csv and the plots there."""
 
     def __init__(self, out: str | None = None, baseline: str = BASELINE, sort: str = "launch",
-                 note: str | None = None, better_of: dict | None = None):
-        self.out, self.baseline, self.sort, self.note = out, baseline, sort, note
+                 better_of: dict | None = None):
+        self.out, self.baseline, self.sort = out, baseline, sort
         self.better_of = {k: list(v) for k, v in (better_of or {}).items()}
 
     def on_multirun_end(self, config, **kwargs) -> None:
@@ -421,10 +421,18 @@ class PrintReport(Callback):
         out = sweep_dir / self.out if self.out else None
         print(f"\nResults of {sweep_dir} (test scores %, mean ± std over seeds):\n")
         print(report([sweep_dir], out, self.baseline, self.sort, self.better_of))
-        if self.note:
-            print(f"\nNote: {self.note}")
         if out is not None:
             print(f"\nTables and plots: {out}")
+
+
+def better_of_arg(value: str) -> tuple[str, list[str]]:
+    """``--better-of 'NAME=A,B'`` -> (NAME, [A, B]); a malformed value is argparse's one-line error (exit 2)."""
+    name, sep, labels = value.rpartition("=")
+    rows = [x for x in labels.split(",") if x]
+    if not sep or not name or len(rows) < 2:
+        raise argparse.ArgumentTypeError(f"{value!r} is invalid: allowed NAME=A,B (a row name and two or more "
+                                         "method labels)")
+    return name, rows
 
 
 def main(argv=None) -> None:
@@ -435,12 +443,11 @@ def main(argv=None) -> None:
                                                              "(default: %(default)s)")
     parser.add_argument("--sort", choices=("launch", "final"), default="launch",
                         help="row order: the sweep's launch order, or by mean final score (default: %(default)s)")
-    parser.add_argument("--better-of", action="append", default=[], metavar="NAME=A,B",
+    parser.add_argument("--better-of", action="append", default=[], metavar="NAME=A,B", type=better_of_arg,
                         help="add a row NAME: whichever of the rows A, B has the higher mean best score "
                              "(e.g. 'sd (better T)=sd,sd_t3', as LSTSD Table 1 picks SD's temperature)")
     args = parser.parse_args(argv)
-    better = dict((name, labels.split(",")) for name, _, labels in (b.rpartition("=") for b in args.better_of))
-    print(report(args.paths, args.out, args.baseline, args.sort, better))
+    print(report(args.paths, args.out, args.baseline, args.sort, dict(args.better_of)))
 
 
 if __name__ == "__main__":
