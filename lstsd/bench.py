@@ -30,12 +30,15 @@ from pathlib import Path
 
 import torch
 
-# Inherent extra work per step of the default methods, in forward passes of the student's architecture (the rest
-# of a step is vanilla's), and the images a step trains on per new image. Everything else a method does (bank
-# gathers and scatters, EMA) should be noise. Rows not listed (LW-KD's LeNetW teacher, lstsd's post_update
-# forward) are compared with vanilla alone.
-TEACHER_FORWARDS = {"sd": 1, "sd_t3": 1, "mean_teacher": 1, "kd": 1, "tfkd_self": 1, "lstsd_single": 2}
-IMAGES_PER_IMAGE = {"dlb": 2}
+from lstsd.compose import compose
+from lstsd.config import validate
+from lstsd.engine import StepStats
+from lstsd.errors import ConfigError
+from lstsd.run import assemble
+
+# The rows timed by default. What a method inherently adds per step (the ``x inherent`` column) it declares itself:
+# ``Method.teacher_forwards`` (forward passes of the student's architecture) and ``Method.images_per_step``;
+# everything else a method does (bank gathers and scatters, EMA) should be noise.
 METHODS = ("vanilla", "lstsd", "lstsd_single", "sd", "snapshot_ensembles", "mean_teacher", "temporal_ensembling",
            "dlb", "label_smoothing", "tfkd_reg", "kd")
 DEFAULTS = ("model=resnet20", "dataset=synthetic", "dataset.batch_size=128", "dataset.num_classes=100",
@@ -55,26 +58,19 @@ class Bench:
     """One method (or the bare forward pass) ready to time: its trainer and an endless stream of batches."""
 
     def __init__(self, label: str, overrides: list[str], teacher_cache: str):
-        from lstsd.cli import CONFIG_DIR
-        from lstsd.config import validate
-        from lstsd.engine import StepStats
-        from lstsd.run import assemble
-        from hydra import compose, initialize_config_dir
-
         self.label = label
         self.method, *own = label.split(":")  # e.g. lstsd:method.bank_topk=5:method.bank_store=probs
         self.method = self.method.split("[")[0]
         name = "vanilla" if self.method == "forward" else self.method
         extra = [f"method={name}", *own] + (["dataset.loader=torchvision"] if label.endswith("[torchvision]")
                                             else [])
-        with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-            cfg = compose("config", overrides=[*overrides, *extra])
+        cfg = compose([*overrides, *extra])
         if cfg.method.name == "kd" and not cfg.method.get("teacher_run"):
             # a teacher of the student's own architecture, trained for one epoch: its forward is what matters
             cfg.method.teacher = [f"model={cfg.model.name}", "trainer.epochs=1"]
             cfg.method.teacher_cache = teacher_cache
         conf = validate(cfg)
-        self.trainer = assemble(conf, cfg, Path(teacher_cache), [*overrides, *extra])
+        self.trainer = assemble(conf, Path(teacher_cache), [*overrides, *extra])
         self.device = next(self.trainer.model.parameters()).device
         self.batch_size = conf.dataset.batch_size
         method, last = self.trainer.method, conf.trainer.epochs - 1
@@ -121,6 +117,10 @@ class Bench:
     def bank_bytes(self) -> int:
         return self.trainer.method.bank_bytes()
 
+    def inherent(self) -> tuple[int, int]:
+        """What the method declares it adds per step: (images per new image, teacher forwards)."""
+        return self.trainer.method.images_per_step, self.trainer.method.teacher_forwards
+
 
 def machine(device: torch.device) -> str:
     if device.type == "cuda":
@@ -156,6 +156,7 @@ def measure(overrides: list[str], methods: list[str], steps: int, rounds: int, w
             for label in (labels if r % 2 == 0 else labels[::-1]):
                 times[label].append(benches[label].run(steps))
         banks = {label: b.bank_bytes() for label, b in benches.items()}
+        costs = {label: b.inherent() for label, b in benches.items()}
         batches = {label: b.batch_size for label, b in benches.items()}
         del benches
         peaks = {label: peak_memory(label, overrides, cache, warmup + 1) for label in labels
@@ -163,9 +164,8 @@ def measure(overrides: list[str], methods: list[str], steps: int, rounds: int, w
     forward, vanilla = times.pop("forward"), times["vanilla"]
     rows = []
     for label, ts in times.items():
-        method = label.split(":")[0].split("[")[0]
-        inherent = [IMAGES_PER_IMAGE.get(method, 1) * v + TEACHER_FORWARDS.get(method, 0) * f
-                    for v, f in zip(vanilla, forward)]
+        images, forwards = costs[label]  # vanilla's step scaled to the images trained on, plus teacher forwards
+        inherent = [images * v + forwards * f for v, f in zip(vanilla, forward)]
         seconds = statistics.median(ts)
         rows.append({
             "method": label,
@@ -200,8 +200,6 @@ def table(rows: list[dict], header: str) -> str:
 
 
 def main(argv=None) -> None:
-    from lstsd.config import ConfigError
-
     parser = argparse.ArgumentParser(prog="lstsd-bench", description=__doc__.splitlines()[0].strip("`: "))
     parser.add_argument("overrides", nargs="*", help="lstsd overrides (model=..., dataset.batch_size=..., "
                                                      "trainer.device=..., trainer.precision=...)")

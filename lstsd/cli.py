@@ -1,4 +1,8 @@
-"""``lstsd`` (= ``python -m lstsd``): the Hydra application.
+"""``lstsd`` (= ``python -m lstsd``): the Hydra application, the composition root of a run.
+
+:func:`main` sets up the configuration (:func:`lstsd.compose.setup`; from the schema snapshot, without torch,
+for ``--help``, ``--cfg``, ``--info`` and tab completion) and starts Hydra; each job calls
+:func:`lstsd.run.run`.
 
 Exit codes: 0 success; 2 bad configuration or input (one line on stderr, no traceback); 1 a failure during
 training. Hydra would exit 1 for both kinds, so errors are re-raised to this wrapper, which tells them apart;
@@ -6,54 +10,42 @@ training. Hydra would exit 1 for both kinds, so errors are re-raised to this wra
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import socket
 import sys
-import time
-from pathlib import Path
 
 import hydra
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from lstsd.config import ConfigError, one_line, register_configs
-from lstsd.engine import TrainingError
+from lstsd import compose
+from lstsd.errors import ConfigError, TrainingError, one_line
+from lstsd.sweeper import as_one_value_sweeps, failed_jobs, single_method_keys
 
-def sweep_uid() -> str:
-    """A short id of this launch (host, process, time), the same for every job of a sweep, including jobs run in
-    other processes (submitit, SLURM), which inherit it through the environment: two sweeps started in the same
-    second get different directories."""
-    if "LSTSD_SWEEP_UID" not in os.environ:
-        seed = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
-        os.environ["LSTSD_SWEEP_UID"] = hashlib.sha1(seed.encode()).hexdigest()[:6]
-    return os.environ["LSTSD_SWEEP_UID"]
+PRINT_ONLY = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"}
+HELP = """\
+lstsd: one-generation teacher-student training (LSTSD, Snapshot Distillation, Mean Teacher, Temporal
+Ensembling, DLB, LW-KD, KD, Tf-KD, label smoothing), configured by Hydra. Exit codes: 0 done, 2 bad
+configuration or input (one line), 1 a failure during training.
 
+  lstsd                                        one run: MNIST-1D, its reference CNN, vanilla
+  lstsd method=lstsd seed=1                    the same run with LSTSD, seed 1
+  lstsd -m method=vanilla,lstsd seed=0,1,2     a sweep of 2 methods x 3 seeds, a table at the end
+  lstsd experiment=lstsd_table1 dataset.root=~/data   the paper's Table 1 (CIFAR-100)
+  lstsd --cfg job method=lstsd                 print the composed config without running
+  lstsd-report multirun/<name>/<folder>        tables and plots of runs and sweeps
 
-def proportion(value: float, of: float, total: float) -> int:
-    """``value`` out of ``of`` epochs, scaled to a run of ``total`` epochs (a ramp-up a paper gives for its own
-    schedule length): ``${lstsd_proportion:80,300,${trainer.epochs}}``."""
-    return int(round(float(value) * float(total) / float(of)))
+== Configuration groups (group=option) ==
+{groups}
 
-
-def parallel_jobs(threads) -> int:
-    """How many jobs one machine runs at once without oversubscribing it: its cores divided by each job's
-    threads (``trainer.threads``; null counts as all cores)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // int(threads)) if threads else 1
-
-
-OmegaConf.register_new_resolver("lstsd_uid", sweep_uid, replace=True)
-OmegaConf.register_new_resolver("lstsd_proportion", proportion, replace=True)
-OmegaConf.register_new_resolver("lstsd_parallel", parallel_jobs, replace=True)
-register_configs()
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # the repository's conf/ (editable install)
+== Config (any key: key=value; a sweep: key=a,b,c with -m) ==
+{config}
+Hydra's own flags and groups: lstsd --hydra-help"""
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+@hydra.main(version_base="1.3", config_path=compose.CONFIG_DIR, config_name="config")
 def app(cfg: DictConfig) -> float:
-    from lstsd.run import run
+    from lstsd.run import run  # torch and the components: only once a job runs
 
     try:
         results = run(cfg)
@@ -76,27 +68,38 @@ def in_sweep() -> bool:
 def is_multirun(argv: list[str]) -> bool:
     """Whether ``argv`` launches a sweep: ``-m``, or a mode set by an experiment (composed only when it matters:
     with single-valued method keys, see :func:`lstsd.sweeper.as_one_value_sweeps`)."""
-    from lstsd.sweeper import single_method_keys
-
     if {"-m", "--multirun", "hydra.mode=MULTIRUN"} & set(argv):
         return True
     skip = set(single_method_keys(argv))
     if not skip or any(a.startswith("-") for a in argv):
         return False
-    from hydra import compose, initialize_config_dir
-
     try:
-        with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-            cfg = compose("config", [a for i, a in enumerate(argv) if i not in skip], return_hydra_config=True)
+        cfg = compose.compose([a for i, a in enumerate(argv) if i not in skip], return_hydra_config=True)
         return str(cfg.hydra.mode) == "MULTIRUN"
     except Exception:  # noqa: BLE001 - the real launch reports the problem
         return False
 
 
-def main() -> None:
-    from lstsd.sweeper import as_one_value_sweeps, failed_jobs
+def print_help(argv: list[str]) -> None:
+    """``--help``: the examples, each group's options and the config the other arguments compose. Hydra's own
+    help composes every option of every group to list them (seconds); here the options are the YAML files."""
+    from omegaconf import OmegaConf
 
-    sys.argv[1:] = as_one_value_sweeps(sys.argv[1:], is_multirun(sys.argv[1:]))
+    overrides = [a for a in argv if a not in ("--help", "-h") and not a.startswith("-")]
+    config = OmegaConf.to_yaml(compose.compose(overrides))
+    print(HELP.format(groups=compose.option_names(), config=config))
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    compose.setup(fast=bool(PRINT_ONLY & {a.partition("=")[0] for a in argv}))
+    if {"--help", "-h"} & set(argv):
+        try:
+            return print_help(argv)
+        except (ConfigError, HydraException, OmegaConfBaseException) as e:
+            print(f"lstsd: error: {one_line(e)}", file=sys.stderr)
+            sys.exit(2)
+    sys.argv[1:] = as_one_value_sweeps(argv, is_multirun(argv))
     debug = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["LSTSD_DEBUG"] = "1" if debug else "0"
     os.environ["HYDRA_FULL_ERROR"] = "1"

@@ -8,10 +8,9 @@ other ``WANDB_*`` variables are honoured; ``logger.mode`` overrides ``WANDB_MODE
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
-
-from omegaconf import OmegaConf
 
 
 class NoLogger:
@@ -23,7 +22,7 @@ class NoLogger:
 
 
 class WandbLogger(NoLogger):
-    def __init__(self, cfg, conf, raw_cfg, run_dir: Path):
+    def __init__(self, cfg, conf, run_dir: Path):
         import wandb
 
         self.wandb = wandb
@@ -31,7 +30,7 @@ class WandbLogger(NoLogger):
             project=cfg.project, entity=cfg.entity, group=cfg.group or conf.name,
             job_type=cfg.job_type or conf.method.label, name=cfg.run_name or Path(run_dir).name,
             tags=list(cfg.tags), mode=cfg.mode, dir=str(run_dir),
-            config=OmegaConf.to_container(raw_cfg, resolve=True), reinit="finish_previous",
+            config=dataclasses.asdict(conf), reinit="finish_previous",
         )
 
     def log_epoch(self, row: dict) -> None:
@@ -43,7 +42,7 @@ class WandbLogger(NoLogger):
         self.run.finish(exit_code=1 if failed else 0)
 
 
-def build_logger(conf, raw_cfg, run_dir: Path):
+def build_logger(conf, run_dir: Path):
     if conf.logger.name == "wandb":
-        return WandbLogger(conf.logger, conf, raw_cfg, run_dir)
+        return WandbLogger(conf.logger, conf, run_dir)
     return NoLogger()

@@ -1,7 +1,11 @@
-"""``run(cfg) -> results``: the single entry the CLI, the tests, sweeps and benchmarks call."""
+"""``run(cfg) -> results``: the single entry the CLI, the tests, sweeps and benchmarks call.
+
+The composition root of a run: it validates the config once (one typed :class:`~lstsd.config.Config` from
+here on), builds data, model, optimiser, method and schedule into a :class:`~lstsd.engine.Trainer`, and hands
+every method the :class:`~lstsd.teachers.TeacherRunner` it trains teachers with (this same function).
+"""
 from __future__ import annotations
 
-import json
 import logging
 import random
 from pathlib import Path
@@ -10,17 +14,20 @@ from typing import Optional
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from lstsd import distributed
-from lstsd.config import ConfigError, validate
+from lstsd import compose, distributed
+from lstsd.config import Config, validate
 from lstsd.data import build_data
-from lstsd.engine import Trainer, write_json
+from lstsd.engine import Trainer
+from lstsd.errors import ConfigError
 from lstsd.loggers import build_logger
 from lstsd.methods import build_method
 from lstsd.methods.base import RunContext
 from lstsd.models import build_model
+from lstsd.rundir import RunDir, failure_record
 from lstsd.schedules import build_schedule
+from lstsd.teachers import TeacherRunner
 
 log = logging.getLogger(__name__)
 
@@ -39,22 +46,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def completed(run_dir: Path) -> Optional[dict]:
-    """The results of a finished run in ``run_dir``, or None."""
-    path = Path(run_dir) / "results.json"
-    if not path.exists():
-        return None
-    results = json.loads(path.read_text())
-    return results if results.get("status") == "completed" else None
-
-
 def hydra_job():
     from hydra.core.hydra_config import HydraConfig
 
     return HydraConfig.get() if HydraConfig.initialized() else None
 
 
-def assemble(conf, cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Trainer:
+def assemble(conf: Config, run_dir: Path, overrides: list[str]) -> Trainer:
     """Seed, then build data, model, optimiser, method and schedule into a :class:`Trainer` (no logger)."""
     device = resolve_device(conf.trainer.device)
     if conf.trainer.threads is not None:
@@ -72,10 +70,12 @@ def assemble(conf, cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Trai
         # buffers are broadcast after each step instead (Trainer.step), so snapshots and EMA teachers agree
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
                                                         broadcast_buffers=False)
-    optimizer = instantiate(cfg.optim, _convert_="all")(model.parameters())
+    optimizer = instantiate(conf.optim, _convert_="all")(model.parameters())
     steps = len(data.train)
-    method = build_method(conf.method, RunContext(model, data.info, device, conf.trainer.epochs, steps,
-                                                    data.train, conf.seed, tuple(overrides), conf, net=net))
+    ctx = RunContext(model=model, info=data.info, device=device, epochs=conf.trainer.epochs, steps_per_epoch=steps,
+                     train=data.train, seed=conf.seed, overrides=tuple(overrides), config=conf, net=net,
+                     runner=TeacherRunner(compose=compose.compose, run=run))
+    method = build_method(conf.method, ctx)
     scheduler = build_schedule(conf.schedule, optimizer, steps, conf.trainer.epochs, method.lr_cycles)
     return Trainer(conf, model, method, data, optimizer, scheduler, run_dir)
 
@@ -96,7 +96,10 @@ def run(cfg: DictConfig, run_dir: Optional[str | Path] = None, overrides: Option
     joined = distributed.setup(conf.trainer.device)  # several processes (torchrun, SLURM tasks): one group
     ok = False
     try:
-        results = run_assembled(conf, cfg, Path(distributed.broadcast(str(run_dir))), overrides)
+        files = RunDir(distributed.broadcast(str(run_dir)))
+        if distributed.is_main():
+            files.save_config(cfg)
+        results = run_validated(conf, files, overrides)
         ok = True
         return results
     finally:
@@ -104,28 +107,22 @@ def run(cfg: DictConfig, run_dir: Optional[str | Path] = None, overrides: Option
             distributed.teardown(synchronise=ok)  # after a failure the other ranks may never reach a barrier
 
 
-def run_assembled(conf, cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
-    done = distributed.broadcast(completed(run_dir))  # rank 0's view, for every rank
+def run_validated(conf: Config, files: RunDir, overrides: list[str]) -> dict:
+    done = distributed.broadcast(files.completed())  # rank 0's view, for every rank
     if done is not None and conf.trainer.skip_completed:
-        log.warning(f"{run_dir} already holds a completed run: skipped (trainer.skip_completed=false reruns it)")
+        log.warning(f"{files.path} already holds a completed run: skipped (trainer.skip_completed=false reruns it)")
         return done
-    saved = run_dir / ".hydra" / "config.yaml"  # Hydra writes it; a run through the API writes it here
-    if not saved.exists() and distributed.is_main():
-        saved.parent.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, saved)
     trainer, results, failed = None, None, True
     try:
-        trainer = assemble(conf, cfg, run_dir, overrides)
+        trainer = assemble(conf, files.path, overrides)
         if distributed.is_main():  # only rank 0 writes files and logs
-            trainer.logger = build_logger(conf, cfg, run_dir)
+            trainer.logger = build_logger(conf, files.path)
         results = trainer.fit()
         failed = False
         return results
     except Exception as e:  # a bad input found while building (missing data, a teacher that does not fit) too
         if distributed.is_main():
-            write_json({"status": "failed", "error": f"{type(e).__name__}: {e}", "method": conf.method.label,
-                        "method_name": conf.method.name, "model": conf.model.name, "dataset": conf.dataset.name,
-                        "seed": conf.seed, "experiment": conf.name}, run_dir / "results.json")
+            files.write_results(failure_record(conf, e))
         raise
     finally:
         if trainer is not None:

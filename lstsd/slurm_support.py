@@ -1,4 +1,4 @@
-"""SLURM support for ``hydra/launcher=slurm`` (``conf/hydra/launcher/slurm.yaml``), in the launching process.
+"""SLURM support for ``hydra/launcher=slurm`` (``lstsd/conf/hydra/launcher/slurm.yaml``), in the launching process.
 
 submitit follows an array's jobs with ``sacct``. On a cluster without accounting (no slurmdbd: small clusters,
 the throwaway test cluster of ``tools/slurm/cluster.sh``) every poll fails: sacct writes "Slurm accounting storage

@@ -18,6 +18,8 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from lstsd.errors import ConfigError
+
 log = logging.getLogger(__name__)
 FAILED: list[str] = []  # "job overrides: error" of the jobs of the last sweep that failed
 
@@ -35,8 +37,6 @@ def method_key(override: str) -> Optional[str]:
 def fit_to_methods(jobs: list[list[str]], has_key) -> list[list[str]]:
     """Drop from each job the ``method.<key>`` overrides its method lacks (``has_key(method, key)``), then the
     jobs that repeat an earlier one; the order is kept. A key that no job's method has is an error."""
-    from lstsd.config import ConfigError
-
     out, seen, used, asked = [], set(), set(), {}
     for job in jobs:
         method = method_of(job)

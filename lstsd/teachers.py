@@ -3,93 +3,85 @@
 * :func:`load_teacher`: the final model of a finished run (``results.json``, ``.hydra/config.yaml`` and
   ``last.pt``), its architecture read from that run's config, checked against the student's number of classes;
   returned frozen (eval mode, no gradients).
-* :func:`train_teacher`: the run composed from ``conf/config.yaml`` and a list of overrides, trained into
-  ``<cache>/<hash of the overrides>/`` unless a finished run is already there. Concurrent jobs of a sweep wait
-  on a file lock for the one that trains it, so a sweep trains each teacher once. The caller's random
-  generators are left as they were, so a student's run does not depend on whether its teacher was cached.
+* :func:`train_teacher`: the run composed from ``lstsd/conf/config.yaml`` and a list of overrides, trained into
+  ``<cache>/<hash of the overrides>/`` unless a finished run is already there, through the
+  :class:`TeacherRunner` the composition root (:mod:`lstsd.run`) hands to every method. Concurrent jobs of a
+  sweep wait on a file lock for the one that trains it, so a sweep trains each teacher once. The caller's
+  random generators are left as they were, so a student's run does not depend on whether its teacher was
+  cached.
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import hashlib
-import json
 import logging
 import random
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from lstsd import distributed
-from lstsd.config import ConfigError, ModelConfig, TextModelConfig, require
+from lstsd.data.text import ENCODERS
+from lstsd.errors import ConfigError, require
+from lstsd.models import build_model, frozen_copy
+from lstsd.registry import DATASETS, MODELS
+from lstsd.rundir import RunDir
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TeacherRunner:
+    """How a method gets a teacher run: ``compose(overrides)`` gives the run's config, ``run(cfg, run_dir,
+    overrides)`` trains it into ``run_dir``."""
+    compose: Callable[[list[str]], DictConfig]
+    run: Callable[[DictConfig, Path, list[str]], dict]
 
 
 def load_teacher(run_dir: str | Path, key: str, num_classes: int, device, student=None) -> nn.Module:
     """``student``: the student's RunContext; on text its tokens are the teacher's input, so the teacher must
     have the same tokeniser (the same text model and vocabulary)."""
-    from lstsd.data.text import ENCODERS, vocab_fingerprint
-    from lstsd.methods.base import frozen_copy
-    from lstsd.models import build_model
-
-    d = Path(run_dir).expanduser()
-    files = [d / "results.json", d / ".hydra" / "config.yaml", d / "last.pt"]
-    missing = [str(f.relative_to(d)) for f in files if not f.exists()]
-    require(not missing, key, f"the directory of a finished lstsd run (missing: {', '.join(missing)})", str(d))
-    res = json.loads(files[0].read_text())
-    require(res.get("status") == "completed", key, f"a completed run (its status is {res.get('status')})", str(d))
+    d = RunDir(Path(run_dir).expanduser())
+    res = d.require_finished(key)
     require(res.get("num_classes") == num_classes, key,
-            f"a run with {num_classes} classes like this dataset (it has {res.get('num_classes')})", str(d))
-    text = OmegaConf.load(d / ".hydra" / "config.yaml").model.arch in ENCODERS
-    model_cfg = load_section(d, "model", TextModelConfig if text else ModelConfig)
-    require_same_tokens(model_cfg, student, key, str(d))
-    vocab = student.info.vocab if text else None
+            f"a run with {num_classes} classes like this dataset (it has {res.get('num_classes')})", str(d.path))
+    model_cfg = load_section(d.path, "model")
+    require_same_tokens(model_cfg, student, key, str(d.path))
+    vocab = student.info.vocab if model_cfg.kind == "text" else None
     if vocab is not None:  # a textcnn teacher embeds the student's token ids: the same vocabulary, word for word
-        require(res.get("vocab_sha256") == vocab_fingerprint(vocab), key, "a run with the student's vocabulary "
-                "(the same task, training split and model.max_vocab)", str(d))
+        require(res.get("vocab_sha256") == student.info.vocab_sha256, key, "a run with the student's vocabulary "
+                "(the same task, training split and model.max_vocab)", str(d.path))
     model = build_model(model_cfg, num_classes, res["input_shape"], vocab)
-    state = torch.load(files[2], map_location="cpu", weights_only=False)["model"]
+    state = torch.load(d.checkpoint, map_location="cpu", weights_only=False)["model"]
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise ConfigError(f"{key}={str(d)!r} is invalid: its last.pt does not fit its config ({e})") from None
+        raise ConfigError(f"{key}={str(d.path)!r} is invalid: its last.pt does not fit its config ({e})") from None
     return frozen_copy(model.to(device))
 
 
 def require_same_tokens(teacher_model, student, key: str, value: str) -> None:
     """On text the teacher reads the student's token rows, so it must be the student's kind of text model (same
     ``model.arch`` and ``model.path``); an image teacher cannot teach a text student, nor the reverse."""
-    from lstsd.data.text import ENCODERS
-
     mine = student.config.model if student is not None and student.config is not None else None
-    if teacher_model.arch in ENCODERS or isinstance(mine, TextModelConfig):
+    if teacher_model.arch in ENCODERS or getattr(mine, "kind", None) == "text":
         same = mine is not None and mine.arch == teacher_model.arch and \
             getattr(mine, "path", None) == getattr(teacher_model, "path", None)
         require(same, key, f"a run of the student's text model (model.arch={getattr(mine, 'arch', None)}, the "
                 f"same model.path): the teacher reads the student's tokens", value)
 
 
-def load_section(run_dir: Path, section: str, schema):
-    """One section of a run's saved config as its schema's object (e.g. the model, the dataset)."""
-    saved = OmegaConf.load(Path(run_dir) / ".hydra" / "config.yaml")
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), saved[section]))
-
-
-def compose_config(overrides: list[str]):
-    """conf/config.yaml with ``overrides``, inside or outside a running Hydra application."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from lstsd.cli import CONFIG_DIR
-
-    if GlobalHydra.instance().is_initialized():
-        return compose("config", overrides=overrides)
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=overrides)
+def load_section(run_dir: Path, section: str):
+    """The ``model`` or ``dataset`` section of a run's saved config as its registered schema's object."""
+    saved = RunDir(run_dir).read_config()[section]
+    registry, name = (MODELS, saved.arch) if section == "model" else (DATASETS, saved.name)
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(registry.get(name).schema), saved))
 
 
 def teacher_overrides(student_overrides: list[str], teacher: list[str]) -> list[str]:
@@ -98,9 +90,7 @@ def teacher_overrides(student_overrides: list[str], teacher: list[str]) -> list[
     return keep + ["method=vanilla", *teacher]
 
 
-def train_teacher(overrides: list[str], cache: str | Path) -> Path:
-    from lstsd.run import completed, run
-
+def train_teacher(overrides: list[str], cache: str | Path, runner: TeacherRunner) -> Path:
     # a teacher trained by W processes saw W times larger global batches: not the same teacher as one process's
     scale = [f"world_size={distributed.world_size()}"] if distributed.world_size() > 1 else []
     key = hashlib.sha256("\n".join(overrides + scale).encode()).hexdigest()[:16]
@@ -111,14 +101,14 @@ def train_teacher(overrides: list[str], cache: str | Path) -> Path:
     with lock:
         if distributed.is_main():
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if distributed.broadcast(completed(d) is None):
-            cfg = compose_config(overrides)
+        if distributed.broadcast(RunDir(d).completed() is None):
+            cfg = runner.compose(overrides)
             if distributed.is_main():
                 (d / "overrides.txt").write_text("\n".join(overrides) + "\n")
                 log.warning(f"training the teacher {' '.join(overrides)} into {d}")
             states = random.getstate(), np.random.get_state()
             with torch.random.fork_rng(devices=[]):
-                run(cfg, d, overrides)
+                runner.run(cfg, d, overrides)
             random.setstate(states[0])
             np.random.set_state(states[1])
     distributed.barrier()  # its files are complete before any process loads it

@@ -9,7 +9,9 @@ from hydra import compose, initialize_config_dir
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 
-from lstsd.cli import CONFIG_DIR  # noqa: E402  (also registers the schemas)
+from lstsd.compose import CONFIG_DIR, setup  # noqa: E402
+
+setup()  # the resolvers and the ConfigStore, as the command line sets them up
 
 REPO = Path(__file__).resolve().parent.parent
 

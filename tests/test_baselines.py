@@ -22,7 +22,8 @@ INFO = DataInfo("toy", num_classes=3, input_shape=(2,), num_train=3, num_val=0, 
 def make_method(*overrides, model=None, epochs=4):
     cfg = validate(compose_cfg(*overrides, f"trainer.epochs={epochs}")).method
     model = model or nn.Linear(2, 3)
-    return build_method(cfg, RunContext(model, INFO, torch.device("cpu"), epochs, steps_per_epoch=1))
+    return build_method(cfg, RunContext(model=model, info=INFO, device=torch.device("cpu"), epochs=epochs,
+                                              steps_per_epoch=1))
 
 
 def log_softmax(row):
@@ -134,13 +135,13 @@ def test_reported_ensemble_accuracy_is_that_of_the_snapshots_mean(tiny_cfg, tmp_
     from lstsd.data import build_data
 
     captured = {}
-    orig = SnapshotEnsembles.summary
+    orig = SnapshotEnsembles.on_epoch_end
 
-    def summary(self, history):
+    def on_epoch_end(self, epoch):
         captured["method"] = self
-        return orig(self, history)
+        return orig(self, epoch)
 
-    monkeypatch.setattr(SnapshotEnsembles, "summary", summary)
+    monkeypatch.setattr(SnapshotEnsembles, "on_epoch_end", on_epoch_end)
     res = run(tiny_cfg(f"method={method}", "trainer.epochs=4", "method.minigens=2"), tmp_path)
     snaps = captured["method"].snapshots
     assert len(snaps) == 2
@@ -227,7 +228,7 @@ def test_mean_teacher_reports_the_ema_teacher(tiny_cfg, tmp_path):
 
 
 def test_resuming_with_other_minigenerations_is_refused(tiny_cfg, tmp_path):
-    from lstsd.engine import TrainingError
+    from lstsd.errors import TrainingError
 
     run(tiny_cfg("method=snapshot_ensembles", "trainer.epochs=4", "method.minigens=2"), tmp_path)
     with pytest.raises(TrainingError, match="mini-generations end at epochs \\[2, 4\\], this run's at \\[1, 2, 3, 4\\]"):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import run_cli
-from lstsd.config import ConfigError
+from lstsd.errors import ConfigError
 from lstsd.data.cifar import load_cifar
 
 LAYOUT = {  # name: (folder, files in order, label key, classes)

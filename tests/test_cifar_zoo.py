@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from conftest import compose_cfg
-from lstsd.config import ConfigError, validate
+from lstsd.config import validate
+from lstsd.errors import ConfigError
 from lstsd.models import build_model
 
 CFGS = {  # config file -> the model keys it sets
@@ -98,13 +99,21 @@ def test_zoo_wrn_dropout_is_active_in_training_only():
     ("resnet18", dict(depth=20), "model.depth"), ("vgg16", dict(depth=17), "model.depth"),
     ("wrn28_10", dict(depth=27), "model.depth"), ("wrn28_10", dict(width=0), "model.width"),
     ("densenet121", dict(depth=100), "model.depth"), ("resnext29", dict(depth=30), "model.depth"),
-    ("mobilenetv2", dict(depth=50), "model.depth"), ("shufflenetv2", dict(depth=50), "model.depth"),
-    ("googlenet", dict(depth=22), "model.depth"),
 ])
 def test_zoo_bad_depth_names_the_key(name, overrides, key):
     with pytest.raises(ConfigError, match=rf"^{key}=\S+ is invalid: allowed ") as err:
         build_model(cfg(name, **overrides), num_classes=10, input_shape=(3, 32, 32))
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2", "shufflenetv2", "googlenet"])
+def test_fixed_depth_architectures_have_no_depth_key(name):
+    """Their schema has no ``depth``: setting one is refused while composing, naming the key."""
+    from lstsd.errors import one_line
+
+    with pytest.raises(Exception) as err:
+        compose_cfg(f"model={name}", "model.depth=50")
+    assert "model.depth" in one_line(err.value) and "\n" not in one_line(err.value)
 
 
 def test_zoo_bad_depth_from_the_command_line_config():

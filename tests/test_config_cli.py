@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lstsd.config import ConfigError, validate
+from lstsd.config import validate
+from lstsd.errors import ConfigError
 from conftest import CONFIG_DIR, compose_cfg, run_cli
 
 GROUPS = ["dataset", "model", "method", "schedule", "optim", "trainer", "logger", "experiment"]

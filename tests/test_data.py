@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from lstsd.config import ConfigError, DatasetConfig, SyntheticConfig
+from lstsd.config import DatasetConfig
+from lstsd.data.synthetic import SyntheticConfig
+from lstsd.errors import ConfigError
 from lstsd.data import build_data
 from lstsd.data.loader import crop_flip, crop_flip_params, epoch_generator, pad_crop_flip
 

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TINY, compose_cfg, read_metrics, run_cli
-from lstsd.config import ConfigError, validate
+from lstsd.config import validate
+from lstsd.errors import ConfigError
 from lstsd.data.loader import Batch
 from lstsd.methods.dlb import DLB
 from lstsd.run import run
@@ -74,8 +75,10 @@ def test_kd_loss_with_a_teacher_run(teacher_dir, tmp_path):
 def test_kd_run_reports_its_teacher(teacher_dir, tmp_path):
     res = run(compose_cfg(*TINY, "method=kd", f"method.teacher_run={teacher_dir}"), tmp_path)
     teacher = json.loads((teacher_dir / "results.json").read_text())
-    assert res["teacher_test_acc"] == teacher["test_acc_final"]  # the loaded weights are the teacher's
-    assert "loss_kd" in read_metrics(tmp_path)[0]
+    assert res["teacher_dir"] == str(teacher_dir) and res["teacher_test_acc"] == teacher["test_acc_final"]
+    first = read_metrics(tmp_path)[0]
+    assert first["teacher_test_acc"] == teacher["test_acc_final"]  # the loaded weights are the teacher's
+    assert "loss_kd" in first
 
 
 def test_bad_teacher_runs_are_config_errors(teacher_dir, tmp_path):
@@ -219,7 +222,8 @@ def test_dlb_loss():
     from lstsd.methods.base import RunContext
 
     m = DLB(type("C", (), {"alpha": 0.5, "temperature": 3.0, "forward": "separate"}),
-            RunContext(model, None, torch.device("cpu"), 1, 1, Train(), 0))
+            RunContext(model=model, info=None, device=torch.device("cpu"), epochs=1, steps_per_epoch=1,
+                       train=Train()))
     m.on_epoch_start(0)
     new = Train().get(torch.tensor([4, 5]), None)
     z_prev = torch.tensor([[1.0, -1.0], [0.0, 2.0]])

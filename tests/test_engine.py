@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from lstsd.engine import Trainer
+from lstsd.engine.signals import StopGuard
 from lstsd.run import run
 from conftest import read_metrics as metrics
 
@@ -92,7 +93,7 @@ def test_checkpoint_every_n_epochs_resumes_from_the_last_one_exactly(tiny_cfg, t
 
 def test_incompatible_checkpoint_is_a_clear_error(tiny_cfg, tmp_path):
     run(tiny_cfg("trainer.epochs=1"), tmp_path)
-    from lstsd.engine import TrainingError
+    from lstsd.errors import TrainingError
 
     with pytest.raises(TrainingError, match="cannot resume from .*last.pt"):
         run(tiny_cfg("trainer.epochs=2", "model=resnet20", "trainer.skip_completed=false"), tmp_path)
@@ -186,13 +187,13 @@ def test_stop_signal_inside_an_epoch_checkpoints_and_resumes_exactly(tiny_cfg, t
     def signal_at_step_7(self, batch, sums):
         original_step(self, batch, sums)
         if self.global_step == 7:
-            self.request_stop(signal.SIGTERM, None)
+            self.guard.request(signal.SIGTERM)
 
-    def stop_now(self):
+    def stop(self, where):
         raise KeyboardInterrupt  # instead of re-raising the signal in the test process
 
     monkeypatch.setattr(Trainer, "step", signal_at_step_7)
-    monkeypatch.setattr(Trainer, "stop_now", stop_now)
+    monkeypatch.setattr(StopGuard, "stop", stop)
     with pytest.raises(KeyboardInterrupt):
         run(tiny_cfg(*overrides), tmp_path / "resumed")
     state = torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)
@@ -204,7 +205,7 @@ def test_stop_signal_inside_an_epoch_checkpoints_and_resumes_exactly(tiny_cfg, t
 
 
 def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint(tiny_cfg, tmp_path, monkeypatch):
-    from lstsd.engine import TrainingError
+    from lstsd.errors import TrainingError
     from lstsd.methods.base import Method
 
     original = Method.loss
@@ -227,7 +228,6 @@ def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint(tiny_
 
 
 def test_a_failed_checkpoint_write_keeps_the_previous_one(tiny_cfg, tmp_path, monkeypatch):
-    import lstsd.engine as engine
 
     run(tiny_cfg("trainer.epochs=2"), tmp_path)
     before = (tmp_path / "last.pt").read_bytes()
@@ -238,14 +238,14 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(tiny_cfg, tmp_path, mo
         f.truncate(100)  # half written when the disk fills up
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(engine.torch, "save", failing_save)
+    monkeypatch.setattr(torch, "save", failing_save)
     with pytest.raises(OSError):
         run(tiny_cfg("trainer.epochs=3", "trainer.skip_completed=false"), tmp_path)
     assert (tmp_path / "last.pt").read_bytes() == before and not (tmp_path / "last.pt.tmp").exists()
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tiny_cfg, tmp_path):
-    from lstsd.engine import TrainingError
+    from lstsd.errors import TrainingError
 
     (tmp_path / "last.pt").write_bytes(b"\x00 not a checkpoint")
     with pytest.raises(TrainingError, match=r"cannot resume from .*last.pt: .*\(delete it or set "
@@ -258,7 +258,7 @@ def test_stop_signal_after_a_non_finite_loss_keeps_the_good_checkpoint(tiny_cfg,
     weights: the run stops with the non-finite error and epoch 1's checkpoint stays."""
     import signal
 
-    from lstsd.engine import TrainingError
+    from lstsd.errors import TrainingError
     from lstsd.methods.base import Method
 
     original_loss, original_step = Method.loss, Trainer.step
@@ -270,7 +270,7 @@ def test_stop_signal_after_a_non_finite_loss_keeps_the_good_checkpoint(tiny_cfg,
     def signal_at_step_5(self, batch, sums):
         original_step(self, batch, sums)
         if self.global_step == 5:
-            self.request_stop(signal.SIGTERM, None)
+            self.guard.request(signal.SIGTERM)
 
     monkeypatch.setattr(Method, "loss", poisoned)
     monkeypatch.setattr(Trainer, "step", signal_at_step_5)

@@ -7,7 +7,8 @@ import torch
 
 from conftest import compose_cfg, read_metrics, run_cli
 from glue_fixtures import COLA_ROWS, MRPC_ROWS, N_DEV, RTE_ROWS, SST2_ROWS, write_glue, write_tiny_bert
-from lstsd.config import ConfigError, validate
+from lstsd.config import validate
+from lstsd.errors import ConfigError
 from lstsd.data import build_data
 from lstsd.data.glue import read_tsv
 from lstsd.run import run

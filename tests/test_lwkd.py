@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from conftest import TINY, compose_cfg
-from lstsd.config import ConfigError, validate
+from lstsd.config import validate
+from lstsd.errors import ConfigError
 from lstsd.data import build_data
 from lstsd.data.loader import Batch
 from lstsd.data.synmnist import digit_sources, read_idx

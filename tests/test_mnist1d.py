@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from conftest import compose_cfg
-from lstsd.config import ConfigError, validate
+from lstsd.config import validate
+from lstsd.errors import ConfigError
 from lstsd.data import mnist1d
 from lstsd.data.mnist1d import GeneratorArgs, load_arrays
 from lstsd.models import build_model

@@ -39,7 +39,8 @@ def bn_model():
 
 def method(*overrides, model):
     cfg = validate(compose_cfg(*overrides, "trainer.epochs=2")).method
-    return build_method(cfg, RunContext(model, INFO, torch.device("cpu"), 2, 1, Train(), seed=0))
+    return build_method(cfg, RunContext(model=model, info=INFO, device=torch.device("cpu"), epochs=2,
+                                              steps_per_epoch=1, train=Train(), seed=0))
 
 
 def test_dlb_separate_forwards_equal_the_official_step():
@@ -145,7 +146,7 @@ def test_a_frozen_teachers_outputs_are_precomputed_without_augmentation(tiny_cfg
     from lstsd.run import assemble
 
     conf = validate(tiny_cfg("method=sd", "method.minigens=2"))
-    trainer = assemble(conf, tiny_cfg("method=sd", "method.minigens=2"), tmp_path, [])
+    trainer = assemble(conf, tmp_path, [])
     sd, loader = trainer.method, trainer.data.train
     sd.snapshots.append(copy.deepcopy(trainer.model).eval())
     sd.teacher_outputs.set(sd.snapshots[-1])
@@ -154,8 +155,7 @@ def test_a_frozen_teachers_outputs_are_precomputed_without_augmentation(tiny_cfg
         with torch.no_grad():
             assert torch.allclose(sd.teacher_outputs(batch), sd.snapshots[-1](batch.x), atol=1e-5)
     augmented = validate(tiny_cfg("method=sd", "method.minigens=2", "dataset.pixels=uint8", "dataset.augment=true"))
-    t2 = assemble(augmented, tiny_cfg("method=sd", "method.minigens=2", "dataset.pixels=uint8",
-                                      "dataset.augment=true"), tmp_path / "b", [])
+    t2 = assemble(augmented, tmp_path / "b", [])
     outputs = TeacherOutputs(t2.method.ctx, copy.deepcopy(t2.model).eval())
     assert outputs.bank is None  # augmented inputs: the teacher runs on each batch
 

@@ -55,7 +55,7 @@ def test_launcher_presets_and_the_git_ignored_site_file(monkeypatch):
     launcher = compose_cfg("hydra/launcher=slurm", return_hydra_config=True).hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher") and launcher.max_num_timeout == 10
     assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.partition) == (1, 1, None)
-    site = REPO / "conf" / "hydra" / "launcher" / "site"
+    site = REPO / "lstsd" / "conf" / "hydra" / "launcher" / "site"
     local = site / "slurm_local.yaml"
     assert not local.exists()
     local.write_text((site / "slurm_local.yaml.example").read_text())
@@ -70,13 +70,13 @@ def test_launcher_presets_and_the_git_ignored_site_file(monkeypatch):
 
 
 def test_slurm_preset_documents_every_key_and_runs_without_gpus():
-    """conf/hydra/launcher/slurm.yaml: a comment above every key it sets; gpus_per_node=0 composes (the SLURM
+    """lstsd/conf/hydra/launcher/slurm.yaml: a comment above every key it sets; gpus_per_node=0 composes (the SLURM
     tests run it on a cluster, make test-slurm); the site example shows partition, account, QOS and constraint."""
     import re
 
     from conftest import compose_cfg
 
-    preset = REPO / "conf" / "hydra" / "launcher" / "slurm.yaml"
+    preset = REPO / "lstsd" / "conf" / "hydra" / "launcher" / "slurm.yaml"
     lines = preset.read_text().splitlines()
     keys = [(i, m[1]) for i, line in enumerate(lines) if (m := re.match(r"^(\w+):", line))]
     assert {k for _, k in keys} >= {"_target_", "timeout_min", "gpus_per_node", "max_num_timeout", "signal_delay_s"}
@@ -90,7 +90,7 @@ def test_slurm_preset_documents_every_key_and_runs_without_gpus():
     from hydra.plugins.launcher import Launcher
 
     assert issubclass(LstsdSlurmLauncher, Launcher)
-    example = (REPO / "conf" / "hydra" / "launcher" / "site" / "slurm_local.yaml.example").read_text()
+    example = (REPO / "lstsd" / "conf" / "hydra" / "launcher" / "site" / "slurm_local.yaml.example").read_text()
     for key in ("partition", "account", "qos", "constraint"):
         assert re.search(rf"^#? ?{key}: \S+ +# --{key}\b", example, re.M), key
 
@@ -120,7 +120,7 @@ def test_optuna_hparams_search_maximises_validation_accuracy_and_resumes(tmp_pat
 
 
 def test_method_keys_go_to_the_methods_that_have_them():
-    from lstsd.config import ConfigError
+    from lstsd.errors import ConfigError
     from lstsd.sweeper import as_one_value_sweeps, fit_to_methods
 
     has = {("lstsd", "method.minigen_epochs"), ("lstsd", "method.lambda_long")}

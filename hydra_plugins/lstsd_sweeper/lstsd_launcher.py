@@ -1,4 +1,4 @@
-"""``hydra/launcher=slurm``'s class (``conf/hydra/launcher/slurm.yaml``): hydra-submitit-launcher's SLURM launcher,
+"""``hydra/launcher=slurm``'s class (``lstsd/conf/hydra/launcher/slurm.yaml``): hydra-submitit-launcher's SLURM launcher,
 which reads job states from squeue where sacct fails and waits for every job of a launch, a job that ended
 without a result counted as failed (:mod:`lstsd.slurm_support`)."""
 from __future__ import annotations

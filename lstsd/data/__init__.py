@@ -1,25 +1,17 @@
 """Datasets: every batch is ``(input, target, index)``, ``index`` the stable id in ``[0, N)`` of a training
-sample (its row in the per-sample banks). Each loader function returns the raw splits; :func:`build_data`
+sample (its row in the per-sample banks). Each dataset is a reader registered with its schema
+(``@register_dataset(name, Schema)``, one module per family) that returns the raw splits; :func:`build_data`
 carves the optional validation split and wraps the splits in loaders."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
-from lstsd.data.loader import MemoryLoader, Splits, TorchvisionLoader, carve_validation
-
-DATASETS: dict[str, Callable[..., Splits]] = {}
-
-
-def register_dataset(name: str):
-    def wrap(fn):
-        DATASETS[name] = fn
-        return fn
-
-    return wrap
-
+from lstsd.data.loader import MemoryLoader, TorchvisionLoader, carve_validation
+from lstsd.data.text import encode_splits, vocab_fingerprint
+from lstsd.registry import DATASETS
 
 @dataclass
 class DataInfo:
@@ -35,6 +27,10 @@ class DataInfo:
     def in_channels(self) -> int:
         return self.input_shape[0]
 
+    @property
+    def vocab_sha256(self) -> Optional[str]:
+        return None if self.vocab is None else vocab_fingerprint(self.vocab)
+
 
 @dataclass
 class Data:
@@ -48,15 +44,10 @@ def build_data(cfg, seed: int, device, channels_last: bool = False, rank: int = 
     """The splits of ``cfg`` in loaders; with several processes the training loader gives each ``rank`` its
     shard of every global batch, and every rank evaluates the whole evaluation splits. Text is tokenised by the
     tokeniser of ``model_cfg`` (after the validation split is carved, so a vocabulary sees training text only)."""
-    from lstsd.config import require_choice
-
-    require_choice("dataset.name", cfg.name, tuple(DATASETS))
     splits = DATASETS[cfg.name](cfg)
     splits = carve_validation(splits, cfg.val_fraction, cfg.split_seed)
     vocab = None
     if splits.text is not None:
-        from lstsd.data.text import encode_splits
-
         splits, vocab = encode_splits(splits, cfg, model_cfg)
     def loader(split: str, batch_size: int, train: bool) -> MemoryLoader:
         kwargs = dict(augment=train and cfg.augment, shuffle=train, seed=seed, channels_last=channels_last)
@@ -82,5 +73,3 @@ def build_data(cfg, seed: int, device, channels_last: bool = False, rank: int = 
 def tensors(x, y) -> tuple:
     return torch.as_tensor(x), torch.as_tensor(y, dtype=torch.int64)
 
-
-from lstsd.data import cifar, digits, glue, mnist1d, synmnist, synthetic  # noqa: E402,F401  (registration)

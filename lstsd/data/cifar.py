@@ -18,8 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lstsd.data import register_dataset, tensors
+from lstsd.config import DatasetConfig
+from lstsd.data import tensors
 from lstsd.data.loader import Splits
+from lstsd.errors import ConfigError
+from lstsd.registry import register_dataset
 
 # name: (folder, training files, test files, label key, classes, mean, std, torchvision class)
 CIFAR = {
@@ -109,8 +112,6 @@ def check_batch(entry, label_key: str, classes: int):
 def read_batches(folder: Path, files: list, label_key: str, classes: int | None = None,
                  title: str = "CIFAR") -> tuple:
     """The images and labels of ``files`` in order, each file checked (see the module docstring)."""
-    from lstsd.config import ConfigError
-
     if classes is None:
         classes = next(c[4] for c in CIFAR.values() if c[3] == label_key)
     xs, ys = [], []
@@ -128,8 +129,6 @@ def read_batches(folder: Path, files: list, label_key: str, classes: int | None 
 
 
 def load_cifar(cfg, name: str) -> Splits:
-    from lstsd.config import ConfigError
-
     folder_name, train_files, test_files, label_key, classes, mean, std, tv_class = CIFAR[name]
     root = Path(cfg.root).expanduser()
     folder = root / folder_name
@@ -151,4 +150,4 @@ def load_cifar(cfg, name: str) -> Splits:
 
 
 for _name in CIFAR:
-    register_dataset(_name)(lambda cfg, _name=_name: load_cifar(cfg, _name))
+    register_dataset(_name, DatasetConfig)(lambda cfg, _name=_name: load_cifar(cfg, _name))

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from lstsd.data import register_dataset, tensors
+from lstsd.config import DatasetConfig
+from lstsd.data import tensors
 from lstsd.data.loader import Splits
+from lstsd.registry import register_dataset
 
 NUM_TEST = 500
 
 
-@register_dataset("digits")
+@register_dataset("digits", DatasetConfig)
 def load_digits(cfg) -> Splits:
     from sklearn.datasets import load_digits as sk_digits
     from sklearn.model_selection import train_test_split

@@ -18,12 +18,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
+from omegaconf import MISSING
 
-from lstsd.data import register_dataset
+from lstsd.config import DatasetConfig
 from lstsd.data.loader import Splits
+from lstsd.errors import ConfigError, require
+from lstsd.registry import register_dataset
+
+
+@dataclass
+class TextDatasetConfig(DatasetConfig):
+    """A GLUE task: raw sentences, tokenised by the model's tokeniser (lstsd.data.text)."""
+    kind: ClassVar[str] = "text"
+    folder: str = MISSING  # the task's folder under root: official train.tsv/dev.tsv, or a save_to_disk copy
+    pair: bool = False  # sentence pairs (RTE, MRPC); set by each task's config
+    max_length: int = 128  # tokens per sample (pair: both sentences), longest-first truncation
+    cache_dir: str = "${.root}/cache"  # tokenised splits, keyed by texts, tokeniser and max_length
+    augment: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.max_length >= 8, "dataset.max_length", "an integer >= 8", self.max_length)
+        if self.name in TASKS:  # the task decides; the key is there for the model check below
+            require(self.pair == TASKS[self.name].pair, "dataset.pair", f"{TASKS[self.name].pair} for {self.name}",
+                    self.pair)
+        require(not self.augment, "dataset.augment", "false for text (there is no text augmentation)", self.augment)
 
 
 @dataclass(frozen=True)
@@ -51,8 +73,6 @@ WIDTH = {"glue_rte": 4, "glue_mrpc": 5, "glue_sst2": 2, "glue_cola": 4}  # colum
 
 def read_tsv(path: Path, name: str) -> tuple[list, torch.Tensor]:
     """Sentences (or pairs) and label ids of one official GLUE TSV file."""
-    from lstsd.config import ConfigError
-
     task = TASKS[name]
     texts, labels = [], []
     with open(path, encoding="utf-8-sig", newline="") as f:  # utf-8-sig: some copies start with a BOM
@@ -76,8 +96,6 @@ def read_tsv(path: Path, name: str) -> tuple[list, torch.Tensor]:
 
 def read_hf(folder: Path, name: str) -> dict:
     """The ``train`` and ``validation`` splits of a ``save_to_disk`` copy (labels are already ids)."""
-    from lstsd.config import ConfigError
-
     try:
         import datasets
     except ImportError:
@@ -106,8 +124,6 @@ def read_hf(folder: Path, name: str) -> dict:
 
 
 def load_glue(cfg, name: str) -> Splits:
-    from lstsd.config import ConfigError
-
     task = TASKS[name]
     folder = Path(cfg.root).expanduser() / cfg.folder
     if (folder / "dataset_dict.json").is_file():
@@ -124,4 +140,4 @@ def load_glue(cfg, name: str) -> Splits:
 
 
 for _name in TASKS:
-    register_dataset(_name)(lambda cfg, _name=_name: load_glue(cfg, _name))
+    register_dataset(_name, TextDatasetConfig)(lambda cfg, _name=_name: load_glue(cfg, _name))

@@ -25,14 +25,60 @@ import logging
 import os
 import pickle
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from lstsd.data import register_dataset
+from lstsd.config import DatasetConfig
 from lstsd.data.loader import Splits
+from lstsd.errors import ConfigError, finite, require
+from lstsd.registry import register_dataset
+
+
+@dataclass
+class MNIST1DConfig(DatasetConfig):
+    """MNIST-1D (lstsd.data.mnist1d): the arguments of ``mnist1d.data.make_dataset``, with the package's defaults
+    (``get_dataset_args()``), which generate the published dataset; ``data_seed`` is its ``seed``."""
+    batch_size: int = 100  # the reference train.py's
+    augment: bool = False
+    num_samples: int = 5000
+    train_split: float = 0.8
+    template_len: int = 12
+    padding: list[int] = field(default_factory=lambda: [36, 60])
+    scale_coeff: float = 0.4
+    max_translation: int = 48
+    corr_noise_scale: float = 0.25
+    iid_noise_scale: float = 0.02
+    shear_scale: float = 0.75
+    shuffle_seq: bool = False
+    final_seq_length: int = 40
+    data_seed: int = 42
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(not self.augment, "dataset.augment", "false for mnist1d (the benchmark has no augmentation)",
+                self.augment)
+        require(self.num_samples >= 10, "dataset.num_samples", "an integer >= 10 (one sequence per class)",
+                self.num_samples)
+        require(0.0 < self.train_split < 1.0, "dataset.train_split", "a number in (0, 1)", self.train_split)
+        n = self.num_samples // 10 * 10
+        require(1 <= int(n * self.train_split) < n, "dataset.train_split",
+                f"a fraction that leaves both splits non-empty ({n} sequences)", self.train_split)
+        require(self.template_len >= 1, "dataset.template_len", "an integer >= 1", self.template_len)
+        require(len(self.padding) == 2 and 0 <= self.padding[0] <= self.padding[1], "dataset.padding",
+                "[low, high] with 0 <= low <= high", list(self.padding))
+        require(finite(self.scale_coeff) and 0.0 <= self.scale_coeff < 2.0, "dataset.scale_coeff",
+                "a number in [0, 2)", self.scale_coeff)
+        require(self.max_translation >= 1, "dataset.max_translation", "an integer >= 1", self.max_translation)
+        for key in ("corr_noise_scale", "iid_noise_scale", "shear_scale"):
+            value = getattr(self, key)
+            require(finite(value) and value >= 0, f"dataset.{key}", "a finite number >= 0", value)
+        require(self.final_seq_length >= self.template_len, "dataset.final_seq_length",
+                f"an integer >= dataset.template_len={self.template_len}", self.final_seq_length)
+        require(0 <= self.data_seed < 2**32, "dataset.data_seed", "an integer in [0, 2^32)", self.data_seed)
+
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +181,6 @@ class NumpyOnly(pickle.Unpickler):
 
 def read_published(path: Path, args: GeneratorArgs) -> dict:
     """The published ``mnist1d_data.pkl`` (a dict of NumPy arrays: x, y, x_test, y_test, t, templates)."""
-    from lstsd.config import ConfigError
-
     try:
         data = NumpyOnly(io.BytesIO(path.read_bytes()), encoding="latin1").load()
         if not isinstance(data, dict):
@@ -185,7 +229,7 @@ def load_arrays(cfg) -> dict:
     return data
 
 
-@register_dataset("mnist1d")
+@register_dataset("mnist1d", MNIST1DConfig)
 def load_mnist1d(cfg) -> Splits:
     data = load_arrays(cfg)
     sets = {"train": (torch.from_numpy(data["x"])[:, None], torch.from_numpy(data["y"])),

@@ -16,14 +16,36 @@ from __future__ import annotations
 
 import gzip
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lstsd.data import register_dataset
+from lstsd.config import DatasetConfig
 from lstsd.data.loader import Splits
+from lstsd.errors import require
+from lstsd.registry import register_dataset
+
+
+@dataclass
+class SynMNISTConfig(DatasetConfig):
+    num_classes: int = 10  # K: set it to the target dataset's number of classes
+    num_train: int = 60000  # spread evenly over the classes (Algorithm 1's E_k)
+    num_test: int = 10000
+    size: int = 28
+    data_seed: int = 0
+    augment: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.num_classes >= 2, "dataset.num_classes", "an integer >= 2", self.num_classes)
+        require(self.num_train >= self.num_classes, "dataset.num_train", "an integer >= dataset.num_classes",
+                self.num_train)
+        require(self.num_test >= 1, "dataset.num_test", "an integer >= 1", self.num_test)
+        require(self.size >= 4, "dataset.size", "an integer >= 4", self.size)
+
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +122,7 @@ def render(labels: torch.Tensor, num_classes: int, images: np.ndarray, digit_lab
     return torch.cat(out)
 
 
-@register_dataset("synmnist")
+@register_dataset("synmnist", SynMNISTConfig)
 def make_synmnist(cfg) -> Splits:
     sources, source = digit_sources(cfg.root)
     log.info(f"SynMNIST-{cfg.num_classes}: digit images from {source}")

@@ -4,13 +4,37 @@ benchmarks. Each class has a random mean pattern; a sample is its class's patter
 stores them as 8-bit images with CIFAR's augmentation (benchmarks of the input pipeline)."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
-from lstsd.data import register_dataset
+from lstsd.config import DatasetConfig
 from lstsd.data.loader import Splits
+from lstsd.errors import require, require_choice
+from lstsd.registry import register_dataset
 
 
-@register_dataset("synthetic")
+@dataclass
+class SyntheticConfig(DatasetConfig):
+    num_train: int = 512
+    num_test: int = 256
+    num_classes: int = 10
+    shape: list[int] = field(default_factory=lambda: [3, 32, 32])
+    noise: float = 1.0  # std of the per-sample noise around each class's mean pattern
+    data_seed: int = 0
+    pixels: str = "float"  # float, or uint8: stored like CIFAR (8-bit pixels, pad-crop-flip augmentation)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.num_train >= 1 and self.num_test >= 1, "dataset.num_train/num_test", "integers >= 1",
+                (self.num_train, self.num_test))
+        require(self.num_classes >= 2, "dataset.num_classes", "an integer >= 2", self.num_classes)
+        require_choice("dataset.pixels", self.pixels, ("float", "uint8"))
+        require(len(self.shape) == 3 and min(self.shape) >= 1, "dataset.shape", "[channels, height, width]",
+                list(self.shape))
+
+
+@register_dataset("synthetic", SyntheticConfig)
 def make_synthetic(cfg) -> Splits:
     g = torch.Generator().manual_seed(cfg.data_seed)
     shape = tuple(cfg.shape)

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from lstsd.data.loader import Splits
+from lstsd.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +100,6 @@ class HFEncoder:
     def __init__(self, model_cfg, train_texts: list, max_length: int):
         from transformers import AutoConfig
 
-        from lstsd.config import ConfigError
-
         self.tokenizer = load_tokenizer(model_cfg)
         positions = getattr(AutoConfig.from_pretrained(model_dir(model_cfg), local_files_only=not model_cfg.download),
                             "max_position_embeddings", None)
@@ -135,8 +134,6 @@ def vocab_fingerprint(vocab: list[str]) -> str:
 
 def model_dir(model_cfg) -> str:
     """``model.path`` checked: a local checkpoint directory (or, with ``model.download=true``, a hub name)."""
-    from lstsd.config import ConfigError
-
     try:
         import transformers  # noqa: F401
     except ImportError:

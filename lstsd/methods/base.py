@@ -4,6 +4,10 @@ The trainer calls, per epoch, ``on_epoch_start``; per step ``training_step`` (fo
 the optimiser step, then ``after_step`` (bank writes, EMA updates, all without gradients); ``on_epoch_end``
 (snapshots); evaluates the student and every model of ``evaluators()``; and checkpoints ``state_dict()``.
 A method whose mini-generations restart the learning rate sets ``lr_cycles`` (their lengths in epochs).
+
+What the results record and ``lstsd-bench`` report about a method, it declares here, the same way for every
+method: ``bank_bytes()``, ``teacher_dir`` (the run its teacher came from), ``minigen_ends`` (the epochs its
+mini-generations end at), ``teacher_forwards`` and ``images_per_step`` (its inherent extra work per step).
 """
 from __future__ import annotations
 
@@ -17,10 +21,12 @@ from torch import Tensor, nn
 
 from lstsd.data import DataInfo
 from lstsd.data.loader import Batch
+from lstsd.teachers import TeacherRunner
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunContext:
+    """What a method is built with (by keyword)."""
     model: nn.Module
     info: DataInfo
     device: torch.device
@@ -31,12 +37,7 @@ class RunContext:
     overrides: tuple = ()  # the run's command-line overrides (teachers trained on the fly start from them)
     config: Optional[object] = None  # the run's validated Config
     net: Optional[nn.Module] = None  # the training forward: the model's DDP wrapper with several processes
-
-
-def frozen_copy(model: nn.Module) -> nn.Module:
-    """A teacher snapshot: a copy in eval mode with no gradients."""
-    teacher = copy.deepcopy(model).eval()
-    return teacher.requires_grad_(False)
+    runner: Optional[TeacherRunner] = None  # how teachers are composed and trained (given by lstsd.run)
 
 
 # layers whose output is the same in train and eval mode (a whitelist: anything else may differ)
@@ -115,6 +116,10 @@ class TeacherOutputs:
 class Method:
     name = "base"
     lr_cycles: Optional[list[int]] = None  # epochs per learning-rate cycle; None: one schedule over the run
+    teacher_dir: Optional[str] = None  # the finished run the teacher was loaded from (KD, LW-KD)
+    minigen_ends: Optional[list[int]] = None  # epochs at which mini-generations end (snapshots)
+    teacher_forwards = 0  # forward passes of the student's architecture a step adds (lstsd-bench's inherent cost)
+    images_per_step = 1  # images a step trains on per new image (lstsd-bench)
 
     def __init__(self, cfg, ctx: RunContext):
         self.cfg, self.ctx, self.model = cfg, ctx, ctx.model
@@ -143,10 +148,6 @@ class Method:
 
     def evaluators(self) -> dict[str, nn.Module]:
         """Extra models evaluated every epoch beside the student (EMA teachers, ensembles)."""
-        return {}
-
-    def summary(self, history: list[dict]) -> dict:
-        """Extra entries for results.json, given the metrics rows of every epoch."""
         return {}
 
     def bank_bytes(self) -> int:

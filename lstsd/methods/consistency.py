@@ -36,11 +36,12 @@ from torch import Tensor, nn
 
 from lstsd import distributed
 from lstsd.banks import BANK_DTYPES, SampleBank
-from lstsd.config import MethodConfig, require, require_choice
-from lstsd.losses import CONSISTENCY_LOSSES, consistency_loss, teacher_probs
-from lstsd.methods import register_method
+from lstsd.config import MethodConfig
 from lstsd.data.loader import epoch_generator
+from lstsd.errors import require, require_choice
+from lstsd.losses import CONSISTENCY_LOSSES, consistency_loss, teacher_probs
 from lstsd.methods.base import Method
+from lstsd.registry import register_method
 
 TEACHER_STREAM = 2  # epoch_generator stream of the Mean Teacher's own augmentation (DLB's repeated half is 1)
 
@@ -120,6 +121,7 @@ class Consistency(Method):
 
 @register_method("mean_teacher", MeanTeacherConfig)
 class MeanTeacher(Consistency):
+    teacher_forwards = 1
     def __init__(self, cfg: MeanTeacherConfig, ctx):
         super().__init__(cfg, ctx)
         # warmup_gamma = warmup_power = 1 makes timm's warm-up decay 1 - 1/step, capped at `decay`
@@ -209,9 +211,6 @@ class TemporalEnsembling(Consistency):
 
     def bank_bytes(self) -> int:
         return self.current.nbytes + self.accumulated.nbytes
-
-    def summary(self, history: list[dict]) -> dict:
-        return {"bank_bytes": self.bank_bytes()}
 
     def state_dict(self) -> dict:
         return {"current": self.current.state_dict(), "accumulated": self.accumulated.state_dict(),

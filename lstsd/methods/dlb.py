@@ -28,11 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lstsd.config import MethodConfig, require, require_choice
+from lstsd.config import MethodConfig
 from lstsd.data.loader import epoch_generator
+from lstsd.errors import require, require_choice
 from lstsd.losses import kd_loss
-from lstsd.methods import register_method
 from lstsd.methods.base import Method
+from lstsd.registry import register_method
 
 REPEAT_STREAM = 1  # epoch_generator stream of the repeated half's augmentation
 
@@ -52,6 +53,7 @@ class DLBConfig(MethodConfig):
 
 @register_method("dlb", DLBConfig)
 class DLB(Method):
+    images_per_step = 2  # each step trains on its new batch and the previous one's repeat
     def __init__(self, cfg: DLBConfig, ctx):
         super().__init__(cfg, ctx)
         self.last: Optional[tuple[Tensor, Tensor]] = None  # (indices, logits) of the previous step's new half

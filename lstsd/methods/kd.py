@@ -39,11 +39,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lstsd.config import MethodConfig, finite, require
+from lstsd.config import MethodConfig
+from lstsd.errors import finite, require
 from lstsd.losses import kd_loss
-from lstsd.methods import register_method
 from lstsd.methods.base import Method, TeacherOutputs
-from lstsd.teachers import compose_config, load_teacher, require_same_tokens, teacher_overrides, train_teacher
+from lstsd.registry import register_method
+from lstsd.teachers import load_teacher, require_same_tokens, teacher_overrides, train_teacher
 
 
 @dataclass
@@ -69,6 +70,7 @@ class KDConfig(MethodConfig):
 
 @register_method("kd", KDConfig)
 class KD(Method):
+    teacher_forwards = 1
     def __init__(self, cfg: KDConfig, ctx):
         super().__init__(cfg, ctx)
         if cfg.teacher_run is not None:  # given explicitly, it replaces the config's default teacher source
@@ -76,8 +78,8 @@ class KD(Method):
         else:
             overrides = teacher_overrides(list(ctx.overrides), list(cfg.teacher))
             key = "method.teacher"
-            require_same_tokens(compose_config(overrides).model, ctx, key, str(list(cfg.teacher)))  # before training
-            run_dir = train_teacher(overrides, cfg.teacher_cache)
+            require_same_tokens(ctx.runner.compose(overrides).model, ctx, key, str(list(cfg.teacher)))  # before training
+            run_dir = train_teacher(overrides, cfg.teacher_cache, ctx.runner)
         self.teacher = load_teacher(run_dir, key, ctx.info.num_classes, ctx.device, ctx)
         self.teacher_dir = str(run_dir)
         self.teacher_outputs = TeacherOutputs(ctx, self.teacher)
@@ -93,9 +95,6 @@ class KD(Method):
     def evaluators(self):
         return {"teacher": self.teacher} if self.epoch == 0 else {}
 
-    def summary(self, history: list[dict]) -> dict:
-        first = history[0] if history else {}
-        return {"teacher_dir": self.teacher_dir, "teacher_test_acc": first.get("teacher_test_acc")}
 
 
 @dataclass

@@ -37,10 +37,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lstsd.banks import BANK_DTYPES, SampleBank
-from lstsd.config import MethodConfig, require, require_choice
+from lstsd.config import MethodConfig
+from lstsd.errors import require, require_choice
 from lstsd.losses import KD_DIRECTIONS, kd_loss, log_probs, teacher_probs
-from lstsd.methods import register_method
-from lstsd.methods.base import Method, TeacherOutputs, frozen_copy
+from lstsd.methods.base import Method, TeacherOutputs
+from lstsd.models import frozen_copy
+from lstsd.registry import register_method
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +143,6 @@ class LSTSD(Method):
     def bank_bytes(self) -> int:
         return sum(b.nbytes for b in self.banks.values())
 
-    def summary(self, history: list[dict]) -> dict:
-        return {"bank_bytes": self.bank_bytes()}
-
     def state_dict(self) -> dict:
         return {k: b.state_dict() for k, b in self.banks.items()}
 
@@ -155,6 +154,7 @@ class LSTSD(Method):
 @register_method("lstsd_single", LSTSDSingleConfig)
 class LSTSDSingle(LSTSD):
     """Table 3's LSTSD (single): the same loss, teachers are two frozen whole-model snapshots."""
+    teacher_forwards = 2
 
     def setup_teachers(self) -> None:
         self.snapshots = {}

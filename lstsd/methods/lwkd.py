@@ -36,10 +36,12 @@ from torch import Tensor, nn
 
 from lstsd import distributed
 from lstsd.banks import SampleBank
-from lstsd.config import MethodConfig, SynMNISTConfig, require, require_choice
+from lstsd.config import MethodConfig
+from lstsd.data import build_data
+from lstsd.errors import require, require_choice
 from lstsd.losses import kd_loss
-from lstsd.methods import register_method
 from lstsd.methods.base import Method
+from lstsd.registry import register_method
 from lstsd.teachers import load_section, load_teacher, teacher_overrides, train_teacher
 
 
@@ -88,14 +90,15 @@ class LWKD(Method):
         elif cfg.teacher_source == "synmnist":
             run_dir = train_teacher(["dataset=synmnist", f"dataset.num_classes={k}",
                                      f"dataset.root={ctx.config.dataset.root}", f"seed={ctx.seed}",
-                                     "method=vanilla", *cfg.teacher], cfg.teacher_cache)
+                                     "method=vanilla", *cfg.teacher], cfg.teacher_cache, ctx.runner)
         else:
-            run_dir = train_teacher(teacher_overrides(list(ctx.overrides), list(cfg.teacher)), cfg.teacher_cache)
+            run_dir = train_teacher(teacher_overrides(list(ctx.overrides), list(cfg.teacher)), cfg.teacher_cache,
+                                    ctx.runner)
         self.teacher_dir = str(run_dir)
         self.teacher = load_teacher(run_dir, key, k, ctx.device)
         self.bank = None
         if cfg.teacher_source == "synmnist":
-            self.bank = self.synthetic_targets(load_section(run_dir, "dataset", SynMNISTConfig))
+            self.bank = self.synthetic_targets(load_section(run_dir, "dataset"))
         self.disc = nn.Sequential(nn.Linear(k, cfg.disc_hidden), nn.ReLU(), nn.Linear(cfg.disc_hidden, 1))
         self.disc.to(ctx.device).requires_grad_(False)
         self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.disc_lr)
@@ -104,8 +107,6 @@ class LWKD(Method):
     @torch.no_grad()
     def synthetic_targets(self, syn_cfg) -> SampleBank:
         """Algorithm 2 line 3 and line 8, once: the teacher's logits on each target sample's synthetic twin."""
-        from lstsd.data import build_data
-
         syn = build_data(syn_cfg, 0, self.ctx.device).train
         y_syn, y = syn.y, self.ctx.train.y.to(self.ctx.device)  # the torchvision loader keeps it on the host
         mapped = torch.empty_like(y)
@@ -154,15 +155,6 @@ class LWKD(Method):
             distributed.average_gradients(self.disc.parameters())  # one discriminator on every process
             self.disc_opt.step()
             self.disc.requires_grad_(False)
-
-    def summary(self, history: list[dict]) -> dict:
-        """The teacher's run and its own final test accuracy (on SynMNIST, or on the target for w/o SYN)."""
-        import json
-        from pathlib import Path
-
-        res = json.loads((Path(self.teacher_dir) / "results.json").read_text())
-        return {"teacher_dir": self.teacher_dir, "teacher_test_acc": res["test_acc_final"],
-                "teacher_dataset": res["dataset"]}
 
     def bank_bytes(self) -> int:
         bank = getattr(self, "bank", None)  # the precomputed synthetic-twin logits (none for w/o SYN)

@@ -30,10 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lstsd.config import MethodConfig, require
+from lstsd.config import MethodConfig
+from lstsd.errors import require
 from lstsd.losses import kd_loss
-from lstsd.methods import register_method
-from lstsd.methods.base import Method, TeacherOutputs, frozen_copy
+from lstsd.methods.base import Method, TeacherOutputs
+from lstsd.models import frozen_copy
+from lstsd.registry import register_method
 
 
 @dataclass
@@ -103,6 +105,7 @@ class SnapshotEnsembles(Method):
         super().__init__(cfg, ctx)
         lengths = cfg.lengths(ctx.epochs)
         self.ends = list(accumulate(lengths))  # epochs completed when each mini-generation ends
+        self.minigen_ends = self.ends  # results.json: each mini-generation's end epoch and its model's scores
         self.lr_cycles = lengths if cfg.restart_lr else None
         self.snapshots: list[nn.Module] = []
         self.snapshot_taken = False
@@ -126,15 +129,6 @@ class SnapshotEnsembles(Method):
         """The ensemble of the snapshots so far, evaluated when a mini-generation ends (from the second on)."""
         return {"ensemble": self.ensemble()} if self.snapshot_taken and len(self.snapshots) > 1 else {}
 
-    def summary(self, history: list[dict]) -> dict:
-        rows = [history[e - 1] for e in self.ends if e <= len(history)]
-        out = {"minigen_end_epochs": self.ends}
-        for metric in self.ctx.config.dataset.metrics if self.ctx.config is not None else ("acc",):
-            out[f"minigen_test_{metric}"] = [r[f"test_{metric}"] for r in rows]  # each snapshot's score
-            if rows and f"val_{metric}" in rows[0]:
-                out[f"minigen_val_{metric}"] = [r[f"val_{metric}"] for r in rows]
-        return out
-
     def state_dict(self) -> dict:
         return {"snapshots": [m.state_dict() for m in self.snapshots], "ends": self.ends}
 
@@ -150,6 +144,7 @@ class SnapshotEnsembles(Method):
 
 @register_method("sd", SDConfig)
 class SnapshotDistillation(SnapshotEnsembles):
+    teacher_forwards = 1
     """SD Eq. 3 with the solution of Section 3.4: teacher M_{k-1} fixed for all of mini-generation k."""
 
     def __init__(self, cfg: SDConfig, ctx):

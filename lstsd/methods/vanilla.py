@@ -1,7 +1,7 @@
 """``method=vanilla``: cross-entropy on the labels, nothing else (the base interface's defaults)."""
 from lstsd.config import MethodConfig
-from lstsd.methods import register_method
 from lstsd.methods.base import Method
+from lstsd.registry import register_method
 
 
 @register_method("vanilla", MethodConfig)

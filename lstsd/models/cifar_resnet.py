@@ -6,11 +6,14 @@ option A: a parameter-free strided identity zero-padded in channels when the sha
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lstsd.config import ConfigError
-from lstsd.models import register_model
+from lstsd.config import ModelConfig
+from lstsd.errors import ConfigError
+from lstsd.registry import register_model
 
 
 class ShortcutA(nn.Module):
@@ -64,6 +67,11 @@ class CifarResNet(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
-@register_model("cifar_resnet")
+@dataclass
+class CifarResNetConfig(ModelConfig):
+    depth: int = 20  # 6n + 2
+
+
+@register_model("cifar_resnet", CifarResNetConfig)
 def build_cifar_resnet(cfg, num_classes: int, in_channels: int) -> nn.Module:
     return CifarResNet(cfg.depth, num_classes, in_channels)

@@ -39,13 +39,17 @@ ImageNet max-pool, ends with global average pooling and one linear layer, and is
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lstsd.config import require
-from lstsd.models import register_model
+from lstsd.config import ModelConfig
+from lstsd.errors import require
 from lstsd.models.densenet import Bottleneck as DenseLayer, Transition, init_weights
+from lstsd.registry import register_model
 
 
 def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1, bias: bool = False,
@@ -76,10 +80,6 @@ def _opt(cfg, key: str, default=None):
     return default if value is None else value
 
 
-def _fixed_depth(cfg, arch: str) -> None:
-    require(_opt(cfg, "depth") is None, "model.depth", f"null ({arch} has a fixed depth)", _opt(cfg, "depth"))
-
-
 # --------------------------------------------------------------------------- ResNet (He et al. 2016)
 class BasicBlock(nn.Module):
     expansion = 1
@@ -107,7 +107,29 @@ RESNET_V1 = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)), 50:
              101: (BottleneckBlock, (3, 4, 23, 3)), 152: (BottleneckBlock, (3, 8, 36, 3))}
 
 
-@register_model("cifar_resnet_v1")
+@dataclass
+class DepthConfig(ModelConfig):
+    """An architecture with one size knob, its depth."""
+    depth: Optional[int] = None
+
+
+@dataclass
+class WidthConfig(DepthConfig):
+    """Depth and width: a WRN's widening factor k, a VGG head's hidden width (null: one linear layer)."""
+    width: Optional[int] = None
+
+
+@dataclass
+class DenseNetCifarConfig(DepthConfig):
+    growth_rate: Optional[int] = None  # null: 32
+
+
+@dataclass
+class ResNeXtConfig(WidthConfig):
+    cardinality: Optional[int] = None  # groups of a block; null: 8 (width null: 64, the base width)
+
+
+@register_model("cifar_resnet_v1", DepthConfig)
 def build_resnet_v1(cfg, num_classes: int, in_channels: int) -> nn.Module:
     depth = _opt(cfg, "depth")
     require(depth in RESNET_V1, "model.depth", "one of 18, 34, 50, 101, 152", depth)
@@ -127,7 +149,7 @@ VGG = {11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
        19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]}
 
 
-@register_model("vgg")
+@register_model("vgg", WidthConfig)
 def build_vgg(cfg, num_classes: int, in_channels: int) -> nn.Module:
     """``model.width`` null: one linear layer on the pooled 512 features (pytorch-cifar); a width w: the original
     VGG head, two hidden layers of w with ReLU and dropout (``model.dropout``), 512 -> w -> w -> K (w = 4096: the
@@ -164,7 +186,7 @@ class WideBlock(nn.Module):
         return y + (x if self.shortcut is None else self.shortcut(o))
 
 
-@register_model("wide_resnet")
+@register_model("wide_resnet", WidthConfig)
 def build_wide_resnet(cfg, num_classes: int, in_channels: int) -> nn.Module:
     depth, k = _opt(cfg, "depth"), _opt(cfg, "width")
     require(isinstance(depth, int) and depth >= 10 and (depth - 4) % 6 == 0, "model.depth",
@@ -198,9 +220,8 @@ MOBILENETV2 = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2),
                (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
 
 
-@register_model("mobilenetv2_cifar")
+@register_model("mobilenetv2_cifar", ModelConfig)
 def build_mobilenetv2(cfg, num_classes: int, in_channels: int) -> nn.Module:
-    _fixed_depth(cfg, "mobilenetv2_cifar")
     layers, cin = [conv_bn(in_channels, 32)], 32
     for t, c, n, s in MOBILENETV2:
         for j in range(n):
@@ -238,9 +259,8 @@ class ShuffleUnit(nn.Module):
         return channel_shuffle(out)
 
 
-@register_model("shufflenetv2_cifar")
+@register_model("shufflenetv2_cifar", ModelConfig)
 def build_shufflenetv2(cfg, num_classes: int, in_channels: int) -> nn.Module:
-    _fixed_depth(cfg, "shufflenetv2_cifar")
     layers, cin = [conv_bn(in_channels, 24)], 24
     for cout, n in ((116, 3), (232, 7), (464, 3)):  # 1.0x widths; one down-sampling unit + n units per stage
         layers += [ShuffleUnit(cin, cout, 2)] + [ShuffleUnit(cout, cout, 1) for _ in range(n)]
@@ -271,9 +291,8 @@ GOOGLENET = [(64, 96, 128, 16, 32, 32), (128, 128, 192, 32, 96, 64), "M",
              (256, 160, 320, 32, 128, 128), (384, 192, 384, 48, 128, 128)]
 
 
-@register_model("googlenet_cifar")
+@register_model("googlenet_cifar", ModelConfig)
 def build_googlenet(cfg, num_classes: int, in_channels: int) -> nn.Module:
-    _fixed_depth(cfg, "googlenet_cifar")
     layers, cin = [conv_bn(in_channels, 192, bias=True)], 192
     for spec in GOOGLENET:
         if spec == "M":
@@ -288,7 +307,7 @@ def build_googlenet(cfg, num_classes: int, in_channels: int) -> nn.Module:
 DENSENET = {121: (6, 12, 24, 16), 169: (6, 12, 32, 32), 201: (6, 12, 48, 32)}
 
 
-@register_model("densenet_cifar")
+@register_model("densenet_cifar", DenseNetCifarConfig)
 def build_densenet_cifar(cfg, num_classes: int, in_channels: int) -> nn.Module:
     depth = _opt(cfg, "depth")
     require(depth in DENSENET, "model.depth", "one of 121, 169, 201", depth)
@@ -316,7 +335,7 @@ class ResNeXtBlock(BasicBlock):
         self.shortcut = shortcut(cin, cout, stride)
 
 
-@register_model("resnext_cifar")
+@register_model("resnext_cifar", ResNeXtConfig)
 def build_resnext_cifar(cfg, num_classes: int, in_channels: int) -> nn.Module:
     depth, d, c = _opt(cfg, "depth"), _opt(cfg, "width", 64), _opt(cfg, "cardinality", 8)
     require(isinstance(depth, int) and depth >= 11 and (depth - 2) % 9 == 0, "model.depth",

@@ -7,14 +7,15 @@ concatenated to the input), a 3x3 conv stem to 2k channels, compressing transiti
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lstsd.config import ConfigError
-from lstsd.models import register_model
-
+from lstsd.config import ModelConfig
+from lstsd.errors import ConfigError
+from lstsd.registry import register_model
 
 
 def init_weights(model: nn.Module) -> None:
@@ -74,7 +75,14 @@ class DenseNetBC(nn.Module):
         return self.fc(self.features(x))
 
 
-@register_model("densenet_bc")
+@dataclass
+class DenseNetBCConfig(ModelConfig):
+    depth: int = 100  # 6n + 4
+    growth_rate: int = 12  # k
+    compression: float = 0.5  # theta of the transitions
+
+
+@register_model("densenet_bc", DenseNetBCConfig)
 def build_densenet_bc(cfg, num_classes: int, in_channels: int) -> nn.Module:
     return DenseNetBC(cfg.depth, cfg.growth_rate, cfg.compression, num_classes, in_channels,
                       dropout=getattr(cfg, "dropout", 0.0) or 0.0)

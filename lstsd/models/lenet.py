@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from lstsd.models import register_model
+from lstsd.config import ModelConfig
+from lstsd.registry import register_model
 
 
-@register_model("lenet5")
+@register_model("lenet5", ModelConfig)
 def build_lenet5(cfg, num_classes: int, in_channels: int) -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
@@ -24,7 +25,7 @@ def build_lenet5(cfg, num_classes: int, in_channels: int) -> nn.Module:
     )
 
 
-@register_model("lenetw")
+@register_model("lenetw", ModelConfig)
 def build_lenetw(cfg, num_classes: int, in_channels: int) -> nn.Module:
     side = (32 - 4) // 2  # 32 x 32 inputs
     return nn.Sequential(

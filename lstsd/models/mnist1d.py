@@ -12,10 +12,14 @@ sequences (MNIST-1D: C = 1, L = 40). ``model.width`` is each model's one size kn
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 from torch import Tensor, nn
 
-from lstsd.config import ConfigError
-from lstsd.models import register_model
+from lstsd.config import ModelConfig
+from lstsd.errors import ConfigError
+from lstsd.registry import register_model
 
 
 def conv_length(length: int, kernel: int, stride: int = 2, padding: int = 1) -> int:
@@ -71,19 +75,24 @@ def sequence_shape(name: str, input_shape: tuple) -> tuple[int, int]:
     return input_shape[0], input_shape[1]
 
 
-@register_model("mnist1d_cnn")
+@dataclass
+class MNIST1DModelConfig(ModelConfig):
+    width: Optional[int] = None  # channels (cnn, null: 25), hidden units (mlp, null: 100), hidden size (gru, null: 6)
+
+
+@register_model("mnist1d_cnn", MNIST1DModelConfig)
 def build_mnist1d_cnn(cfg, num_classes: int, in_channels: int, input_shape: tuple) -> nn.Module:
     channels, length = sequence_shape("mnist1d_cnn", input_shape)
     return MNIST1DCNN(num_classes, channels, length, cfg.width or 25)
 
 
-@register_model("mnist1d_mlp")
+@register_model("mnist1d_mlp", MNIST1DModelConfig)
 def build_mnist1d_mlp(cfg, num_classes: int, in_channels: int, input_shape: tuple) -> nn.Module:
     channels, length = sequence_shape("mnist1d_mlp", input_shape)
     return MNIST1DMLP(num_classes, channels * length, cfg.width or 100)
 
 
-@register_model("mnist1d_gru")
+@register_model("mnist1d_gru", MNIST1DModelConfig)
 def build_mnist1d_gru(cfg, num_classes: int, in_channels: int, input_shape: tuple) -> nn.Module:
     channels, length = sequence_shape("mnist1d_gru", input_shape)
     return MNIST1DGRU(num_classes, channels, length, cfg.width or 6)

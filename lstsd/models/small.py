@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from lstsd.models import register_model
+from lstsd.config import ModelConfig
+from lstsd.registry import register_model
 
 
 def conv_bn_relu(in_planes: int, out_planes: int) -> list[nn.Module]:
@@ -24,6 +25,6 @@ class DigitsCNN(nn.Module):
         return self.fc(self.dropout(self.features(x)))
 
 
-@register_model("digits_cnn")
+@register_model("digits_cnn", ModelConfig)
 def build_digits_cnn(cfg, num_classes: int, in_channels: int) -> nn.Module:
     return DigitsCNN(num_classes, in_channels, dropout=getattr(cfg, "dropout", 0.0) or 0.0)

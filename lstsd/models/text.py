@@ -12,14 +12,46 @@ model's tokeniser (:mod:`lstsd.data.text`).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, Optional
 
 import torch
 from torch import Tensor, nn
 
-from lstsd.models import register_model
+from lstsd.config import ModelConfig
+from lstsd.data.text import ENCODERS, model_dir
+from lstsd.errors import ConfigError, require, require_choice
+from lstsd.registry import register_model
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class TextModelConfig(ModelConfig):
+    """textcnn (Kim 2014) and bert (a local transformers checkpoint)."""
+    kind: ClassVar[str] = "text"
+    text_input: str = "pair"  # pair: sentence pairs accepted (textcnn: s1 <sep> s2; bert: segments); single
+    path: Optional[str] = None  # bert: a local model directory (config.json, weights, tokeniser files)
+    download: bool = False  # bert: allow a hub name in path (network); off: nothing is fetched
+    embed_dim: int = 300  # textcnn
+    embeddings: Optional[str] = None  # textcnn: word2vec/GloVe text file to initialise the embeddings
+    filter_widths: list[int] = field(default_factory=lambda: [3, 4, 5])
+    num_filters: int = 100
+    max_vocab: Optional[int] = None  # textcnn: keep the most frequent words of the training split
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_choice("model.arch", self.arch, tuple(ENCODERS))
+        require_choice("model.text_input", self.text_input, ("pair", "single"))
+        if self.arch == "bert":
+            model_dir(self)  # a local checkpoint directory, or a hub name with download=true
+        require(self.embed_dim >= 1 and self.num_filters >= 1, "model.embed_dim/num_filters", "integers >= 1",
+                (self.embed_dim, self.num_filters))
+        require(len(self.filter_widths) >= 1 and min(self.filter_widths) >= 1, "model.filter_widths",
+                "a non-empty list of integers >= 1", list(self.filter_widths))
+        require(self.max_vocab is None or self.max_vocab >= 1, "model.max_vocab", "null or an integer >= 1",
+                self.max_vocab)
 
 
 class TextCNN(nn.Module):
@@ -44,8 +76,6 @@ class TextCNN(nn.Module):
 def read_embeddings(path: str, vocab: list[str], dim: int) -> Tensor:
     """Rows of ``vocab`` from a word2vec/GloVe text file (``word v1 ... v_dim`` per line; a word2vec header line
     is skipped); missing words ~ U[-0.25, 0.25] (Kim 2014), ``<pad>`` zero."""
-    from lstsd.config import ConfigError
-
     file = Path(path).expanduser()
     if not file.is_file():
         raise ConfigError(f"model.embeddings={path!r} is invalid: allowed null or an existing word-vector text "
@@ -68,10 +98,8 @@ def read_embeddings(path: str, vocab: list[str], dim: int) -> Tensor:
     return out
 
 
-@register_model("textcnn")
+@register_model("textcnn", TextModelConfig)
 def build_textcnn(cfg, num_classes: int, in_channels: int, vocab: list[str] | None = None) -> nn.Module:
-    from lstsd.config import ConfigError
-
     if vocab is None:
         raise ConfigError("model=textcnn is invalid for this dataset: allowed a text dataset (glue_*)")
     embeddings = read_embeddings(cfg.embeddings, vocab, cfg.embed_dim) if cfg.embeddings else None
@@ -93,12 +121,10 @@ class HFClassifier(nn.Module):
         return self.net(input_ids=x[:, 0], attention_mask=x[:, 2], **extra).logits
 
 
-@register_model("bert")
+@register_model("bert", TextModelConfig)
 def build_bert(cfg, num_classes: int, in_channels: int, vocab: list[str] | None = None) -> nn.Module:
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
-
-    from lstsd.data.text import model_dir
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "some weights were newly initialised": the classification head, expected

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import math
 import re
 from pathlib import Path
@@ -32,8 +31,9 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from lstsd.report.reference import published
+from lstsd.report.reference import cells, published
 from lstsd.report.stats import describe, paired
+from lstsd.rundir import CONFIG, RESULTS, RunDir, identity
 
 KEYS = ("experiment", "dataset", "model", "method")
 BASELINE = "vanilla"
@@ -47,33 +47,27 @@ def natural_key(path: Path) -> list:
 def launch_order(d: Path) -> tuple:
     """Sort key of a job folder: its sweep folder, then Hydra's job number (the order of the sweep's axes, e.g.
     vanilla before lstsd as the experiment lists them), then the name (0, 1, 2, ..., 10)."""
-    hydra_yaml = d / ".hydra" / "hydra.yaml"
+    hydra_yaml = RunDir(d).hydra
     num = OmegaConf.load(hydra_yaml).hydra.job.get("num") if hydra_yaml.exists() else None
     return natural_key(d.parent), -1 if num is None else int(num), natural_key(d)
 
 
 def job_dirs(path: Path) -> list[Path]:
-    marks = {p.parent for p in path.rglob("results.json")} | {p.parent.parent for p in path.rglob(".hydra/config.yaml")}
+    marks = {p.parent for p in path.rglob(RESULTS)} | {p.parent.parent for p in path.rglob(CONFIG)}
     return sorted(marks, key=launch_order)
 
 
 def read_run(d: Path) -> dict:
     """One run: results.json when there is one, else what its saved config says, with its status; ``config`` is
     its saved config (None when absent)."""
-    saved = d / ".hydra" / "config.yaml"
-    config = OmegaConf.load(saved) if saved.exists() else None
-    if (d / "results.json").exists():
-        run = json.loads((d / "results.json").read_text())
-    else:
-        run = {"status": "running", "experiment": config.get("name", "default"), "dataset": config.dataset.name,
-               "model": config.model.name, "method": config.method.get("label") or config.method.name,
-               "seed": config.seed}
+    files = RunDir(d)
+    config = files.read_config()
+    run = files.read_results() or {"status": "running", **identity(config)}
     run["run_dir"], run["config"] = str(d), config
-    overrides = d / ".hydra" / "overrides.yaml"  # the job's command-line overrides (Hydra writes them)
-    run["overrides"] = dict(o.lstrip("+~").partition("=")[::2] for o in
-                            (OmegaConf.load(overrides) if overrides.exists() else []))
-    if (d / "metrics.jsonl").exists():
-        run["epochs_done"] = sum(1 for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip())
+    # the job's command-line overrides (Hydra writes them)
+    run["overrides"] = dict(o.lstrip("+~").partition("=")[::2] for o in files.read_overrides())
+    if files.metrics.exists():
+        run["epochs_done"] = len(files.read_metrics())
     return run
 
 
@@ -107,7 +101,7 @@ def collect(paths) -> tuple[list[dict], list[str]]:
     """All runs under ``paths``, and the jobs of their sweeps that never started."""
     runs, missing = [], []
     for path in map(Path, paths):
-        if path.name == "results.json":
+        if path.name == RESULTS:
             path = path.parent
         runs += [read_run(d) for d in job_dirs(path)]
         for sweep in sorted({p.parent for p in path.glob("**/multirun.yaml")}):
@@ -232,8 +226,6 @@ def published_columns(key: tuple, done: list[dict]) -> dict:
 def not_compared(table: list[dict]) -> list:
     """The published cells of the (experiment, dataset, model) blocks in ``table`` that no row was set beside:
     a method the runs did not run, or runs trained with another setting (schedule, temperature, ...)."""
-    from lstsd.report.reference import cells
-
     placed = {id(c) for row in table for c in row.get("paper_cells", [])}
     blocks = {tuple(row[k] for k in KEYS[:3]) for row in table}
     return [c for c in cells() if id(c) not in placed and any(
@@ -391,7 +383,7 @@ def group_by(runs: list[dict], keys: tuple) -> dict:
 
 
 def read_metrics(run: dict) -> list[dict]:
-    return [json.loads(x) for x in (Path(run["run_dir"]) / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    return RunDir(run["run_dir"]).read_metrics()
 
 
 def report(paths, out=None, baseline: str = BASELINE, sort: str = "launch", better_of: dict | None = None) -> str:

@@ -1,0 +1,105 @@
+"""The checkpoint: everything a run needs to go on exactly, written atomically, and read back.
+
+:func:`capture` gathers weights, optimiser, loss scale, method state (banks, snapshots, EMA teacher, DLB's
+last batch, per rank), every random generator, the history and the position (the epoch, and for a checkpoint
+taken inside an epoch the steps done in it and their running sums; the epoch's batch order and augmentation
+follow from (seed, epoch), so the position is enough to go on). :func:`restore` puts it back.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lstsd import distributed
+from lstsd.errors import TrainingError
+
+log = logging.getLogger("lstsd.engine")
+
+
+def atomic_save(obj, path: Path) -> None:
+    """Write to a temporary file, fsync, then rename over the previous checkpoint: a crash or a failed write
+    never leaves a half-written one, and the previous one stays until the new one is complete."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def capture(t) -> dict:
+    """The state of trainer ``t`` (collective: with several processes every rank calls it)."""
+    return {
+        "epoch": t.start_epoch,
+        "global_step": t.global_step,
+        "in_epoch": t.in_epoch,
+        "model": t.model.state_dict(),
+        "optimizer": t.optimizer.state_dict(),
+        "scaler": t.scaler.state_dict(),
+        "method": t.method.state_dict(),
+        "rank_states": distributed.gather_objects(t.method.rank_state()),
+        "world_size": distributed.world_size(),
+        "history": t.history,
+        "rng_cpu": torch.get_rng_state(),
+        "rng_python": random.getstate(),
+        "rng_numpy": np.random.get_state(),
+        # this process's device only: with several processes each rank restores its own GPU's stream
+        "rng_cuda": torch.cuda.get_rng_state() if t.device.type == "cuda" else None,
+        "seconds": (t.train_seconds, t.wall_seconds),
+    }
+
+
+def save(t, path: Path) -> None:
+    """Rank 0 writes; every rank learns whether it could, so that all go on or all stop together."""
+    state, error = capture(t), None
+    if distributed.is_main():
+        try:
+            atomic_save(state, path)
+        except Exception as e:  # noqa: BLE001 - re-raised below, on every rank
+            error = e
+    failure = distributed.broadcast(None if error is None else f"{type(error).__name__}: {error}")
+    if error is not None:
+        raise error
+    if failure is not None:
+        raise TrainingError(f"rank 0 could not write the checkpoint: {failure}")
+
+
+def restore(t, path: Path) -> None:
+    """Load ``path`` into trainer ``t``; any mismatch is a :class:`TrainingError` saying how to start afresh."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        t.model.load_state_dict(state["model"])
+        t.optimizer.load_state_dict(state["optimizer"])
+        if state.get("in_epoch") is not None and state["world_size"] != distributed.world_size():
+            raise ValueError(f"it was taken inside an epoch by {state['world_size']} processes, not "
+                             f"{distributed.world_size()}")
+        rank = distributed.rank()
+        rank_state = state["rank_states"][rank] if len(state["rank_states"]) > rank else {}
+        t.method.load_state_dict(state["method"])
+        t.method.load_rank_state(rank_state)
+        if state.get("in_epoch") is not None:  # inside an epoch: applied again after on_epoch_start, which
+            t.method_state = (state["method"], rank_state)  # sees the saved state but resets per-epoch parts
+        t.scaler.load_state_dict(state.get("scaler", {}))
+        t.start_epoch, t.global_step = state["epoch"], state["global_step"]
+        t.in_epoch = state.get("in_epoch")
+        t.history = state["history"]
+        t.train_seconds, t.wall_seconds = state["seconds"]
+        torch.set_rng_state(state["rng_cpu"])
+        if state.get("rng_cuda") is not None and t.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"])
+        if "rng_python" in state:  # absent from checkpoints written before they were saved
+            random.setstate(state["rng_python"])
+            np.random.set_state(state["rng_numpy"])
+    except Exception as e:  # noqa: BLE001 - any failure here means the file does not fit this run
+        raise TrainingError(f"cannot resume from {path}: {type(e).__name__}: {e} "
+                            "(delete it or set trainer.resume=false to start afresh)") from e
+    where = f"step {t.in_epoch['step']} of epoch {t.start_epoch + 1}" if t.in_epoch else f"epoch {t.start_epoch}"
+    log.info(f"resumed from {path} after {where}")
