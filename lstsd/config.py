@@ -9,13 +9,14 @@ types while composing; :func:`validate` turns the composed config into dataclass
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from lstsd.errors import ConfigError, one_line, require, require_choice
+from lstsd.errors import ConfigError, finite, one_line, require, require_choice
 from lstsd.registry import DATASETS, METHODS, MODELS
 
 __all__ = ["Config", "ConfigError", "DatasetConfig", "ModelConfig", "MethodConfig", "validate"]
@@ -50,6 +51,7 @@ class DatasetConfig:
         require(self.num_workers >= 0, "dataset.num_workers", "an integer >= 0", self.num_workers)
         require(self.eval_batch_size >= 1, "dataset.eval_batch_size", "an integer >= 1", self.eval_batch_size)
         require(0.0 <= self.val_fraction < 1.0, "dataset.val_fraction", "a number in [0, 1)", self.val_fraction)
+        require(0 <= self.split_seed < 2**63, "dataset.split_seed", "an integer in [0, 2^63)", self.split_seed)
 
 
 # --------------------------------------------------------------------------- model
@@ -102,6 +104,12 @@ class AdamConfig(OptimConfig):
     lr: float = 1e-3
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas), "optim.betas",
+                "[beta1, beta2], each in [0, 1)", list(self.betas))
+        require(self.eps >= 0, "optim.eps", "a number >= 0", self.eps)
 
 
 # --------------------------------------------------------------------------- learning-rate schedule
@@ -197,6 +205,8 @@ class Config:
     name: str = "default"  # experiment name: output folders and grouping
 
     def __post_init__(self) -> None:
+        require_finite(self)
+        require(0 <= self.seed < 2**63, "seed", "an integer in [0, 2^63)", self.seed)
         for registry, value in ((DATASETS, self.dataset.name), (MODELS, self.model.arch),
                                 (METHODS, self.method.name)):
             registry.get(value)  # a name changed on the command line (method.name=...) must be registered too
@@ -210,6 +220,19 @@ class Config:
         if self.method.schedule is not None:  # the method's own schedule is the one this run trains with
             self.schedule.name = self.method.schedule
         self.method.check(self)
+
+
+def require_finite(node, key: str = "") -> None:
+    """Every number of a configuration is finite: NaN and +-inf are refused wherever they appear (a range check
+    such as ``lr > 0`` lets ``inf`` through, and training would only fail later)."""
+    if dataclasses.is_dataclass(node):
+        for f in dataclasses.fields(node):
+            require_finite(getattr(node, f.name), f"{key}.{f.name}" if key else f.name)
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            require_finite(value, f"{key}[{i}]")
+    elif isinstance(node, float):
+        require(finite(node), key, "a finite number", node)
 
 
 def validate(cfg: DictConfig) -> Config:

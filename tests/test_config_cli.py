@@ -67,6 +67,14 @@ def test_range_errors_name_the_key(overrides, message):
 
 
 BAD_INPUT = [
+    # non-finite numbers and out-of-range seeds and optimiser arguments, before any training
+    (["optim.lr=inf"], "optim.lr=inf is invalid: allowed a finite number"),
+    (["method=lstsd", "method.lambda_short=inf"], "method.lambda_short=inf is invalid: allowed a finite number"),
+    (["method=lstsd", "method.temperature=nan"], "method.temperature=nan is invalid: allowed"),
+    (["seed=-1"], "seed=-1 is invalid: allowed an integer in [0, 2^63)"),
+    (["seed=99999999999999999999"], "seed=99999999999999999999 is invalid: allowed an integer in [0, 2^63)"),
+    (["optim=adam", "optim.betas=[0.9,1.5]"], "optim.betas=[0.9, 1.5] is invalid: allowed [beta1, beta2], each in [0, 1)"),
+    (["optim=adam", "optim.eps=-1"], "optim.eps=-1.0 is invalid: allowed a number >= 0"),
     (["method=nonexistent"], "method=nonexistent is invalid: allowed one of dlb, kd, kd_cnn100, kd_densenet121, kd_lenetw, "
      "kd_resnet18, kd_resnet50, kd_resnext29, label_smoothing, lstsd, lstsd_single, lstsd_t1, lstsd_wo_long, "
      "lstsd_wo_short, lwkd, lwkd_c10, lwkd_digits, lwkd_digits_t2, lwkd_wo_adv, lwkd_wo_kl, lwkd_wo_syn, mean_teacher, sd, sd_t1, sd_t3, "
