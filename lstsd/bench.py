@@ -30,10 +30,13 @@ from pathlib import Path
 
 import torch
 
-from lstsd.compose import compose
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from lstsd.compose import CONFIG_DIR, compose
 from lstsd.config import validate
 from lstsd.engine import StepStats
-from lstsd.errors import ConfigError
+from lstsd.errors import ConfigError, one_line
 from lstsd.run import assemble
 
 # The rows timed by default. What a method inherently adds per step (the ``x inherent`` column) it declares itself:
@@ -199,16 +202,42 @@ def table(rows: list[dict], header: str) -> str:
     return "\n".join(lines)
 
 
+def positive(text: str) -> int:
+    """An argparse type: a count of steps, rounds or warm-up steps (1 or more; 0 would time nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: allowed an integer >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is invalid: allowed an integer >= 1")
+    return value
+
+
+def method_labels(text: str) -> list[str]:
+    """An argparse type: the comma-separated rows of ``--methods``, each a ``method=`` option of lstsd (its own
+    overrides after colons), vanilla among them (every ratio is to vanilla's step)."""
+    options = sorted(f.stem for f in (Path(CONFIG_DIR) / "method").glob("*.yaml"))
+    labels = text.split(",")
+    for label in labels:
+        if label.split(":")[0].split("[")[0] not in options:
+            raise argparse.ArgumentTypeError(f"{label!r} is invalid: allowed a method= option of lstsd "
+                                             f"({', '.join(options)}), its own overrides after colons")
+    if "vanilla" not in labels:
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: allowed a list that holds vanilla (the baseline of "
+                                         f"every ratio)")
+    return labels
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="lstsd-bench", description=__doc__.splitlines()[0].strip("`: "))
     parser.add_argument("overrides", nargs="*", help="lstsd overrides (model=..., dataset.batch_size=..., "
                                                      "trainer.device=..., trainer.precision=...)")
-    parser.add_argument("--methods", default=",".join(METHODS),
+    parser.add_argument("--methods", default=",".join(METHODS), type=method_labels,
                         help="comma-separated; a method's own overrides follow it after colons, e.g. "
                              "lstsd:method.bank_store=probs:method.bank_topk=5 (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per method and round")
-    parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per method first")
+    parser.add_argument("--steps", type=positive, default=5, help="timed steps per method and round")
+    parser.add_argument("--rounds", type=positive, default=8)
+    parser.add_argument("--warmup", type=positive, default=3, help="untimed steps per method first")
     parser.add_argument("--no-loader", action="store_true", help="leave out the vanilla[torchvision] row")
     parser.add_argument("--json", action="store_true", help="print the rows as a JSON list instead of a table")
     parser.add_argument("--smoke", action="store_true", help="a tiny CPU model and 1 step: checks that it runs")
@@ -216,10 +245,10 @@ def main(argv=None) -> None:
     base = SMOKE if args.smoke else DEFAULTS
     steps, rounds, warmup = (1, 1, 1) if args.smoke else (args.steps, args.rounds, args.warmup)
     try:
-        rows, header = measure([*base, *args.overrides], args.methods.split(","), steps, rounds, warmup,
+        rows, header = measure([*base, *args.overrides], args.methods, steps, rounds, warmup,
                                loader=not args.no_loader)
-    except ConfigError as e:
-        print(f"lstsd-bench: error: {e}", file=sys.stderr)
+    except (ConfigError, HydraException, OmegaConfBaseException) as e:  # a bad override: one line, as lstsd's
+        print(f"lstsd-bench: error: {one_line(e)}", file=sys.stderr)
         sys.exit(2)
     print(json.dumps(rows, indent=1) if args.json else table(rows, header))
 

@@ -11,6 +11,7 @@ training. Hydra would exit 1 for both kinds, so errors are re-raised to this wra
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import hydra
@@ -49,11 +50,12 @@ def app(cfg: DictConfig) -> float:
 
     try:
         results = run(cfg)
-    except ConfigError as e:  # stop here, before Hydra wraps it in a multi-line job report
+    except (ConfigError, TrainingError) as e:  # stop here, before Hydra wraps it in a multi-line job report
         if os.environ.get("LSTSD_DEBUG") == "1" or in_sweep():
             raise  # a sweep's job: marked failed with this error, and the other jobs go on
-        print(f"lstsd: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        bad_input = isinstance(e, ConfigError)
+        print(f"lstsd: {'error' if bad_input else 'training failed'}: {e}", file=sys.stderr)
+        sys.exit(2 if bad_input else 1)
     metric = results.get("headline", "acc")  # what a hyper-parameter sweeper maximises: the headline metric
     return results.get(f"val_{metric}_final", results[f"test_{metric}_final"])
 
@@ -90,6 +92,28 @@ def print_help(argv: list[str]) -> None:
     print(HELP.format(groups=compose.option_names(), config=config))
 
 
+def misspelt_key(detail: str, argv: list[str]) -> str:
+    """Hydra's error for an unknown key (``Could not override 'method.lamda_long'. To append to your config use
+    +method.lamda_long=...``) as :func:`lstsd.config.unknown_key`'s line, which names the closest valid key
+    instead of suggesting to append the misspelt one; other errors unchanged."""
+    from omegaconf import DictConfig
+
+    from lstsd.config import unknown_key
+
+    match = re.match(r"Could not override '([^']+)'", detail)
+    if match is None or "not in" not in detail:
+        return detail
+    key = match.group(1)
+    parent = key.rpartition(".")[0]
+    try:
+        node = compose.compose([a for a in argv if not a.startswith("-") and a.partition("=")[0] != key])
+        for part in filter(None, parent.split(".")):
+            node = node[part]
+    except Exception:  # noqa: BLE001 - no better message to give than Hydra's
+        return detail
+    return str(unknown_key(key, node.keys())) if isinstance(node, DictConfig) else detail
+
+
 def main() -> None:
     argv = sys.argv[1:]
     compose.setup(fast=bool(PRINT_ONLY & {a.partition("=")[0] for a in argv}))
@@ -99,6 +123,15 @@ def main() -> None:
         except (ConfigError, HydraException, OmegaConfBaseException) as e:
             print(f"lstsd: error: {one_line(e)}", file=sys.stderr)
             sys.exit(2)
+    for a in argv:  # before Hydra makes the output folder, which holds the name
+        if a.startswith("name=") and not ("," in a and is_multirun(argv)):
+            from lstsd.config import require_name
+
+            try:
+                require_name(a.partition("=")[2])
+            except ConfigError as e:
+                print(f"lstsd: error: {e}", file=sys.stderr)
+                sys.exit(2)
     sys.argv[1:] = as_one_value_sweeps(argv, is_multirun(argv))
     debug = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["LSTSD_DEBUG"] = "1" if debug else "0"
@@ -112,6 +145,7 @@ def main() -> None:
             raise
         cause = e.__cause__ if isinstance(e.__cause__, (ConfigError, OmegaConfBaseException)) else None
         detail = one_line(e) + (f" ({one_line(cause)})" if cause is not None and str(cause) not in str(e) else "")
+        detail = misspelt_key(detail, argv)
         if "hydra/sweeper=optuna" in detail:  # the Optuna plugin is not installed
             detail += "; experiment=hparams_search needs the search extra: pip install -e '.[search]'"
         print(f"lstsd: error: {detail}", file=sys.stderr)
@@ -121,6 +155,11 @@ def main() -> None:
             raise
         print(f"lstsd: training failed: {e}", file=sys.stderr)
         sys.exit(1)
+    except OSError as e:  # before a job ran (Hydra creating the output folder, its log file): bad input
+        if debug:
+            raise
+        print(f"lstsd: error: {e.filename or 'a file'}: {e.strerror or e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,10 @@ types while composing; :func:`validate` turns the composed config into dataclass
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import hashlib
+import json
+import re
 from dataclasses import dataclass, field
 from typing import ClassVar, Optional
 
@@ -143,6 +147,9 @@ class TrainerConfig:
     checkpoint_every: int = 1
     progress: bool = True
     skip_completed: bool = True  # a run directory with a completed results.json is not trained again
+    # resume a run folder (or its last.pt) that belongs to another configuration (see RELAUNCH_KEYS): the
+    # folder then holds this configuration, its history continued
+    force_resume: bool = False
     precision: str = "fp32"  # fp32, bf16 or fp16: autocast with fp32 master weights (fp16 adds a GradScaler)
     channels_last: bool = False  # NHWC model and inputs (faster convolutions with tensor cores)
     compile: bool = False  # torch.compile the model (module.compile(): state_dict keys unchanged)
@@ -207,6 +214,7 @@ class Config:
     def __post_init__(self) -> None:
         require_finite(self)
         require(0 <= self.seed < 2**63, "seed", "an integer in [0, 2^63)", self.seed)
+        require_name(self.name)
         for registry, value in ((DATASETS, self.dataset.name), (MODELS, self.model.arch),
                                 (METHODS, self.method.name)):
             registry.get(value)  # a name changed on the command line (method.name=...) must be registered too
@@ -235,8 +243,44 @@ def require_finite(node, key: str = "") -> None:
         require(finite(node), key, "a finite number", node)
 
 
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=,-]*")
+
+
+def require_name(name: str) -> None:
+    """The experiment name is a folder under outputs/ and multirun/: nothing that climbs out of it or splits it."""
+    require(bool(NAME.fullmatch(str(name))) and ".." not in str(name), "name",
+            "letters, digits and . _ - + = , (a folder name, not a path)", name)
+
+
+def unknown_key(key: str, known) -> ConfigError:
+    """The error of a key the schema does not have, with the closest valid name (a misspelt key on the command
+    line and an appended ``+key=value`` get the same line)."""
+    parent, _, leaf = key.rpartition(".")
+    known = sorted(known)
+    close = difflib.get_close_matches(leaf, known, n=1)
+    hint = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
+    return ConfigError(f"{key} is not a configuration key: {hint}allowed keys of {parent or 'the root'}: "
+                       f"{', '.join(known)}")
+
+
+def check_keys(cfg: DictConfig, key: str = "") -> None:
+    """Every key of ``cfg`` is a field of its schema: Hydra lets ``+key=value`` append to any node, and
+    converting the config to objects would drop such a key without a word."""
+    schema = OmegaConf.get_type(cfg)
+    if dataclasses.is_dataclass(schema):
+        known = {f.name for f in dataclasses.fields(schema)}
+        for k in cfg.keys():
+            if k not in known and not (not key and k == "hydra"):
+                raise unknown_key(f"{key}.{k}" if key else str(k), known)
+    for k in cfg.keys():
+        child = cfg._get_node(k)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            check_keys(child, f"{key}.{k}" if key else str(k))
+
+
 def validate(cfg: DictConfig) -> Config:
     """Check a composed config; return it as typed objects or raise :class:`ConfigError` (one line)."""
+    check_keys(cfg)
     try:
         obj = OmegaConf.to_object(cfg)
     except ConfigError:
@@ -249,3 +293,45 @@ def validate(cfg: DictConfig) -> Config:
     if not isinstance(obj, Config):
         raise ConfigError("the configuration does not follow the lstsd schema (compose it from lstsd/conf/config.yaml)")
     return obj
+
+
+# --------------------------------------------------------------------------- one run folder, one configuration
+# Keys that may change between launches of one run folder without making it another run: where things are and
+# how they are computed, not what is trained; and trainer.epochs, so that a finished run can be extended. Every
+# other key is the folder's fingerprint: a relaunch or a last.pt with another one is refused
+# (trainer.force_resume=true resumes anyway).
+RELAUNCH_KEYS = ("trainer.epochs", "trainer.device", "trainer.threads", "trainer.progress", "trainer.resume",
+                 "trainer.force_resume", "trainer.skip_completed", "trainer.checkpoint",
+                 "trainer.checkpoint_every", "trainer.compile", "trainer.channels_last", "logger",
+                 "dataset.root", "dataset.download", "dataset.cache_dir", "dataset.num_workers",
+                 "method.teacher_cache", "model.download", "hydra")
+
+
+def run_identity(cfg) -> dict:
+    """The composed config (a DictConfig, or a saved one) as plain values, without :data:`RELAUNCH_KEYS`."""
+    out = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else json.loads(json.dumps(cfg))
+    for key in RELAUNCH_KEYS:
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return out
+
+
+def fingerprint(ident: dict) -> str:
+    """A short hash of a :func:`run_identity`."""
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def differences(old: dict, new: dict, key: str = "") -> list[str]:
+    """``key: old -> new`` for every leaf that differs between two identities (``-`` for an absent one); of a
+    group whose option differs (its name, arch or _target_), that key only."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in ("arch", "name", "_target_"):
+            if k in old and k in new and old[k] != new[k]:
+                return [f"{key}.{k}: {old[k]} -> {new[k]}"]
+        return [d for k in sorted(set(old) | set(new), key=str)
+                for d in differences(old.get(k, "-"), new.get(k, "-"), f"{key}.{k}" if key else str(k))]
+    return [] if old == new else [f"{key}: {old} -> {new}"]

@@ -6,6 +6,7 @@ every method the :class:`~lstsd.teachers.TeacherRunner` it trains teachers with 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from pathlib import Path
@@ -17,10 +18,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from lstsd import compose, distributed
-from lstsd.config import Config, validate
+from lstsd.config import Config, differences, run_identity, validate
 from lstsd.data import build_data
-from lstsd.engine import Trainer
-from lstsd.errors import ConfigError
+from lstsd.engine import Trainer, checkpoint
+from lstsd.errors import ConfigError, TrainingError, one_line
 from lstsd.loggers import build_logger
 from lstsd.methods import build_method
 from lstsd.methods.base import RunContext
@@ -61,6 +62,7 @@ def assemble(conf: Config, run_dir: Path, overrides: list[str]) -> Trainer:
     data = build_data(conf.dataset, conf.seed, device, channels_last=conf.trainer.channels_last,
                       rank=distributed.rank(), world_size=distributed.world_size(), model_cfg=conf.model)
     model = build_model(conf.model, data.info.num_classes, data.info.input_shape, data.info.vocab).to(device)
+    dry_forward(model, data, conf)
     if conf.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if conf.trainer.compile:
@@ -70,7 +72,10 @@ def assemble(conf: Config, run_dir: Path, overrides: list[str]) -> Trainer:
         # buffers are broadcast after each step instead (Trainer.step), so snapshots and EMA teachers agree
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
                                                         broadcast_buffers=False)
-    optimizer = instantiate(conf.optim, _convert_="all")(model.parameters())
+    try:
+        optimizer = instantiate(conf.optim, _convert_="all")(model.parameters())
+    except (ValueError, TypeError) as e:  # the optimiser's own argument checks, beyond the schema's
+        raise ConfigError(f"optim: {conf.optim._target_} refuses its arguments: {one_line(e)}") from None
     steps = len(data.train)
     ctx = RunContext(model=model, info=data.info, device=device, epochs=conf.trainer.epochs, steps_per_epoch=steps,
                      train=data.train, seed=conf.seed, overrides=tuple(overrides), config=conf, net=net,
@@ -78,6 +83,60 @@ def assemble(conf: Config, run_dir: Path, overrides: list[str]) -> Trainer:
     method = build_method(conf.method, ctx)
     scheduler = build_schedule(conf.schedule, optimizer, steps, conf.trainer.epochs, method.lr_cycles)
     return Trainer(conf, model, method, data, optimizer, scheduler, run_dir)
+
+
+def dry_forward(model, data, conf: Config) -> None:
+    """One forward pass of two training samples in eval mode (no statistics updated, no random draw taken): a
+    model that does not fit the input is refused before training, naming the model and the input shape."""
+    index = torch.arange(min(2, data.info.num_train), device=data.train.y.device)
+    batch = data.train.get(index, torch.Generator().manual_seed(0))
+    shape = "x".join(map(str, data.info.input_shape))
+    where = f"model={conf.model.name} does not fit the input of dataset={conf.dataset.name} (shape {shape})"
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(batch.x)
+    except Exception as e:  # noqa: BLE001 - whatever the layers raise: the shapes do not fit
+        raise ConfigError(f"{where}: {type(e).__name__}: {one_line(e)}") from None
+    finally:
+        model.train()
+    if tuple(out.shape) != (len(index), data.info.num_classes):
+        raise ConfigError(f"{where}: it gives outputs of shape {tuple(out.shape)}, not (batch, "
+                          f"{data.info.num_classes})")
+
+
+HOW = ("relaunch it with its own overrides (.hydra/overrides.yaml), launch into a new folder (another name= or "
+       "hydra.run.dir=), or set trainer.force_resume=true to resume it anyway")
+
+
+def claim(files: RunDir, cfg: DictConfig, conf: Config, overrides: list[str], job) -> dict:
+    """Check that the run folder belongs to this configuration, then record it there (``.hydra/``, once); return
+    the run's identity. Another configuration's folder (once it has trained: a checkpoint, an epoch's metrics
+    or results) or checkpoint is refused before anything is written: a :class:`ConfigError` that says what
+    differs (:data:`lstsd.config.RELAUNCH_KEYS` may differ)."""
+    ident, force = run_identity(cfg), conf.trainer.force_resume
+    saved = files.read_config()
+    if saved is not None and not (files.checkpoint.exists() or files.read_metrics() or files.completed()):
+        files.config.unlink()  # a run that failed before its first epoch (a bad input) holds nothing to keep
+        saved = None
+    if saved is not None and not force:
+        diff = differences(run_identity(saved), ident)
+        if diff:
+            raise ConfigError(f"{files.path} holds a run of another configuration ({'; '.join(diff[:4])}"
+                              f"{'; ...' if len(diff) > 4 else ''}): {HOW}")
+    if conf.trainer.resume and files.checkpoint.exists() and not force:
+        stored = checkpoint.stored_identity(files.checkpoint)
+        diff = ["it records none"] if stored is None else differences(run_identity(stored), ident)
+        if diff:
+            raise ConfigError(f"{files.checkpoint} is a checkpoint of another configuration ({'; '.join(diff[:4])}"
+                              f"{'; ...' if len(diff) > 4 else ''}): delete it, or {HOW}")
+    if force and saved is not None and differences(run_identity(saved), ident) and \
+            not (files.completed() is not None and conf.trainer.skip_completed):
+        log.warning(f"{files.path}: resumed with another configuration (trainer.force_resume=true); its .hydra/ "
+                    "now records this one")
+        files.config.unlink()
+    files.write_hydra(cfg, overrides, job)
+    return ident
 
 
 def run(cfg: DictConfig, run_dir: Optional[str | Path] = None, overrides: Optional[list[str]] = None) -> dict:
@@ -96,10 +155,26 @@ def run(cfg: DictConfig, run_dir: Optional[str | Path] = None, overrides: Option
     joined = distributed.setup(conf.trainer.device)  # several processes (torchrun, SLURM tasks): one group
     ok = False
     try:
+        if not distributed.is_main():
+            only_rank_0_writes_logs()
         files = RunDir(distributed.broadcast(str(run_dir)))
-        if distributed.is_main():
-            files.save_config(cfg)
-        results = run_validated(conf, files, overrides)
+        with contextlib.ExitStack() as held:
+            problem, ident = None, run_identity(cfg)
+            if distributed.is_main():  # rank 0 holds the folder's lock for the run's lifetime
+                try:
+                    held.enter_context(files.lock())
+                    ident = claim(files, cfg, conf, overrides, job)
+                except OSError as e:  # an unwritable or read-only run folder
+                    problem = ConfigError(f"the run folder {files.path} is not writable: {e.strerror or e} "
+                                          f"({e.filename or files.path})")
+                except ConfigError as e:
+                    problem = e
+            refused = distributed.broadcast(None if problem is None else str(problem))
+            if problem is not None:
+                raise problem
+            if refused is not None:
+                raise ConfigError(refused)
+            results = run_validated(conf, files, overrides, ident)
         ok = True
         return results
     finally:
@@ -107,22 +182,48 @@ def run(cfg: DictConfig, run_dir: Optional[str | Path] = None, overrides: Option
             distributed.teardown(synchronise=ok)  # after a failure the other ranks may never reach a barrier
 
 
-def run_validated(conf: Config, files: RunDir, overrides: list[str]) -> dict:
+def only_rank_0_writes_logs() -> None:
+    """Ranks other than 0 drop the log files their process was given (Hydra's ``<job>.log``): one copy of each
+    line. Their warnings still reach the console."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler):
+            root.removeHandler(handler)
+            handler.close()
+
+
+def run_validated(conf: Config, files: RunDir, overrides: list[str], ident: Optional[dict] = None) -> dict:
     done = distributed.broadcast(files.completed())  # rank 0's view, for every rank
+    if done is not None and done.get("epochs", conf.trainer.epochs) > conf.trainer.epochs:
+        raise ConfigError(f"trainer.epochs={conf.trainer.epochs} is invalid: {files.path} holds a completed run of "
+                          f"{done['epochs']} epochs (allowed {done['epochs']} or more, which extends it)")
+    if done is not None and done.get("epochs", conf.trainer.epochs) < conf.trainer.epochs:
+        log.warning(f"{files.path}: extending a completed run of {done['epochs']} epochs to {conf.trainer.epochs}")
+        done = None
     if done is not None and conf.trainer.skip_completed:
         log.warning(f"{files.path} already holds a completed run: skipped (trainer.skip_completed=false reruns it)")
         return done
     trainer, results, failed = None, None, True
     try:
-        trainer = assemble(conf, files.path, overrides)
+        try:
+            trainer = assemble(conf, files.path, overrides)
+        except OSError as e:  # an unreadable data file or folder: bad input
+            raise ConfigError(f"{e.filename or 'a file'}: {e.strerror or e}") from None
+        trainer.identity = ident
         if distributed.is_main():  # only rank 0 writes files and logs
             trainer.logger = build_logger(conf, files.path)
-        results = trainer.fit()
+        try:
+            results = trainer.fit()
+        except OSError as e:  # a full disk or a folder gone read-only while training: one line
+            raise TrainingError(f"cannot write {e.filename or files.path}: {e.strerror or e} (errno {e.errno})") from e
         failed = False
         return results
     except Exception as e:  # a bad input found while building (missing data, a teacher that does not fit) too
         if distributed.is_main():
-            files.write_results(failure_record(conf, e))
+            try:
+                files.write_results(failure_record(conf, e))
+            except OSError as write_error:  # the disk that failed the run may not take this file either
+                log.warning(f"could not mark {files.results} failed: {write_error.strerror or write_error}")
         raise
     finally:
         if trainer is not None:

@@ -6,20 +6,33 @@ A run's folder (Hydra's output directory of one job) holds:
 * ``metrics.jsonl``: one JSON row per finished epoch;
 * ``last.pt``: the checkpoint a run resumes from (:mod:`lstsd.engine.checkpoint`);
 * ``results.json``: the run's record, :func:`results_record` for a completed run, :func:`failure_record`
-  for a failed one (``status``: completed or failed).
+  for a failed one (``status``: completed or failed);
+* ``.lock``: held by the one process that runs in the folder (:meth:`RunDir.lock`), with its pid and host.
 
 The engine, the teachers, ``lstsd-report`` and ``lstsd-bench`` read and write these through this module only.
+Every file is written through a temporary file unique to the process and a rename
+(:func:`lstsd.fileio.atomic_write`);
+every reader names the file and what is wrong with it (:class:`~lstsd.errors.ConfigError`).
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
+import logging
 import os
+import socket
+import time
 from pathlib import Path
 from typing import Optional
 
 from omegaconf import OmegaConf
 
-from lstsd.errors import ConfigError
+from lstsd.errors import ConfigError, one_line
+from lstsd.fileio import atomic_write
+
+log = logging.getLogger(__name__)
 
 CONFIG = ".hydra/config.yaml"
 OVERRIDES = ".hydra/overrides.yaml"
@@ -27,14 +40,19 @@ HYDRA = ".hydra/hydra.yaml"
 METRICS = "metrics.jsonl"
 RESULTS = "results.json"
 CHECKPOINT = "last.pt"
+LOCK = ".lock"
 
 
 def write_json(obj, path: Path) -> None:
-    """Write through a temporary file and a rename: readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2) + "\n"))
+
+
+def read_json(path: Path):
+    """The JSON object in ``path``, or a ConfigError naming the file and what is wrong."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ConfigError(f"{path}: not a readable JSON file ({type(e).__name__}: {one_line(e)})") from None
 
 
 class RunDir:
@@ -50,7 +68,13 @@ class RunDir:
 
     # ------------------------------------------------------------------ reading
     def read_results(self) -> Optional[dict]:
-        return json.loads(self.results.read_text()) if self.results.exists() else None
+        if not self.results.exists():
+            return None
+        results = read_json(self.results)
+        if not isinstance(results, dict) or results.get("status") not in ("completed", "failed"):
+            raise ConfigError(f"{self.results}: not a run's record (allowed a JSON object whose status is "
+                              f"completed or failed)")
+        return results
 
     def completed(self) -> Optional[dict]:
         """The results of a finished run, or None."""
@@ -58,15 +82,38 @@ class RunDir:
         return results if results is not None and results.get("status") == "completed" else None
 
     def read_config(self):
-        return OmegaConf.load(self.config) if self.config.exists() else None
+        return self._yaml(self.config, dict) if self.config.exists() else None
 
     def read_overrides(self) -> list[str]:
-        return list(OmegaConf.load(self.overrides)) if self.overrides.exists() else []
+        return list(self._yaml(self.overrides, list)) if self.overrides.exists() else []
+
+    def _yaml(self, path: Path, kind: type):
+        try:
+            node = OmegaConf.load(path)
+        except Exception as e:  # noqa: BLE001 - YAML, Unicode and OS errors alike: the file is unreadable
+            raise ConfigError(f"{path}: not a readable YAML file ({type(e).__name__}: {one_line(e)})") from None
+        if not isinstance(OmegaConf.to_container(node), kind):
+            raise ConfigError(f"{path}: holds a {type(OmegaConf.to_container(node)).__name__}, not a {kind.__name__}")
+        return node
 
     def read_metrics(self) -> list[dict]:
         if not self.metrics.exists():
             return []
-        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+        rows = []
+        try:
+            lines = self.metrics.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{self.metrics}: not readable ({type(e).__name__}: {one_line(e)})") from None
+        for number, line in enumerate(lines, 1):
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except ValueError as e:
+                    raise ConfigError(f"{self.metrics}:{number}: not a JSON row ({one_line(e)})") from None
+                if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+                    raise ConfigError(f"{self.metrics}:{number}: not an epoch's row (a JSON object with an epoch)")
+                rows.append(row)
+        return rows
 
     def require_finished(self, key: str) -> dict:
         """The results of a completed run with its config and checkpoint (a teacher), or a ConfigError naming
@@ -82,15 +129,50 @@ class RunDir:
                               f"{results.get('status')})")
         return results
 
-    # ------------------------------------------------------------------ writing
-    def save_config(self, cfg) -> None:
-        """The composed config, unless Hydra (or an earlier launch) wrote it already."""
-        if not self.config.exists():
-            self.config.parent.mkdir(parents=True, exist_ok=True)
-            OmegaConf.save(cfg, self.config)
+    # ------------------------------------------------------------------ one configuration, one process
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the folder's ``.lock`` for the block: a second process (another launch into the same folder) gets a
+        ConfigError naming the holder. An ``flock``, which the kernel releases when its holder dies, so a lock
+        is never stale; on NFS (v4, or v3 with lockd) Linux maps it to a POSIX lock that other clients see; on a
+        file system without locks (e.g. Lustre mounted without flock) a warning says that nothing is enforced.
+        Written with fcntl rather than the filelock package, which truncates the lock file before it tries the
+        lock and so would erase the holder's pid that the message names."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    log.warning(f"{self.path / LOCK}: this file system has no file locks ({e.strerror}): "
+                                "nothing stops a second process from running in this folder")
+                else:
+                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+                    raise ConfigError(f"{self.path} is in use by {holder}: one process per run folder; wait for it "
+                                      "to end, or launch into another folder (another name= or hydra.run.dir=)")
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()} since "
+                          f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+            yield self
+        finally:
+            os.close(fd)  # releases the lock
 
+    def write_hydra(self, cfg, overrides: list[str], hydra=None) -> None:
+        """``.hydra/``: the composed config, the overrides and Hydra's own config (Hydra's files, written here
+        instead of by Hydra so that the folder's record of its configuration is written once: a relaunch never
+        overwrites it). Nothing is written when ``config.yaml`` exists."""
+        if self.config.exists():
+            return
+        self.config.parent.mkdir(parents=True, exist_ok=True)
+        if hydra is not None:
+            atomic_write(self.hydra, lambda f: f.write(OmegaConf.to_yaml({"hydra": hydra})))
+        atomic_write(self.overrides, lambda f: f.write(OmegaConf.to_yaml(list(overrides))))
+        atomic_write(self.config, lambda f: f.write(OmegaConf.to_yaml(cfg)))
+
+    # ------------------------------------------------------------------ writing
     def write_metrics(self, rows: list[dict]) -> None:
-        self.metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        atomic_write(self.metrics, lambda f: f.write("".join(json.dumps(r) + "\n" for r in rows)))
 
     def append_metrics(self, row: dict) -> None:
         with open(self.metrics, "a") as f:

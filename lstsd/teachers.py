@@ -93,11 +93,15 @@ def teacher_overrides(student_overrides: list[str], teacher: list[str]) -> list[
 def train_teacher(overrides: list[str], cache: str | Path, runner: TeacherRunner) -> Path:
     # a teacher trained by W processes saw W times larger global batches: not the same teacher as one process's
     scale = [f"world_size={distributed.world_size()}"] if distributed.world_size() > 1 else []
-    key = hashlib.sha256("\n".join(overrides + scale).encode()).hexdigest()[:16]
+    # the same teacher whatever the order of its overrides: Hydra applies group choices before values, and of a
+    # key given twice the last one, so the last value of each key, sorted, is what composes the run
+    last = {o.split("=", 1)[0]: o for o in overrides}
+    key = hashlib.sha256("\n".join(sorted(last.values()) + scale).encode()).hexdigest()[:16]
     d = Path(cache).expanduser() / key
     d.mkdir(parents=True, exist_ok=True)
     # one process holds the lock (rank 0 of several, which then train the teacher together, as one DDP run)
-    lock = open(d / ".lock", "w") if distributed.is_main() else contextlib.nullcontext()
+    # (not the run folder's own .lock, which the teacher's run takes without waiting)
+    lock = open(d / ".teacher.lock", "w") if distributed.is_main() else contextlib.nullcontext()
     with lock:
         if distributed.is_main():
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes

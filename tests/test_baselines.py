@@ -228,12 +228,16 @@ def test_mean_teacher_reports_the_ema_teacher(tiny_cfg, tmp_path):
 
 
 def test_resuming_with_other_minigenerations_is_refused(tiny_cfg, tmp_path):
-    from lstsd.errors import TrainingError
+    from lstsd.errors import ConfigError, TrainingError
 
     run(tiny_cfg("method=snapshot_ensembles", "trainer.epochs=4", "method.minigens=2"), tmp_path)
-    with pytest.raises(TrainingError, match="mini-generations end at epochs \\[2, 4\\], this run's at \\[1, 2, 3, 4\\]"):
+    with pytest.raises(ConfigError, match="holds a run of another configuration \\(method.minigens: 2 -> 4\\)"):
         run(tiny_cfg("method=snapshot_ensembles", "trainer.epochs=4", "method.minigens=4", "trainer.skip_completed=false"),
             tmp_path)
+    # forced, the method's own check still refuses snapshots of other mini-generations
+    with pytest.raises(TrainingError, match="mini-generations end at epochs \\[2, 4\\], this run's at \\[1, 2, 3, 4\\]"):
+        run(tiny_cfg("method=snapshot_ensembles", "trainer.epochs=4", "method.minigens=4", "trainer.skip_completed=false",
+                     "trainer.force_resume=true"), tmp_path)
 
 
 # --------------------------------------------------------------------------- Temporal Ensembling

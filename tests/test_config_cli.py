@@ -124,6 +124,21 @@ BAD_INPUT = [
     (["dataset=cifar10", "dataset.root=/does/not/exist"],
      "expected the python-pickle folder /does/not/exist/cifar-10-batches-py"),
     (["logger.mode=sometimes"], "logger.mode='sometimes' is invalid"),
+    # keys the schema does not know, appended or misspelt: the same line, with the closest valid key
+    (["+foo=bar"], "foo is not a configuration key: allowed keys of the root: dataset, logger, method, model, name"),
+    (["method=lstsd", "method.lamda_long=1"], "method.lamda_long is not a configuration key: did you mean "
+     "method.lambda_long? allowed keys of method: bank_dtype"),
+    (["method=lstsd", "+method.lamda_long=1"], "method.lamda_long is not a configuration key: did you mean "
+     "method.lambda_long? allowed keys of method: bank_dtype"),
+    (["+trainer.epoch=5"], "trainer.epoch is not a configuration key: did you mean trainer.epochs?"),
+    (["+dataset.extra.deep=1"], "dataset.extra is not a configuration key"),
+    # names that would escape their folder
+    (["name=../../escape"], "name='../../escape' is invalid: allowed letters, digits and . _ - + = , (a folder name, "
+     "not a path)"),
+    (["name=a/b"], "name='a/b' is invalid"),
+    # a model that does not fit its input: refused after one dry forward pass
+    (["dataset=digits", "model=lenet5"], "model=lenet5 does not fit the input of dataset=digits (shape 1x8x8): "),
+    (["model=resnet20"], "model=resnet20 does not fit the input of dataset=mnist1d (shape 1x40)"),
 ]
 
 

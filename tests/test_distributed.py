@@ -35,6 +35,8 @@ def test_two_processes_equal_one_process_over_the_same_global_batches(tmp_path):
     assert_ddp_equals_one_process(tmp_path / "ddp", tmp_path / "one", steps=9)  # 3 epochs of 48 / 16
     rows = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 3  # written once, by rank 0
+    log = [line for line in (tmp_path / "ddp" / "cli.log").read_text().splitlines() if "epoch=" in line]
+    assert [line.split(" - ", 1)[1].split()[0] for line in log] == ["epoch=1", "epoch=2", "epoch=3"]  # one copy
 
 
 def test_launch_detection(monkeypatch):

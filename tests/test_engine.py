@@ -93,10 +93,14 @@ def test_checkpoint_every_n_epochs_resumes_from_the_last_one_exactly(tiny_cfg, t
 
 def test_incompatible_checkpoint_is_a_clear_error(tiny_cfg, tmp_path):
     run(tiny_cfg("trainer.epochs=1"), tmp_path)
-    from lstsd.errors import TrainingError
+    from lstsd.errors import ConfigError, TrainingError
 
-    with pytest.raises(TrainingError, match="cannot resume from .*last.pt"):
+    with pytest.raises(ConfigError, match="holds a run of another configuration .*model.arch: digits_cnn -> "
+                                          "cifar_resnet"):
         run(tiny_cfg("trainer.epochs=2", "model=resnet20", "trainer.skip_completed=false"), tmp_path)
+    with pytest.raises(TrainingError, match="cannot resume from .*last.pt"):  # forced: the weights do not fit
+        run(tiny_cfg("trainer.epochs=2", "model=resnet20", "trainer.skip_completed=false",
+                     "trainer.force_resume=true"), tmp_path)
 
 
 def test_completed_runs_are_skipped_and_failed_runs_marked(tiny_cfg, tmp_path, monkeypatch):
@@ -228,6 +232,7 @@ def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint(tiny_
 
 
 def test_a_failed_checkpoint_write_keeps_the_previous_one(tiny_cfg, tmp_path, monkeypatch):
+    from lstsd.errors import TrainingError
 
     run(tiny_cfg("trainer.epochs=2"), tmp_path)
     before = (tmp_path / "last.pt").read_bytes()
@@ -239,17 +244,17 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(tiny_cfg, tmp_path, mo
         raise OSError("No space left on device")
 
     monkeypatch.setattr(torch, "save", failing_save)
-    with pytest.raises(OSError):
+    with pytest.raises(TrainingError, match="cannot write the checkpoint .*last.pt: No space left on device"):
         run(tiny_cfg("trainer.epochs=3", "trainer.skip_completed=false"), tmp_path)
-    assert (tmp_path / "last.pt").read_bytes() == before and not (tmp_path / "last.pt.tmp").exists()
+    assert (tmp_path / "last.pt").read_bytes() == before and not list(tmp_path.glob("*.tmp"))
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tiny_cfg, tmp_path):
-    from lstsd.errors import TrainingError
+    from lstsd.errors import ConfigError
 
     (tmp_path / "last.pt").write_bytes(b"\x00 not a checkpoint")
-    with pytest.raises(TrainingError, match=r"cannot resume from .*last.pt: .*\(delete it or set "
-                                            r"trainer.resume=false to start afresh\)"):
+    with pytest.raises(ConfigError, match=r".*last.pt: not a readable checkpoint \(.*\) \(delete it, or set "
+                                          r"trainer.resume=false to start afresh\)"):
         run(tiny_cfg(), tmp_path)
 
 

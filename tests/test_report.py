@@ -40,7 +40,7 @@ def test_table_cells_with_published_numbers_and_statuses(tmp_path):
     fake_run(tmp_path / "lstsd_running", status="running", seed=4)
     fake_run(tmp_path / "sd0", experiment="sd_table3", method="sd", method_name="sd", test_acc_final=67.0,
              test_acc_best=68.0, ensemble_test_acc_final=69.0, schedule="cosine")
-    runs, missing = collect([tmp_path])
+    runs, missing, _ = collect([tmp_path])
     assert len(runs) == 6 and missing == []
     table = {(r["experiment"], r["method"]): r for r in summarize(runs)}
     lstsd = table[("lstsd_table1", "lstsd")]

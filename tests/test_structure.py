@@ -76,14 +76,15 @@ def test_the_package_has_no_import_cycle():
 
 
 def test_leaves_and_layers():
-    """errors imports nothing of lstsd; the registry only errors; config only errors and the registry; teachers
+    """errors and fileio import nothing of lstsd; the registry only errors; config only errors and the registry; teachers
     neither the run nor the command line (the composition root hands them a runner); the engine no method."""
     edges, _ = import_graph()
     below = lambda m: {n for n in edges[m]}  # noqa: E731
     assert below("lstsd.errors") == set()
     assert below("lstsd.registry") == {"lstsd.errors"}
     assert below("lstsd.config") <= {"lstsd.errors", "lstsd.registry"}
-    assert below("lstsd.rundir") <= {"lstsd.errors"}
+    assert below("lstsd.fileio") == set()
+    assert below("lstsd.rundir") <= {"lstsd.errors", "lstsd.fileio"}
     assert not below("lstsd.teachers") & {"lstsd.run", "lstsd.cli", "lstsd.compose"}
     engine = [m for m in edges if m.startswith("lstsd.engine")]
     assert not any(n.startswith("lstsd.methods") for m in engine for n in edges[m])

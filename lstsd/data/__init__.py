@@ -1,17 +1,20 @@
 """Datasets: every batch is ``(input, target, index)``, ``index`` the stable id in ``[0, N)`` of a training
 sample (its row in the per-sample banks). Each dataset is a reader registered with its schema
 (``@register_dataset(name, Schema)``, one module per family) that returns the raw splits; :func:`build_data`
-carves the optional validation split and wraps the splits in loaders."""
+checks them (:func:`check_splits`), carves the optional validation split and wraps the splits in loaders."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 
-from lstsd.data.loader import MemoryLoader, TorchvisionLoader, carve_validation
+from lstsd.data.loader import MemoryLoader, Splits, TorchvisionLoader, carve_validation
 from lstsd.data.text import encode_splits, vocab_fingerprint
+from lstsd.errors import ConfigError
 from lstsd.registry import DATASETS
+
 
 @dataclass
 class DataInfo:
@@ -45,7 +48,12 @@ def build_data(cfg, seed: int, device, channels_last: bool = False, rank: int = 
     shard of every global batch, and every rank evaluates the whole evaluation splits. Text is tokenised by the
     tokeniser of ``model_cfg`` (after the validation split is carved, so a vocabulary sees training text only)."""
     splits = DATASETS[cfg.name](cfg)
+    check_splits(splits, cfg.name)
+    n = len(splits.sets["train"][1])
     splits = carve_validation(splits, cfg.val_fraction, cfg.split_seed)
+    if not len(splits.sets["train"][1]):
+        raise ConfigError(f"dataset.val_fraction={cfg.val_fraction} is invalid: it leaves 0 training samples of {n} "
+                          f"(all {n} go to the validation split): allowed a smaller fraction")
     vocab = None
     if splits.text is not None:
         splits, vocab = encode_splits(splits, cfg, model_cfg)
@@ -71,5 +79,34 @@ def build_data(cfg, seed: int, device, channels_last: bool = False, rank: int = 
 
 
 def tensors(x, y) -> tuple:
-    return torch.as_tensor(x), torch.as_tensor(y, dtype=torch.int64)
+    """Inputs and labels as a reader hands them to :class:`Splits`: integer labels become int64; other labels
+    (floats, booleans, strings) are kept as they are, so that :func:`check_splits` refuses them instead of a cast
+    quietly truncating them (1.7 -> 1)."""
+    y = np.asarray(y)
+    return torch.as_tensor(x), torch.as_tensor(y, dtype=torch.int64) if y.dtype.kind in "iu" else y
+
+
+def check_splits(splits: Splits, name: str) -> None:
+    """Every split of a reader's result: as many inputs (images, sequences, sentences) as labels, at least one
+    sample, and labels that are integers in ``[0, num_classes)``; a one-line ConfigError naming the dataset and
+    the split otherwise. Readers check their own files; this holds for every reader, present and future, before
+    any loader, model or metric relies on it."""
+    classes = splits.num_classes
+    for split, (x, y) in splits.sets.items():
+        where = f"dataset {name}: split {split}"
+        try:
+            labels = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)
+        except ValueError:  # a ragged list
+            raise ConfigError(f"{where} has labels that are not a list of integers") from None
+        if labels.ndim != 1:
+            raise ConfigError(f"{where} has labels of shape {tuple(labels.shape)}: allowed one integer per sample")
+        if len(x) != len(labels):
+            raise ConfigError(f"{where} has {len(x)} inputs and {len(labels)} labels")
+        if not len(labels):
+            raise ConfigError(f"{where} is empty: allowed at least one sample")
+        if labels.dtype.kind not in "iu":
+            raise ConfigError(f"{where} has labels of dtype {labels.dtype}: allowed integers in [0, {classes})")
+        bad = labels[(labels < 0) | (labels >= classes)]
+        if bad.size:
+            raise ConfigError(f"{where} has {bad.size} label(s) outside [0, {classes}) (the first: {bad[0]})")
 

@@ -25,7 +25,7 @@ from omegaconf import MISSING
 
 from lstsd.config import DatasetConfig
 from lstsd.data.loader import Splits
-from lstsd.errors import ConfigError, require
+from lstsd.errors import ConfigError, one_line, require
 from lstsd.registry import register_dataset
 
 
@@ -71,13 +71,27 @@ TASKS = {
 WIDTH = {"glue_rte": 4, "glue_mrpc": 5, "glue_sst2": 2, "glue_cola": 4}  # columns of an official TSV row
 
 
+def not_glue(path: Path, task: Task, problem: str) -> ConfigError:
+    return ConfigError(f"dataset.root: {path.resolve()} is not an official GLUE {task.folder} file: {problem}")
+
+
 def read_tsv(path: Path, name: str) -> tuple[list, torch.Tensor]:
-    """Sentences (or pairs) and label ids of one official GLUE TSV file."""
+    """Sentences (or pairs) and label ids of one official GLUE TSV file; a file that cannot be read, is not
+    UTF-8, or has a row of another width or an unknown label is a one-line ConfigError naming it (a file without
+    rows is refused by :func:`load_glue`, once the rows of both files are checked)."""
     task = TASKS[name]
     texts, labels = [], []
-    with open(path, encoding="utf-8-sig", newline="") as f:  # utf-8-sig: some copies start with a BOM
-        lines = [line.removesuffix("\r") for line in f.read().split("\n")]  # not splitlines(): it also
-        # splits on characters such as U+2028 that can occur inside a sentence
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise not_glue(path, task, f"it cannot be read ({one_line(e)})") from None
+    try:
+        text = raw.decode("utf-8-sig")  # utf-8-sig: some copies start with a BOM
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise not_glue(path, task, f"line {line} is not UTF-8 text (the byte 0x{raw[e.start]:02x})") from None
+    lines = [line.removesuffix("\r") for line in text.split("\n")]  # not splitlines(): it also splits on
+    # characters such as U+2028 that can occur inside a sentence
     for number, line in enumerate(lines[1:] if task.header else lines, start=2 if task.header else 1):
         if not line.strip():
             continue
@@ -129,7 +143,12 @@ def load_glue(cfg, name: str) -> Splits:
     if (folder / "dataset_dict.json").is_file():
         sets = read_hf(folder, name)
     elif all((folder / f).is_file() for f in ("train.tsv", "dev.tsv")):
-        sets = {"train": read_tsv(folder / "train.tsv", name), "test": read_tsv(folder / "dev.tsv", name)}
+        files = {"train": folder / "train.tsv", "test": folder / "dev.tsv"}
+        sets = {split: read_tsv(path, name) for split, path in files.items()}
+        for split, path in files.items():  # after the rows of both files are checked
+            if not sets[split][0]:
+                blank = not path.read_text(encoding="utf-8-sig").strip()
+                raise not_glue(path, task, "the file is empty" if blank else "it holds a header but no rows")
     else:
         raise ConfigError(
             f"dataset.root: GLUE {task.folder} not found: expected {folder.resolve()} holding the official "

@@ -10,13 +10,20 @@ applied to the stored pixels before normalisation as torchvision's pipeline does
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
-from typing import Iterator, NamedTuple, Optional
+from pathlib import Path
+from typing import Callable, Iterator, NamedTuple, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from lstsd.errors import one_line
+from lstsd.fileio import atomic_write
+
+log = logging.getLogger(__name__)
 
 
 class Batch(NamedTuple):
@@ -47,6 +54,17 @@ def carve_validation(splits: Splits, fraction: float, split_seed: int) -> Splits
     val, train = perm[:n_val].sort().values, perm[n_val:].sort().values
     take = (lambda idx: x[idx]) if isinstance(x, Tensor) else (lambda idx: [x[i] for i in idx.tolist()])
     return replace(splits, sets=dict(splits.sets, train=(take(train), y[train]), val=(take(val), y[val])))
+
+
+def write_cache(path: Path, write: Callable, what: str) -> None:
+    """Write a cache of derived data (tokenised text, a generated dataset) with
+    :func:`~lstsd.fileio.atomic_write` (``write(file)``, binary). A place that cannot be written only costs the
+    next run the speed-up: a warning, and the run goes on."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, write, binary=True)
+    except (OSError, RuntimeError) as e:  # RuntimeError: torch.save's writer failing (a full disk)
+        log.warning(f"{what} not cached at {path} ({one_line(e)})")
 
 
 def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:

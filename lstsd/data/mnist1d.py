@@ -22,7 +22,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import pickle
 import random
 from dataclasses import asdict, dataclass, field
@@ -32,8 +31,8 @@ import numpy as np
 import torch
 
 from lstsd.config import DatasetConfig
-from lstsd.data.loader import Splits
-from lstsd.errors import ConfigError, finite, require
+from lstsd.data.loader import Splits, write_cache
+from lstsd.errors import ConfigError, finite, one_line, require
 from lstsd.registry import register_dataset
 
 
@@ -180,37 +179,34 @@ class NumpyOnly(pickle.Unpickler):
 
 
 def read_published(path: Path, args: GeneratorArgs) -> dict:
-    """The published ``mnist1d_data.pkl`` (a dict of NumPy arrays: x, y, x_test, y_test, t, templates)."""
+    """The published ``mnist1d_data.pkl`` (a dict of NumPy arrays: x, y, x_test, y_test, t, templates). The
+    user's own file, not derived data: anything else is a one-line ConfigError naming it."""
     try:
         data = NumpyOnly(io.BytesIO(path.read_bytes()), encoding="latin1").load()
         if not isinstance(data, dict):
             raise ValueError(f"it holds a {type(data).__name__}, not a dict of arrays")
         return check_arrays(data, args, "it")
     except Exception as e:  # noqa: BLE001 - any failure: the file is not the published dataset
-        raise ConfigError(f"dataset.root: {path} is not a readable copy of the published MNIST-1D "
-                          f"({type(e).__name__}: {e}); remove it to generate the dataset instead") from None
+        raise ConfigError(f"dataset.root: {path.resolve()} is not a readable copy of the published MNIST-1D "
+                          f"({type(e).__name__}: {one_line(e)}); remove it to generate the dataset instead") from None
 
 
 def read_cache(path: Path, args: GeneratorArgs) -> dict | None:
+    """The cached arrays, or None (logged as a warning naming the file) when the file cannot be read or its
+    arrays do not fit ``args``: a cache is derived data, generated again and replaced."""
     try:
         with np.load(path, allow_pickle=False) as f:
             return check_arrays({k: f[k] for k in f.files}, args, str(path))
     except Exception as e:  # noqa: BLE001 - an unreadable or foreign cache is generated again
-        log.warning(f"{path} is not a usable MNIST-1D cache ({type(e).__name__}: {e}): generating it again")
+        log.warning(f"{path} is not a usable MNIST-1D cache ({type(e).__name__}: {one_line(e)}): generating it "
+                    f"again")
         return None
 
 
-def write_cache(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **data)
-        os.replace(tmp, path)
-    except OSError as e:  # a read-only root still trains: the cache only saves the next run a few seconds
-        log.warning(f"could not cache MNIST-1D at {path}: {e}")
-    finally:
-        tmp.unlink(missing_ok=True)
+def save_cache(path: Path, data: dict) -> None:
+    """Written atomically under a name of this process; a read-only root still trains (the cache only saves the
+    next run a few seconds)."""
+    write_cache(path, lambda f: np.savez(f, **data), "MNIST-1D")  # a file object: np.savez adds no ".npz"
 
 
 def load_arrays(cfg) -> dict:
@@ -225,7 +221,7 @@ def load_arrays(cfg) -> dict:
     if data is None:
         log.info(f"MNIST-1D: generating {args} into {cache}")
         data = check_arrays(generate(args), args, "the generated dataset")
-        write_cache(cache, data)
+        save_cache(cache, data)
     return data
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 
 from lstsd.config import DatasetConfig
 from lstsd.data.loader import Splits
-from lstsd.errors import require
+from lstsd.errors import ConfigError, one_line, require
 from lstsd.registry import register_dataset
 
 
@@ -53,16 +55,57 @@ MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
                "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (the MNIST format: magic 0x0000 08 <ndim>, big-endian sizes, uint8 data), gzipped or not."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    if data[0:2] != b"\x00\x00" or data[2] != 0x08:
-        raise ValueError(f"{path} is not an IDX file of unsigned bytes")
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape).copy()
+def idx_array(data: bytes, ndim: int | None):
+    """``(array, None)`` from the bytes of an IDX file (of ``ndim`` dimensions unless None), or
+    ``(None, problem)`` with a one-line problem."""
+    if not data:
+        return None, "the file is empty"
+    if len(data) < 4:
+        return None, f"its header is truncated ({len(data)} bytes)"
+    if data[:2] != b"\x00\x00":
+        return None, f"it starts with the bytes {data[:4].hex(' ')}, not an IDX header (00 00 08 <dimensions>)"
+    if data[2] != 0x08:
+        return None, f"its data type code is 0x{data[2]:02x}: allowed 0x08 (unsigned bytes, as MNIST's)"
+    n = data[3]
+    if ndim is not None and n != ndim:
+        return None, f"it has {n} dimension(s): allowed {ndim} ({'images' if ndim == 3 else 'labels'})"
+    start = 4 + 4 * n
+    if len(data) < start:
+        return None, f"its header is truncated ({len(data)} bytes, {start} needed for {n} dimensions)"
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(n))
+    if len(data) - start != math.prod(shape):
+        return None, (f"its header says {' x '.join(map(str, shape))} values, the file holds {len(data) - start} "
+                      f"bytes after the header")
+    return np.frombuffer(data, dtype=np.uint8, offset=start).reshape(shape).copy(), None
+
+
+def read_idx(path: Path, ndim: int | None = None) -> np.ndarray:
+    """An IDX file (the MNIST format: magic 0x0000 08 <ndim>, big-endian sizes, uint8 data), gzipped or not, of
+    ``ndim`` dimensions (None: as its header says); anything else is a one-line ConfigError naming the file."""
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            array, problem = idx_array(f.read(), ndim)
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError; a cut gzip stream an EOFError
+        array, problem = None, f"it cannot be read ({type(e).__name__}: {one_line(e)})"
+    if problem is not None:
+        raise ConfigError(f"dataset.root: {path.resolve()} is not an MNIST IDX file: {problem}")
+    return array
+
+
+def read_digits(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One split of MNIST: N x H x W images and their N labels, each digit 0..9 present (SynMNIST draws an
+    image of every digit)."""
+    images, labels = read_idx(images_path, 3), read_idx(labels_path, 1)
+    problem = None
+    if len(labels) != len(images):
+        problem = f"it holds {len(labels)} labels for the {len(images)} images of {images_path.name}"
+    elif (labels > 9).any():
+        problem = f"it holds the label {labels[labels > 9][0]}: allowed digits 0..9"
+    elif missing := sorted(set(range(10)) - set(labels.tolist())):
+        problem = f"it holds no image of the digit(s) {', '.join(map(str, missing))}"
+    if problem is not None:
+        raise ConfigError(f"dataset.root: {labels_path.resolve()} is not an MNIST label file: {problem}")
+    return images, labels
 
 
 def find_mnist(root: Path) -> dict | None:
@@ -83,7 +126,7 @@ def digit_sources(root: str) -> tuple[dict, str]:
     """split -> (uint8 images N x H x W, labels N) of handwritten digits, and the source's name."""
     files = find_mnist(Path(root).expanduser())
     if files is not None:
-        return {s: (read_idx(i), read_idx(l)) for s, (i, l) in files.items()}, "mnist"
+        return {s: read_digits(i, l) for s, (i, l) in files.items()}, "mnist"
     from sklearn.datasets import load_digits
 
     bunch = load_digits()

@@ -21,9 +21,7 @@ import collections
 import hashlib
 import json
 import logging
-import os
 import re
-import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Optional
@@ -31,8 +29,8 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from lstsd.data.loader import Splits
-from lstsd.errors import ConfigError
+from lstsd.data.loader import Splits, write_cache
+from lstsd.errors import ConfigError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -183,16 +181,23 @@ def encode_splits(splits: Splits, dataset_cfg, model_cfg) -> tuple[Splits, Optio
 
 
 def load_cache(path: Path, splits: Splits) -> Optional[dict]:
-    """The cached tensors, or None when there are none or they are unreadable or do not fit (then encoded
-    again and the file replaced)."""
+    """The cached tensors, or None when there are none. A cache is derived data: one that cannot be read or whose
+    tensors do not fit the splits (int64, ``N x 3 x L`` with each split's N and one L) is logged as a warning
+    naming the file, then encoded again and the file replaced."""
     if not path.is_file():
         return None
     try:
         tensors = torch.load(path, weights_only=True)
-        if all(len(tensors[name]) == len(y) for name, (_, y) in splits.sets.items()):
+        sizes = {name: len(y) for name, (_, y) in splits.sets.items()}
+        fits = isinstance(tensors, dict) and set(tensors) == set(sizes) and all(
+            isinstance(t, Tensor) and t.dtype == torch.int64 and t.dim() == 3 and t.shape[:2] == (sizes[name], 3)
+            for name, t in tensors.items()) and len({t.shape[2] for t in tensors.values()}) == 1
+        if fits:
             return tensors
-    except Exception as e:  # noqa: BLE001 - a damaged cache file is only a lost speed-up
-        log.warning(f"tokenised {path.name} unreadable ({type(e).__name__}: {e}): encoding again")
+        problem = "its tensors do not fit the splits"
+    except Exception as e:  # noqa: BLE001 - whatever a damaged file raises, it is only a lost speed-up
+        problem = f"unreadable ({type(e).__name__}: {one_line(e)})"
+    log.warning(f"tokenised cache {path}: {problem}: encoding again")
     return None
 
 
@@ -209,12 +214,6 @@ def pack(rows: list[tuple[list, list]], length: int, pad_id: int) -> Tensor:
 
 
 def save_cache(tensors: dict, path: Path) -> None:
-    """Written atomically (processes of a sweep may encode the same task at once); a read-only place is
-    only a lost speed-up."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")  # unique across hosts sharing the folder
-        torch.save(tensors, tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        log.warning(f"tokenised {path.name} not cached ({e})")
+    """Written atomically under a name of this process (processes of a sweep may encode the same task at once);
+    a read-only place is only a lost speed-up."""
+    write_cache(path, lambda f: torch.save(tensors, f), "tokenised text")

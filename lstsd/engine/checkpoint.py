@@ -7,8 +7,8 @@ follow from (seed, epoch), so the position is enough to go on). :func:`restore` 
 """
 from __future__ import annotations
 
+import io
 import logging
-import os
 import random
 from pathlib import Path
 
@@ -16,23 +16,35 @@ import numpy as np
 import torch
 
 from lstsd import distributed
-from lstsd.errors import TrainingError
+from lstsd.errors import ConfigError, TrainingError, one_line
+from lstsd.fileio import atomic_write
 
 log = logging.getLogger("lstsd.engine")
+NOT_READABLE = "(delete it, or set trainer.resume=false to start afresh)"
 
 
 def atomic_save(obj, path: Path) -> None:
-    """Write to a temporary file, fsync, then rename over the previous checkpoint: a crash or a failed write
-    never leaves a half-written one, and the previous one stays until the new one is complete."""
-    tmp = path.with_name(path.name + ".tmp")
+    """:func:`~lstsd.fileio.atomic_write`: a crash or a failed write (a full disk) never leaves a half-written
+    checkpoint, and the previous one stays until the new one is complete."""
+    buffer = io.BytesIO()  # serialised first: torch.save's own writer reports a full disk as a RuntimeError
+    torch.save(obj, buffer)  # without the OS error, a plain write of the bytes gives the OSError (errno, path)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()), binary=True)
+
+
+def stored_identity(path: Path):
+    """The run identity (:func:`lstsd.config.run_identity`) a checkpoint was written with (None when it has
+    none), read without loading its tensors; a file that is not a checkpoint is a ConfigError naming it."""
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        except RuntimeError:  # a file of torch's legacy format cannot be memory-mapped: read it whole
+            state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - truncated, garbage, another pickle: not a checkpoint of this run
+        raise ConfigError(f"{path}: not a readable checkpoint ({type(e).__name__}: {one_line(e)}) "
+                          f"{NOT_READABLE}") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise ConfigError(f"{path}: not an lstsd checkpoint {NOT_READABLE}")
+    return state.get("config")
 
 
 def capture(t) -> dict:
@@ -54,6 +66,7 @@ def capture(t) -> dict:
         # this process's device only: with several processes each rank restores its own GPU's stream
         "rng_cuda": torch.cuda.get_rng_state() if t.device.type == "cuda" else None,
         "seconds": (t.train_seconds, t.wall_seconds),
+        "config": t.identity,  # the run's identity: a relaunch of another configuration refuses this file
     }
 
 
@@ -63,6 +76,9 @@ def save(t, path: Path) -> None:
     if distributed.is_main():
         try:
             atomic_save(state, path)
+        except OSError as e:  # a full disk, a folder gone read-only: one line, the previous checkpoint kept
+            error = TrainingError(f"cannot write the checkpoint {path}: {e.strerror or e} (errno {e.errno}); "
+                                  "the previous checkpoint, if any, is kept")
         except Exception as e:  # noqa: BLE001 - re-raised below, on every rank
             error = e
     failure = distributed.broadcast(None if error is None else f"{type(error).__name__}: {error}")

@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from lstsd import distributed
+from lstsd.config import fingerprint
 from lstsd.engine import checkpoint
 from lstsd.engine.evaluation import evaluate
 from lstsd.engine.signals import StopGuard
@@ -36,6 +37,7 @@ class Trainer:
         self.in_epoch = None  # the position inside an epoch of a checkpoint taken there (on a signal)
         self.method_state = None  # the method's state of such a checkpoint, applied after on_epoch_start
         self.history: list[dict] = []
+        self.identity = None  # the run's identity (lstsd.config.run_identity), saved in checkpoints and results
         self.train_seconds = self.wall_seconds = 0.0
         self.device = device = next(model.parameters()).device
         self.guard = StopGuard(device)
@@ -139,6 +141,7 @@ class Trainer:
         results = results_record(self.cfg, self.data.info, self.history, self.method,
                                  (self.train_seconds, self.wall_seconds), self.global_step)
         results |= {"world_size": distributed.world_size()} if distributed.active() else {}
+        results |= {"fingerprint": fingerprint(self.identity)} if self.identity is not None else {}
         if main:
             self.files.write_results(results)
         return results

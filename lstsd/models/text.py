@@ -74,26 +74,45 @@ class TextCNN(nn.Module):
 
 
 def read_embeddings(path: str, vocab: list[str], dim: int) -> Tensor:
-    """Rows of ``vocab`` from a word2vec/GloVe text file (``word v1 ... v_dim`` per line; a word2vec header line
-    is skipped); missing words ~ U[-0.25, 0.25] (Kim 2014), ``<pad>`` zero."""
+    """Rows of ``vocab`` from a word2vec/GloVe text file (UTF-8, ``word v1 ... v_dim`` per line; a word2vec
+    header line ``count dim`` is skipped); missing words ~ U[-0.25, 0.25] (Kim 2014), ``<pad>`` zero. A file
+    without vectors, a line that is not UTF-8 or holds another number of values, and a non-numeric or
+    non-finite value of a vocabulary word are one-line ConfigErrors naming the file and the line."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise ConfigError(f"model.embeddings={path!r} is invalid: allowed null or an existing word-vector text "
                           f"file (word2vec or GloVe text format)")
     out = torch.empty(len(vocab), dim).uniform_(-0.25, 0.25)
     out[0] = 0.0
-    ids, found = {w: i for i, w in enumerate(vocab)}, 0
-    with open(file, encoding="utf-8", errors="replace") as f:
-        for number, line in enumerate(f, start=1):
-            parts = line.rstrip().split(" ")
-            if number == 1 and len(parts) == 2:  # word2vec header: count and dimension
-                continue
+    ids, found, rows = {w: i for i, w in enumerate(vocab)}, 0, 0
+    with open(file, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            where = f"model.embeddings: {file}:{number}"
+            try:
+                parts = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip().split(" ")
+            except UnicodeDecodeError as e:
+                raise ConfigError(f"{where} is not UTF-8 text (the byte 0x{raw[e.start]:02x} at column "
+                                  f"{e.start + 1})") from None
+            if parts == [""] or (number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts)):
+                continue  # a blank line, or word2vec's header: count and dimension
+            if len(parts) != dim + 1:
+                raise ConfigError(f"{where} has {len(parts) - 1} values: allowed model.embed_dim={dim}")
+            rows += 1
             if parts[0] in ids:
-                if len(parts) != dim + 1:
-                    raise ConfigError(f"model.embeddings: {file}:{number} has {len(parts) - 1} values: allowed "
-                                      f"model.embed_dim={dim}")
-                out[ids[parts[0]]] = torch.tensor([float(v) for v in parts[1:]])
+                values = []
+                for v in parts[1:]:
+                    try:
+                        values.append(float(v))
+                    except ValueError:
+                        raise ConfigError(f"{where} has the value {v!r} for {parts[0]!r}: allowed numbers") from None
+                vector = torch.tensor(values)
+                if not torch.isfinite(vector).all():
+                    raise ConfigError(f"{where} has a non-finite value for {parts[0]!r}: allowed finite numbers")
+                out[ids[parts[0]]] = vector
                 found += 1
+    if not rows:
+        raise ConfigError(f"model.embeddings: {file} holds no word vectors: allowed a word2vec or GloVe text file "
+                          f"(a word and model.embed_dim={dim} numbers per line)")
     log.info(f"{found} of {len(vocab)} words found in {file}")
     return out
 

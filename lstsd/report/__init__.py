@@ -33,6 +33,7 @@ from omegaconf import OmegaConf
 
 from lstsd.report.reference import cells, published
 from lstsd.report.stats import describe, paired
+from lstsd.errors import ConfigError
 from lstsd.rundir import CONFIG, RESULTS, RunDir, identity
 
 KEYS = ("experiment", "dataset", "model", "method")
@@ -47,9 +48,11 @@ def natural_key(path: Path) -> list:
 def launch_order(d: Path) -> tuple:
     """Sort key of a job folder: its sweep folder, then Hydra's job number (the order of the sweep's axes, e.g.
     vanilla before lstsd as the experiment lists them), then the name (0, 1, 2, ..., 10)."""
-    hydra_yaml = RunDir(d).hydra
-    num = OmegaConf.load(hydra_yaml).hydra.job.get("num") if hydra_yaml.exists() else None
-    return natural_key(d.parent), -1 if num is None else int(num), natural_key(d)
+    try:
+        num = OmegaConf.select(OmegaConf.load(RunDir(d).hydra), "hydra.job.num")
+    except Exception:  # noqa: BLE001 - absent or unreadable: the folder sorts by its name
+        num = None
+    return natural_key(d.parent), num if isinstance(num, int) else -1, natural_key(d)
 
 
 def job_dirs(path: Path) -> list[Path]:
@@ -97,17 +100,25 @@ def expected_jobs(sweep: Path) -> list[str]:
                                   names.kv_sep) for job in jobs]
 
 
-def collect(paths) -> tuple[list[dict], list[str]]:
-    """All runs under ``paths``, and the jobs of their sweeps that never started."""
-    runs, missing = [], []
+def collect(paths) -> tuple[list[dict], list[str], list[str]]:
+    """All runs under ``paths``, the jobs of their sweeps that never started, and the folders whose files cannot
+    be read (``<folder>: <what is wrong>``; the report lists them and goes on). A path that does not exist is a
+    ConfigError."""
+    runs, missing, unreadable = [], [], []
     for path in map(Path, paths):
+        if not path.exists():
+            raise ConfigError(f"{path}: no such file or directory (allowed a run or sweep folder)")
         if path.name == RESULTS:
             path = path.parent
-        runs += [read_run(d) for d in job_dirs(path)]
+        for d in job_dirs(path):
+            try:
+                runs.append(read_run(d))
+            except ConfigError as e:
+                unreadable.append(str(e))
         for sweep in sorted({p.parent for p in path.glob("**/multirun.yaml")}):
             present = {p.name for p in sweep.iterdir() if p.is_dir()}
             missing += [str(sweep / name) for name in expected_jobs(sweep) if name not in present]
-    return runs, missing
+    return runs, missing, unreadable
 
 
 def headline(run: dict) -> str:
@@ -282,12 +293,12 @@ def display(table: list[dict], baseline: str = BASELINE) -> tuple[list[str], lis
     return keep, [[cells[name][i] for name in keep] for i in range(len(table))]
 
 
-def markdown(table: list[dict], missing: list[str] = (), baseline: str = BASELINE) -> str:
-    if not table:
-        return "(no runs found)"
-    cols, rows = display(table, baseline)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+def markdown(table: list[dict], missing: list[str] = (), baseline: str = BASELINE, unreadable: list[str] = ()) -> str:
+    lines = ["(no runs found)"]
+    if table:
+        cols, rows = display(table, baseline)
+        lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
     notes = [(r, s) for r in table for s in r.get("paper_sources", [])]
     if notes:
         lines += ["", "Published numbers (each beside the statistic of its definition):"]
@@ -302,6 +313,8 @@ def markdown(table: list[dict], missing: list[str] = (), baseline: str = BASELIN
         lines += ["", f"Failed ({len(errors)} runs):"] + [f"- {e}" for e in errors]
     if missing:
         lines += ["", f"Missing ({len(missing)} jobs of the sweep never started):"] + [f"- {m}" for m in missing]
+    if unreadable:
+        lines += ["", f"Unreadable ({len(unreadable)} run folders left out):"] + [f"- {u}" for u in unreadable]
     return "\n".join(lines)
 
 
@@ -387,9 +400,9 @@ def read_metrics(run: dict) -> list[dict]:
 
 
 def report(paths, out=None, baseline: str = BASELINE, sort: str = "launch", better_of: dict | None = None) -> str:
-    runs, missing = collect(paths)
+    runs, missing, unreadable = collect(paths)
     table = summarize(runs, baseline, sort, better_of)
-    text = markdown(table, missing, baseline)
+    text = markdown(table, missing, baseline, unreadable)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -439,7 +452,10 @@ def main(argv=None) -> None:
                         help="add a row NAME: whichever of the rows A, B has the higher mean best score "
                              "(e.g. 'sd (better T)=sd,sd_t3', as LSTSD Table 1 picks SD's temperature)")
     args = parser.parse_args(argv)
-    print(report(args.paths, args.out, args.baseline, args.sort, dict(args.better_of)))
+    try:
+        print(report(args.paths, args.out, args.baseline, args.sort, dict(args.better_of)))
+    except ConfigError as e:
+        parser.exit(2, f"lstsd-report: error: {e}\n")
 
 
 if __name__ == "__main__":
