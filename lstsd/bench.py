@@ -11,9 +11,13 @@ next to each other in time) and the median over rounds is reported, so that the 
 machine cancel. A timed ``forward`` row (the model in eval mode without gradients: one teacher's cost)
 gives each method's inherent cost: ``x inherent`` is its step time over vanilla's plus the teacher forwards the
 method has to run, and, for DLB, per image (its step trains on twice the images). A ``vanilla[torchvision]``
-row times the DataLoader input path against the device-resident one. Overrides given after a method's name
-(``lstsd:method.bank_topk=5``) apply to it alone. Peak memory is measured on CUDA, in a
-separate pass that builds one method at a time.
+row times the DataLoader input path against the device-resident one. A ``vanilla[hand-written]`` row runs vanilla's
+steps as a minimal PyTorch loop (the same model, batches, optimiser and learning rates, cross-entropy, zero_grad,
+backward, step) beside the trainer's, timed next to vanilla in every round: ``vanilla / hand-written`` is what the
+trainer itself adds per step (its step statistics, method hooks, schedule and precision contexts). Overrides
+given after a method's name (``lstsd:method.bank_topk=5``) apply to it alone. The bench's own data and model
+(``DEFAULTS``) give way to the ones chosen on the command line: ``lstsd-bench dataset=mnist1d model=mnist1d_cnn``
+times MNIST-1D's CNN. Peak memory is measured on CUDA, in a separate pass that builds one method at a time.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
@@ -36,6 +41,7 @@ from omegaconf.errors import OmegaConfBaseException
 from lstsd.compose import CONFIG_DIR, compose
 from lstsd.config import validate
 from lstsd.engine import StepStats
+from lstsd.engine.loop import PRECISIONS
 from lstsd.errors import ConfigError, one_line
 from lstsd.run import assemble
 
@@ -50,6 +56,15 @@ DEFAULTS = ("model=resnet20", "dataset=synthetic", "dataset.batch_size=128", "da
 SMOKE = ("model=digits_cnn", "dataset=synthetic", "dataset.num_classes=4", "dataset.shape=[3,8,8]",
          "dataset.pixels=uint8", "dataset.num_test=16", "dataset.batch_size=16", "trainer.epochs=12",
          "trainer.device=cpu")
+HAND = "vanilla[hand-written]"  # vanilla's steps in a minimal PyTorch loop: the baseline of the trainer's overhead
+
+
+def with_base(base: tuple, overrides: list[str]) -> list[str]:
+    """The bench's base settings followed by the command line's. A dataset chosen on the command line
+    (``dataset=mnist1d``) drops the base's ``dataset.*`` keys, which belong to its synthetic data."""
+    own_dataset = any(o.startswith("dataset=") for o in overrides)
+    keep = [o for o in base if not (own_dataset and o.startswith("dataset"))]
+    return [*keep, *overrides]
 
 
 def synchronize(device: torch.device) -> None:
@@ -86,6 +101,47 @@ class Bench:
         self.batches = self.stream()
         self.fixed = next(self.batches).x  # the forward row times the model alone, as a teacher runs inside a step
         self.stats = StepStats(self.device)
+        if label == HAND:
+            self.dtype = PRECISIONS[conf.trainer.precision]
+            self.scaler = torch.amp.GradScaler(self.device.type) if self.dtype is torch.float16 else None
+            self.rates = self.schedule(conf.trainer.epochs * len(self.trainer.data.train))
+            self.updates = 0
+
+    def schedule(self, steps: int) -> list[list[float]]:
+        """The learning rate of each parameter group at each of the run's ``steps`` updates, read from the
+        trainer's schedule before the clock, so that the hand-written loop sets the same rates with no scheduler
+        object of its own."""
+        scheduler, groups = self.trainer.scheduler, self.trainer.optimizer.param_groups
+        rates = []
+        for t in range(steps):
+            scheduler.step_update(t)
+            rates.append([g["lr"] for g in groups])
+        scheduler.step_update(0)
+        return rates
+
+    def hand_written(self, steps: int) -> None:
+        """``steps`` of vanilla's training steps as a minimal PyTorch loop: the learning rate of the update,
+        forward (under autocast in bf16 or fp16), cross-entropy, zero_grad, backward, optimiser step (through a
+        GradScaler in fp16). Nothing else: no step statistics, method hooks or scheduler object."""
+        model, optimizer = self.trainer.model, self.trainer.optimizer
+        for _ in range(steps):
+            batch = next(self.batches)
+            for group, lr in zip(optimizer.param_groups, self.rates[min(self.updates, len(self.rates) - 1)]):
+                group["lr"] = lr
+            self.updates += 1
+            if self.dtype is None:
+                loss = F.cross_entropy(model(batch.x), batch.y)
+            else:
+                with torch.autocast(self.device.type, dtype=self.dtype):
+                    loss = F.cross_entropy(model(batch.x), batch.y)
+            optimizer.zero_grad(set_to_none=True)
+            if self.scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(optimizer)
+                self.scaler.update()
 
     def stream(self):
         while True:
@@ -108,6 +164,8 @@ class Bench:
                 for _ in range(steps):
                     model(self.fixed)
             model.train()
+        elif self.label == HAND:
+            self.hand_written(steps)
         else:
             for _ in range(steps):
                 self.trainer.step(next(self.batches), self.stats)
@@ -148,7 +206,10 @@ def peak_memory(label: str, overrides: list[str], cache: str, steps: int) -> int
 
 def measure(overrides: list[str], methods: list[str], steps: int, rounds: int, warmup: int,
             loader: bool = True) -> tuple[list[dict], str]:
-    labels = ["forward", *methods] + (["vanilla[torchvision]"] if loader else [])
+    # the hand-written loop right after vanilla, so that their ratio is taken between neighbours in time
+    methods = [m for m in methods if m != HAND]
+    at = methods.index("vanilla") + 1
+    labels = ["forward", *methods[:at], HAND, *methods[at:]] + (["vanilla[torchvision]"] if loader else [])
     with tempfile.TemporaryDirectory(prefix="lstsd-bench-") as cache:
         benches = {label: Bench(label, overrides, cache) for label in labels}
         device = benches["forward"].device
@@ -181,6 +242,12 @@ def measure(overrides: list[str], methods: list[str], steps: int, rounds: int, w
             "peak_memory_bytes": peaks.get(label),
             "bank_bytes": banks[label],
         })
+    # the trainer's own cost per step: vanilla's step over the hand-written loop's, within each round
+    overhead = [v / h for v, h in zip(vanilla, times[HAND])]
+    quartiles = statistics.quantiles(overhead, n=4, method="inclusive") if len(overhead) > 1 else overhead * 3
+    hand = next(r for r in rows if r["method"] == HAND)
+    hand["trainer_overhead"] = statistics.median(overhead)
+    hand["trainer_overhead_quartiles"] = [quartiles[0], quartiles[2]]
     header = f"{machine(device)}; batch {batches['forward']}; teacher forward " \
              f"{1000 * statistics.median(forward):.1f} ms; {rounds} rounds of {steps} steps"
     return rows, header
@@ -199,6 +266,11 @@ def table(rows: list[dict], header: str) -> str:
         lines.append(f"| {r['method']} | {r['step_ms']:.1f} | {r['steps_per_second']:.2f} | "
                      f"{r['images_per_second']:.0f} | {r['step_time_ratio']:.2f} | {r['inherent_ratio']:.2f} | "
                      f"{size(r['peak_memory_bytes'])} | {size(r['bank_bytes'])} |")
+    for r in rows:
+        if "trainer_overhead" in r:
+            low, high = r["trainer_overhead_quartiles"]
+            lines += ["", f"trainer overhead (vanilla / hand-written loop, median of the rounds' ratios): "
+                          f"{r['trainer_overhead']:.3f} (quartiles {low:.3f}-{high:.3f})"]
     return "\n".join(lines)
 
 
@@ -245,7 +317,7 @@ def main(argv=None) -> None:
     base = SMOKE if args.smoke else DEFAULTS
     steps, rounds, warmup = (1, 1, 1) if args.smoke else (args.steps, args.rounds, args.warmup)
     try:
-        rows, header = measure([*base, *args.overrides], args.methods, steps, rounds, warmup,
+        rows, header = measure(with_base(base, args.overrides), args.methods, steps, rounds, warmup,
                                loader=not args.no_loader)
     except (ConfigError, HydraException, OmegaConfBaseException) as e:  # a bad override: one line, as lstsd's
         print(f"lstsd-bench: error: {one_line(e)}", file=sys.stderr)

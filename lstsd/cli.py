@@ -114,6 +114,19 @@ def misspelt_key(detail: str, argv: list[str]) -> str:
     return str(unknown_key(key, node.keys())) if isinstance(node, DictConfig) else detail
 
 
+def complete() -> None:
+    """Tab completion (``-sc query=bash``, with the line in ``COMP_LINE``): Hydra's candidates without the
+    ``base_*`` schemas, which are not options (``method=base_lstsd`` fails with a missing value)."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        app()
+    words = [w for w in out.getvalue().split() if not re.search(r"(^|[=/])base_", w)]
+    print(" ".join(words))
+
+
 def main() -> None:
     argv = sys.argv[1:]
     compose.setup(fast=bool(PRINT_ONLY & {a.partition("=")[0] for a in argv}))
@@ -123,6 +136,8 @@ def main() -> None:
         except (ConfigError, HydraException, OmegaConfBaseException) as e:
             print(f"lstsd: error: {one_line(e)}", file=sys.stderr)
             sys.exit(2)
+    if {"--shell-completion", "-sc"} & set(argv) and any(a.startswith("query") for a in argv):
+        return complete()
     for a in argv:  # before Hydra makes the output folder, which holds the name
         if a.startswith("name=") and not ("," in a and is_multirun(argv)):
             from lstsd.config import require_name

@@ -50,11 +50,16 @@ def proportion(value: float, of: float, total: float) -> int:
     return int(round(float(value) * float(total) / float(of)))
 
 
-def parallel_jobs(threads) -> int:
-    """How many jobs one machine runs at once without oversubscribing it: its cores divided by each job's
-    threads (``trainer.threads``; null counts as all cores)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // int(threads)) if threads else 1
+def parallel_jobs(threads, device: str = "auto") -> int:
+    """How many jobs one machine runs at once without oversubscribing it (``${lstsd_parallel:${trainer.threads},
+    ${trainer.device}}``, the joblib launcher's ``n_jobs`` in ``experiment=demo``): one per GPU where it has GPUs
+    and the jobs may use them (``device`` auto or cuda), else its cores divided by each job's threads
+    (``trainer.threads``; null counts as all cores, so one job). ``hydra/launcher=workstation`` applies the same
+    count (:func:`hydra_plugins.lstsd_sweeper.workstation.plan`); both count the GPUs without importing torch."""
+    from hydra_plugins.lstsd_sweeper.workstation import plan
+
+    machine = plan([int(threads) if threads else None], device=str(device))
+    return machine.max_parallel if threads or machine.gpus_per_job else 1
 
 
 def option_names() -> str:

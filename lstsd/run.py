@@ -148,7 +148,8 @@ def run(cfg: DictConfig, run_dir: Optional[str | Path] = None, overrides: Option
     """
     conf = validate(cfg)
     job = hydra_job()
-    if run_dir is None:
+    own_job = run_dir is None  # Hydra's job itself, not a run inside it (a teacher) or through the API
+    if own_job:
         run_dir = job.runtime.output_dir
     if overrides is None:
         overrides = list(job.overrides.task) if job is not None else []
@@ -163,7 +164,7 @@ def run(cfg: DictConfig, run_dir: Optional[str | Path] = None, overrides: Option
             if distributed.is_main():  # rank 0 holds the folder's lock for the run's lifetime
                 try:
                     held.enter_context(files.lock())
-                    ident = claim(files, cfg, conf, overrides, job)
+                    ident = claim(files, cfg, conf, overrides, job if own_job else None)
                 except OSError as e:  # an unwritable or read-only run folder
                     problem = ConfigError(f"the run folder {files.path} is not writable: {e.strerror or e} "
                                           f"({e.filename or files.path})")
@@ -182,14 +183,23 @@ def run(cfg: DictConfig, run_dir: Optional[str | Path] = None, overrides: Option
             distributed.teardown(synchronise=ok)  # after a failure the other ranks may never reach a barrier
 
 
+def summary(results: dict, folder: Path) -> str:
+    """The line that ends a run: the headline metric's final and best test scores, the time, the folder."""
+    m = results["headline"]
+    return (f"done in {results['wall_seconds']:.1f} s: test {m} final {results[f'test_{m}_final']:.2f}, best "
+            f"{results[f'test_{m}_best']:.2f} (epoch {results['best_epoch']}): {folder}")
+
+
 def only_rank_0_writes_logs() -> None:
     """Ranks other than 0 drop the log files their process was given (Hydra's ``<job>.log``): one copy of each
-    line. Their warnings still reach the console."""
+    line. Their console shows warnings only."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if isinstance(handler, logging.FileHandler):
             root.removeHandler(handler)
             handler.close()
+        elif isinstance(handler, logging.StreamHandler):
+            handler.setLevel(max(handler.level, logging.WARNING))
 
 
 def run_validated(conf: Config, files: RunDir, overrides: list[str], ident: Optional[dict] = None) -> dict:
@@ -212,8 +222,13 @@ def run_validated(conf: Config, files: RunDir, overrides: list[str], ident: Opti
         trainer.identity = ident
         if distributed.is_main():  # only rank 0 writes files and logs
             trainer.logger = build_logger(conf, files.path)
+        if distributed.is_main():
+            log.info(f"{conf.method.label} on {conf.dataset.name} / {conf.model.name}, seed {conf.seed}, "
+                     f"{conf.trainer.epochs} epochs: {files.path}")
         try:
             results = trainer.fit()
+            if distributed.is_main() and "headline" in results:  # a fit replaced in tests may return less
+                log.info(summary(results, files.path))
         except OSError as e:  # a full disk or a folder gone read-only while training: one line
             raise TrainingError(f"cannot write {e.filename or files.path}: {e.strerror or e} (errno {e.errno})") from e
         failed = False

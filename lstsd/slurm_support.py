@@ -91,8 +91,8 @@ def install_state_watcher() -> SlurmStateWatcher:
 
 
 class JobEnded(RuntimeError):
-    """A SLURM job that ended without returning a result: cancelled, killed (out of memory, node failure), or
-    stopped by submitit itself."""
+    """A job that ended without returning a result: cancelled, killed (out of memory, node failure), or stopped
+    by submitit itself; on SLURM, or on this machine (``hydra/launcher=workstation``)."""
 
 
 def array_index(job_id: str) -> int:

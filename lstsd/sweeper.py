@@ -5,7 +5,7 @@ there): Hydra's basic grid sweeper, with three differences.
   (``lstsd -m method=vanilla,lstsd method.minigen_epochs=1,6``): each key is applied to the methods whose config
   has it and dropped from the others' jobs, and jobs that end up with the same overrides run once (vanilla above
   runs once, lstsd twice). A key that no method of the sweep has stays an error, as for a single run.
-* **It says where it goes.** At the launch it logs the sweep folder and the number of jobs.
+* **It says where it goes.** At the launch it prints the sweep folder and the number of jobs.
 * **A failed job never hides the others.** Every job runs; the jobs that failed are counted, the end-of-sweep
   table marks them with their error, and ``lstsd`` exits with code 1 after it (:func:`failed_jobs`).
 """

@@ -1,9 +1,13 @@
 """lstsd-bench in its smoke mode: every default method runs, the JSON rows carry the documented keys and the bank
-sizes by hand; a bad override exits 2 with one line. (Timings are printed, never asserted.)"""
+sizes by hand; the hand-written PyTorch loop row is there with the trainer's overhead, and takes exactly vanilla's
+steps; a bad override exits 2 with one line. (Timings are printed, never asserted.)"""
 import json
+import math
 import os
 import subprocess
 import sys
+
+import torch
 
 from conftest import REPO
 
@@ -18,8 +22,9 @@ def test_smoke_json_rows():
     r = bench("--smoke", "--json")
     assert r.returncode == 0, r.stderr
     rows = {row["method"]: row for row in json.loads(r.stdout)}
-    assert list(rows) == ["vanilla", "lstsd", "lstsd_single", "sd", "snapshot_ensembles", "mean_teacher",
-                          "temporal_ensembling", "dlb", "label_smoothing", "tfkd_reg", "kd", "vanilla[torchvision]"]
+    assert list(rows) == ["vanilla", "vanilla[hand-written]", "lstsd", "lstsd_single", "sd", "snapshot_ensembles",
+                          "mean_teacher", "temporal_ensembling", "dlb", "label_smoothing", "tfkd_reg", "kd",
+                          "vanilla[torchvision]"]
     for row in rows.values():
         assert {"method", "step_time_ratio", "images_per_second", "peak_memory_bytes", "bank_bytes"} <= row.keys()
         assert row["images_per_second"] > 0 and row["peak_memory_bytes"] is None  # CPU: no peak memory
@@ -27,6 +32,12 @@ def test_smoke_json_rows():
     # 512 samples x 4 classes x 4 bytes: LSTSD's two banks, Temporal Ensembling's z and Z
     assert rows["lstsd"]["bank_bytes"] == rows["temporal_ensembling"]["bank_bytes"] == 2 * 512 * 4 * 4
     assert rows["sd"]["bank_bytes"] == rows["lstsd_single"]["bank_bytes"] == 0
+    # the trainer's own cost: vanilla / hand-written, a finite positive ratio, on that row only
+    hand = rows["vanilla[hand-written]"]
+    overhead, (low, high) = hand["trainer_overhead"], hand["trainer_overhead_quartiles"]
+    assert math.isfinite(overhead) and overhead > 0 and low <= overhead <= high
+    assert math.isfinite(hand["step_time_ratio"]) and hand["step_time_ratio"] > 0 and hand["bank_bytes"] == 0
+    assert all("trainer_overhead" not in row for name, row in rows.items() if name != "vanilla[hand-written]")
 
 
 def test_smoke_table_and_top_k_bank_sizes():
@@ -35,9 +46,38 @@ def test_smoke_table_and_top_k_bank_sizes():
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert "CPU cores" in lines[0] and lines[2].startswith("| method | step ms |")
-    assert lines[5].startswith("| lstsd |") and lines[5].endswith("| 16.0 KiB |")  # 2 x 512 x 4 x 4 bytes
-    assert lines[6].startswith("| lstsd:method.bank_store=probs:method.bank_topk=2:method.bank_dtype=float16 |")
-    assert lines[6].endswith("| 8.0 KiB |") and len(lines) == 7  # 2 x 512 x 2 x (2 + 2) bytes: top-2, fp16
+    assert lines[4].startswith("| vanilla |") and lines[5].startswith("| vanilla[hand-written] |")
+    assert lines[6].startswith("| lstsd |") and lines[6].endswith("| 16.0 KiB |")  # 2 x 512 x 4 x 4 bytes
+    assert lines[7].startswith("| lstsd:method.bank_store=probs:method.bank_topk=2:method.bank_dtype=float16 |")
+    assert lines[7].endswith("| 8.0 KiB |")  # 2 x 512 x 2 x (2 + 2) bytes: top-2, fp16
+    assert lines[8] == "" and len(lines) == 10
+    assert lines[9].startswith("trainer overhead (vanilla / hand-written loop, median of the rounds' ratios): ")
+    overhead = float(lines[9].split(": ")[1].split()[0])
+    assert math.isfinite(overhead) and overhead > 0
+
+
+def test_hand_written_loop_takes_vanillas_steps(tmp_path):
+    """The baseline does the same work: from the same initialisation and batches, with a schedule whose rate
+    changes every update, the hand-written loop and the trainer's vanilla step give the same weights."""
+    from lstsd.bench import HAND, SMOKE, Bench, with_base
+
+    overrides = with_base(SMOKE, ["optim=sgd", "schedule=cosine"])
+    vanilla, hand = Bench("vanilla", overrides, str(tmp_path)), Bench(HAND, overrides, str(tmp_path))
+    for b in (vanilla, hand):
+        b.run(3)
+    assert vanilla.trainer.optimizer.param_groups[0]["lr"] == hand.trainer.optimizer.param_groups[0]["lr"] < 0.1
+    for a, b in zip(vanilla.trainer.model.parameters(), hand.trainer.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_dataset_on_the_command_line_replaces_the_bench_data():
+    from lstsd.bench import DEFAULTS, with_base
+
+    assert with_base(DEFAULTS, ["trainer.threads=1"]) == [*DEFAULTS, "trainer.threads=1"]
+    chosen = with_base(DEFAULTS, ["dataset=mnist1d", "model=mnist1d_cnn"])
+    assert not any(o.startswith("dataset") for o in chosen[:-2]) and chosen[-2:] == ["dataset=mnist1d",
+                                                                                      "model=mnist1d_cnn"]
+    assert "model=resnet20" in chosen and "trainer.epochs=12" in chosen  # the last model= wins
 
 
 def test_bad_override_exits_2_with_one_line():

@@ -1,5 +1,7 @@
 """Config composition, validation and the command line (exit codes, one-line errors, multirun)."""
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -253,3 +255,12 @@ def test_optimiser_implementation_options_reach_torch():
                                     (("optim.fused=false", "optim.foreach=true"), (True, False))]:
         opt = instantiate(compose_cfg(*flags).optim, _convert_="all")(model.parameters())
         assert (opt.defaults["foreach"], opt.defaults["fused"]) == (foreach, fused)
+
+
+def test_tab_completion_offers_options_not_schemas(tmp_path):
+    """``method=<TAB>`` lists the method options; the base_* schemas of the ConfigStore are not among them."""
+    r = subprocess.run([sys.executable, "-m", "lstsd", "-sc", "query=bash"], capture_output=True, text=True,
+                       env={**os.environ, "COMP_LINE": "lstsd method="}, timeout=120)
+    words = r.stdout.split()
+    assert r.returncode == 0 and "method=lstsd" in words and "method=vanilla" in words, r.stdout + r.stderr
+    assert not [w for w in words if "base_" in w]

@@ -1,5 +1,5 @@
-"""logger=wandb for real, in offline mode: one run per job with config, group, job type, history, summary and
-exit code, read back from the .wandb files it writes."""
+"""logger=wandb for real, in offline mode: one run per job with config, group (the experiment and the sweep
+folder), job type, history, summary and exit code, read back from the .wandb files it writes."""
 import json
 import struct
 from pathlib import Path
@@ -52,7 +52,8 @@ def test_wandb_offline_one_run_per_job(tmp_path):
     assert r.returncode == 0, r.stderr
     for method in ("vanilla", "lstsd"):
         run = read_run(tmp_path / f"method={method},trainer.epochs=2")
-        assert run["group"] == "wbtest" and run["job_type"] == method and run["exit_code"] == 0
+        assert run["group"] == f"wbtest/{tmp_path.name}"  # the sweep's group: this sweep's jobs only
+        assert run["job_type"] == method and run["exit_code"] == 0
         assert json.loads(run["config"]["method"])["name"] == method  # the resolved config
         assert json.loads(run["config"]["trainer"])["epochs"] == 2
         steps = [h for h in run["history"] if "test_acc" in h]
@@ -64,7 +65,8 @@ def test_wandb_run_is_finished_when_the_job_fails(tmp_path):
     r = run_cli("logger=wandb", "optim.lr=1e30", "trainer.epochs=2", f"hydra.run.dir={tmp_path}",
                 WANDB_MODE="offline")
     assert r.returncode == 1 and "non-finite loss at step" in r.stderr
-    assert read_run(tmp_path)["exit_code"] == 1
+    run = read_run(tmp_path)
+    assert run["exit_code"] == 1 and run["group"] == f"default/{tmp_path.name}"  # a single run: its folder
 
 
 def test_wandb_disabled_writes_nothing(tmp_path):

@@ -15,6 +15,12 @@ from lstsd.sweeper import FAILED, sweep_jobs
 log = logging.getLogger("lstsd.sweeper")
 
 
+def launch_line(jobs: int, sweep_dir: Path) -> str:
+    """What every sweep says as it starts, whatever its launcher: where its job folders go and how many jobs
+    it has (the table at the end is printed from that folder; ``lstsd-report`` reads it meanwhile)."""
+    return f"lstsd: sweep of {jobs} job{'s' if jobs != 1 else ''} into {sweep_dir}"
+
+
 class LstsdSweeper(BasicSweeper):
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         """Compose every job and check it as a run would (:func:`lstsd.config.validate`): a bad value in any job
@@ -40,7 +46,7 @@ class LstsdSweeper(BasicSweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         OmegaConf.save(OmegaConf.create(jobs), sweep_dir / "jobs.yaml")  # what lstsd-report expects to find
-        log.info(f"sweep of {len(jobs)} jobs into {sweep_dir}")
+        print(launch_line(len(jobs), sweep_dir), flush=True)
         FAILED.clear()
         returns, first = [], 0
         while not self.is_done():

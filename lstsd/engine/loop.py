@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from lstsd import distributed
+from lstsd import console, distributed
 from lstsd.config import fingerprint
 from lstsd.engine import checkpoint
 from lstsd.engine.evaluation import evaluate
@@ -114,8 +114,10 @@ class Trainer:
         if main:
             self.files.write_metrics(self.history)
         bar = tqdm(total=self.epochs, initial=self.start_epoch, desc=self.method.cfg.label, dynamic_ncols=True,
-                   disable=None if self.cfg.trainer.progress and main else True, leave=False)  # None: a tty
-        with self.guard:
+                   disable=None if self.cfg.trainer.progress and main else True)  # None: on a terminal only
+        console.bar_shown(not bar.disable)  # the bar shows the epochs: their lines stay off the console
+        with self.guard, contextlib.ExitStack() as shown:
+            shown.callback(console.bar_shown, False)
             for epoch in range(self.start_epoch, self.epochs):
                 t0 = time.perf_counter()
                 row = self.train_epoch(epoch)
@@ -136,7 +138,8 @@ class Trainer:
                     self.guard.stop(self.position())
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{row['test_acc']:.2f}")
-                log.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+                log.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
+                         extra={console.EPOCH: True})
         bar.close()
         results = results_record(self.cfg, self.data.info, self.history, self.method,
                                  (self.train_seconds, self.wall_seconds), self.global_step)

@@ -1,0 +1,228 @@
+"""The trackers of the logger group: tensorboard and csv read back from the run folder, several at once, a
+resumed run that writes no epoch twice, wandb's default group (a single run, a sweep), and bad logger names."""
+import csv
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY, compose_cfg, read_metrics, run_cli
+from lstsd.run import run
+
+
+class FakeWandbRun:
+    """What wandb.init returns, as far as lstsd uses it: what was logged, the summary and the exit code."""
+
+    def __init__(self, kwargs):
+        self.kwargs, self.logged, self.summary, self.exit_code = kwargs, [], {}, None
+
+    def log(self, values, step):
+        self.logged.append((step, values))
+
+    def finish(self, exit_code=0):
+        self.exit_code = exit_code
+
+
+@pytest.fixture
+def wandb_runs(monkeypatch):
+    """wandb.init replaced: the runs it opened, each with the keyword arguments it was given (nothing reaches
+    wandb's servers or its service process)."""
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    runs = []
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: runs.append(FakeWandbRun(kwargs)) or runs[-1])
+    return runs
+
+
+def tensorboard_scalars(run_dir: Path) -> dict:
+    """tag -> [(step, value)] of every event file under <run_dir>/tensorboard/, as TensorBoard shows them (steps a
+    resumed run purged are gone)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def read_csv(run_dir: Path) -> tuple[list, list[dict]]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        return reader.fieldnames, [{k: float(v) for k, v in row.items()} for row in reader]
+
+
+def jsonl_rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_tensorboard_run_writes_each_epoch_as_scalars(tmp_path):
+    run(compose_cfg(*TINY, "logger=tensorboard"), tmp_path)
+    scalars, rows = tensorboard_scalars(tmp_path), jsonl_rows(tmp_path)
+    assert set(scalars) == set(rows[0]) - {"epoch"}  # train_loss, loss_ce, test_acc, lr, seconds, ...
+    for tag, points in scalars.items():
+        assert [step for step, _ in points] == [1, 2, 3]
+        assert [v for _, v in points] == pytest.approx([r[tag] for r in rows], rel=1e-6)  # float32 in the file
+    assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) == 1  # one run
+    assert not (tmp_path / "metrics.csv").exists()
+
+
+def test_csv_run_one_numeric_row_per_epoch(tmp_path):
+    run(compose_cfg(*TINY, "logger=csv"), tmp_path)
+    columns, rows = read_csv(tmp_path)
+    expected = jsonl_rows(tmp_path)
+    assert columns == list(expected[0])  # the keys of metrics.jsonl, in their order
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert rows == expected  # every cell a number, the same as metrics.jsonl's (full precision)
+    assert not (tmp_path / "tensorboard").exists()
+
+
+def test_resumed_run_writes_no_epoch_twice(tmp_path):
+    """A run that logged epoch 3 but whose checkpoint holds epoch 2 (it stopped in between) trains epoch 3 again:
+    metrics.csv and the event files then hold epochs 1, 2, 3 once each, as metrics.jsonl does."""
+    run(compose_cfg(*TINY, "logger=[csv,tensorboard]", "trainer.epochs=2"), tmp_path)
+    shutil.copy(tmp_path / "last.pt", tmp_path / "epoch2.pt")
+    run(compose_cfg(*TINY, "logger=[csv,tensorboard]", "trainer.epochs=3"), tmp_path)  # extended to epoch 3
+    shutil.move(tmp_path / "epoch2.pt", tmp_path / "last.pt")  # the checkpoint before epoch 3
+    (tmp_path / "results.json").unlink()
+    run(compose_cfg(*TINY, "logger=[csv,tensorboard]", "trainer.epochs=3"), tmp_path)
+
+    assert [r["epoch"] for r in read_metrics(tmp_path)] == [1, 2, 3]
+    _, rows = read_csv(tmp_path)
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert rows == jsonl_rows(tmp_path)
+    assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) == 3  # one file per launch
+    for tag, points in tensorboard_scalars(tmp_path).items():
+        assert [step for step, _ in points] == [1, 2, 3], tag
+
+
+def test_tracker_turned_on_later_gets_the_earlier_epochs(tmp_path):
+    """logger=[csv,tensorboard] added when a run of 2 epochs is extended to 3: both hold epochs 1 to 3, from
+    metrics.jsonl."""
+    run(compose_cfg(*TINY, "trainer.epochs=2"), tmp_path)
+    run(compose_cfg(*TINY, "logger=[csv,tensorboard]", "trainer.epochs=3"), tmp_path)
+    _, rows = read_csv(tmp_path)
+    assert rows == jsonl_rows(tmp_path) and [r["epoch"] for r in rows] == [1, 2, 3]
+    assert [s for s, _ in tensorboard_scalars(tmp_path)["test_acc"]] == [1, 2, 3]
+
+
+def test_two_loggers_at_once(tmp_path, wandb_runs):
+    cfg = compose_cfg(*TINY, "logger=[wandb,tensorboard]", "logger.project=p", "logger.tags=[a]")
+    assert (cfg.logger.wandb, cfg.logger.tensorboard, cfg.logger.csv) == (True, True, False)
+    results = run(cfg, tmp_path)
+    (wb,) = wandb_runs
+    assert wb.kwargs["project"] == "p" and wb.kwargs["tags"] == ["a"]  # wandb's keys still apply
+    assert [step for step, _ in wb.logged] == [1, 2, 3] and wb.exit_code == 0
+    assert wb.summary["test_acc_final"] == results["test_acc_final"]
+    assert [s for s, _ in tensorboard_scalars(tmp_path)["test_acc"]] == [1, 2, 3]
+    assert not (tmp_path / "metrics.csv").exists()
+
+
+def test_logger_none_and_the_single_choice_key(tmp_path):
+    from lstsd.config import validate
+
+    assert validate(compose_cfg("logger=none")).logger.trackers() == ()
+    assert validate(compose_cfg()).logger.trackers() == ()
+    assert validate(compose_cfg("logger=[csv,tensorboard,wandb]")).logger.trackers() == ("wandb", "tensorboard",
+                                                                                          "csv")
+    assert validate(compose_cfg("logger.name=csv")).logger.trackers() == ("csv",)  # the older spelling
+    assert validate(compose_cfg("logger=wandb", "logger.tensorboard=true")).logger.trackers() == ("wandb",
+                                                                                                 "tensorboard")
+
+
+def test_wandb_group_of_a_single_run(tmp_path, wandb_runs):
+    run_dir = tmp_path / "2026-01-02_03-04-05"
+    run(compose_cfg(*TINY, "logger=wandb", "name=single", "trainer.epochs=1"), run_dir)
+    run(compose_cfg(*TINY, "logger=wandb", "name=single", "trainer.epochs=1", "logger.group=mine"),
+        tmp_path / "other")
+    assert [r.kwargs["group"] for r in wandb_runs] == ["single/2026-01-02_03-04-05", "mine"]  # logger.group wins
+    assert wandb_runs[0].kwargs["name"] == "2026-01-02_03-04-05" and wandb_runs[0].kwargs["job_type"] == "vanilla"
+
+
+def test_wandb_group_of_a_sweep_folder(tmp_path, wandb_runs):
+    """A job folder inside a sweep folder (one holding Hydra's multirun.yaml), e.g. a job launched again on its own
+    with hydra.run.dir=<sweep>/<job>: the sweep's group; another sweep's jobs get another group."""
+    for sweep in ("2026-01-02_03-04-05_abc123", "2026-01-02_03-04-05_def456"):
+        (tmp_path / sweep).mkdir()
+        (tmp_path / sweep / "multirun.yaml").write_text("{}\n")
+        for seed in (0, 1):
+            run(compose_cfg(*TINY, "logger=wandb", "name=sw", "trainer.epochs=1", f"seed={seed}"),
+                tmp_path / sweep / f"seed={seed}")
+    assert [r.kwargs["group"] for r in wandb_runs] == ["sw/2026-01-02_03-04-05_abc123"] * 2 + \
+        ["sw/2026-01-02_03-04-05_def456"] * 2
+    assert [r.kwargs["name"] for r in wandb_runs] == ["seed=0", "seed=1"] * 2
+
+
+def test_sweep_folder_from_hydra_config(tmp_path, monkeypatch):
+    """In a job of a multirun, Hydra's hydra.sweep.dir (launch time and unique id in its default name) is the
+    sweep folder, whether or not multirun.yaml is there yet; a folder outside it (a stale HydraConfig) is not."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    from lstsd.loggers import default_group, sweep_folder
+
+    cfg = compose_cfg("name=hc", return_hydra_config=True)
+    default_name = Path(str(cfg.hydra.sweep.dir)).name  # <time>_<id>
+    assert Path(str(cfg.hydra.sweep.dir)).parent.name == "hc" and len(default_name.rsplit("_", 1)[1]) == 6
+    with open_dict(cfg):
+        cfg.hydra.mode = RunMode.MULTIRUN
+        cfg.hydra.sweep.dir = str(tmp_path / default_name)
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)  # restored afterwards
+    HydraConfig.instance().set_config(cfg)
+    job = tmp_path / default_name / "method=lstsd,seed=1"
+    assert sweep_folder(job) == tmp_path / default_name
+    assert default_group(compose_cfg("name=hc"), job) == f"hc/{default_name}"
+    assert sweep_folder(tmp_path / "elsewhere") is None
+
+
+BAD_NAMES = [
+    (["logger=tensorbored"], "logger=tensorbored is invalid: allowed one of csv, none, tensorboard, wandb"),
+    (["logger=[wandb,nope]"], "logger/nope"),  # Hydra's line for an unknown option inside a list
+    (["logger.name=nope"], "logger.name='nope' is invalid: allowed null or one of none, wandb, tensorboard, csv"),
+]
+
+
+@pytest.mark.parametrize("args,fragment", BAD_NAMES)
+def test_bad_logger_name_exits_2(tmp_path, args, fragment, monkeypatch, capsys):
+    """An unknown tracker, alone, in a list or as logger.name: exit code 2 and one line before any training (in
+    process, the console script's own main, as tests/test_config_cli.py does)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lstsd import cli
+
+    monkeypatch.setattr(sys, "argv", ["lstsd", *args, "trainer.epochs=1", f"hydra.run.dir={tmp_path}"])
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    GlobalHydra.instance().clear()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert e.value.code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("lstsd: error:") and fragment in lines[0], lines
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_cli_bad_logger_name_exits_2(tmp_path):
+    """The same as a separate process: the exit status a shell sees."""
+    args, fragment = BAD_NAMES[0]
+    r = run_cli(*args, "trainer.epochs=1", f"hydra.run.dir={tmp_path}")
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2, r.stderr
+    assert len(lines) == 1 and lines[0].startswith("lstsd: error:") and fragment in lines[0], r.stderr
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_cli_multirun_with_two_trackers(tmp_path):
+    """``logger=[csv,tensorboard]`` in a sweep: every job writes both, and the logger choice stays out of the job
+    folders' names."""
+    tiny = [a for a in TINY if not a.startswith("trainer.epochs=")]
+    r = run_cli("-m", "logger=[csv,tensorboard]", "seed=0,1", *tiny, "trainer.epochs=2", f"hydra.sweep.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr
+    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    assert len(jobs) == 2 and not any("logger" in job.name for job in jobs), jobs
+    for job in jobs:
+        _, rows = read_csv(job)
+        assert [r_["epoch"] for r_ in rows] == [1, 2]
+        assert [s for s, _ in tensorboard_scalars(job)["train_loss"]] == [1, 2]
