@@ -109,6 +109,11 @@ HOW = ("relaunch it with its own overrides (.hydra/overrides.yaml), launch into 
        "hydra.run.dir=), or set trainer.force_resume=true to resume it anyway")
 
 
+def listed(diff: list[str]) -> str:
+    """The first differences of two run identities, for a one-line message."""
+    return "; ".join(diff[:4]) + ("; ..." if len(diff) > 4 else "")
+
+
 def claim(files: RunDir, cfg: DictConfig, conf: Config, overrides: list[str], job) -> dict:
     """Check that the run folder belongs to this configuration, then record it there (``.hydra/``, once); return
     the run's identity. Another configuration's folder (once it has trained: a checkpoint, an epoch's metrics
@@ -119,19 +124,16 @@ def claim(files: RunDir, cfg: DictConfig, conf: Config, overrides: list[str], jo
     if saved is not None and not (files.checkpoint.exists() or files.read_metrics() or files.completed()):
         files.config.unlink()  # a run that failed before its first epoch (a bad input) holds nothing to keep
         saved = None
-    if saved is not None and not force:
-        diff = differences(run_identity(saved), ident)
-        if diff:
-            raise ConfigError(f"{files.path} holds a run of another configuration ({'; '.join(diff[:4])}"
-                              f"{'; ...' if len(diff) > 4 else ''}): {HOW}")
+    diff = differences(run_identity(saved), ident) if saved is not None else []
+    if diff and not force:
+        raise ConfigError(f"{files.path} holds a run of another configuration ({listed(diff)}): {HOW}")
     if conf.trainer.resume and files.checkpoint.exists() and not force:
         stored = checkpoint.stored_identity(files.checkpoint)
-        diff = ["it records none"] if stored is None else differences(run_identity(stored), ident)
-        if diff:
-            raise ConfigError(f"{files.checkpoint} is a checkpoint of another configuration ({'; '.join(diff[:4])}"
-                              f"{'; ...' if len(diff) > 4 else ''}): delete it, or {HOW}")
-    if force and saved is not None and differences(run_identity(saved), ident) and \
-            not (files.completed() is not None and conf.trainer.skip_completed):
+        foreign = ["it records none"] if stored is None else differences(run_identity(stored), ident)
+        if foreign:
+            raise ConfigError(f"{files.checkpoint} is a checkpoint of another configuration ({listed(foreign)}): "
+                              f"delete it, or {HOW}")
+    if diff and not (files.completed() is not None and conf.trainer.skip_completed):  # forced onto another run
         log.warning(f"{files.path}: resumed with another configuration (trainer.force_resume=true); its .hydra/ "
                     "now records this one")
         files.config.unlink()

@@ -41,6 +41,7 @@ METRICS = "metrics.jsonl"
 RESULTS = "results.json"
 CHECKPOINT = "last.pt"
 LOCK = ".lock"
+TEACHER_LOCK = ".teacher.lock"  # a teacher cache folder's: the sweep's jobs wait there for the one that trains it
 
 
 def write_json(obj, path: Path) -> None:
@@ -131,21 +132,21 @@ class RunDir:
 
     # ------------------------------------------------------------------ one configuration, one process
     @contextlib.contextmanager
-    def lock(self):
-        """Hold the folder's ``.lock`` for the block: a second process (another launch into the same folder) gets a
-        ConfigError naming the holder. An ``flock``, which the kernel releases when its holder dies, so a lock
+    def lock(self, name: str = LOCK, wait: bool = False):
+        """Hold the folder's ``.lock`` (or the lock file ``name``) for the block: a second process (another launch
+        into the same folder) gets a ConfigError naming the holder, or with ``wait`` waits for it to end. An ``flock``, which the kernel releases when its holder dies, so a lock
         is never stale; on NFS (v4, or v3 with lockd) Linux maps it to a POSIX lock that other clients see; on a
         file system without locks (e.g. Lustre mounted without flock) a warning says that nothing is enforced.
         Written with fcntl rather than the filelock package, which truncates the lock file before it tries the
         lock and so would erase the holder's pid that the message names."""
         self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path / name, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except OSError as e:
                 if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    log.warning(f"{self.path / LOCK}: this file system has no file locks ({e.strerror}): "
+                    log.warning(f"{self.path / name}: this file system has no file locks ({e.strerror}): "
                                 "nothing stops a second process from running in this folder")
                 else:
                     holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import logging
 import random
@@ -31,7 +30,7 @@ from lstsd.data.text import ENCODERS
 from lstsd.errors import ConfigError, require
 from lstsd.models import build_model, frozen_copy
 from lstsd.registry import DATASETS, MODELS
-from lstsd.rundir import RunDir
+from lstsd.rundir import TEACHER_LOCK, RunDir
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +100,8 @@ def train_teacher(overrides: list[str], cache: str | Path, runner: TeacherRunner
     d.mkdir(parents=True, exist_ok=True)
     # one process holds the lock (rank 0 of several, which then train the teacher together, as one DDP run)
     # (not the run folder's own .lock, which the teacher's run takes without waiting)
-    lock = open(d / ".teacher.lock", "w") if distributed.is_main() else contextlib.nullcontext()
+    lock = RunDir(d).lock(TEACHER_LOCK, wait=True) if distributed.is_main() else contextlib.nullcontext()
     with lock:
-        if distributed.is_main():
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if distributed.broadcast(RunDir(d).completed() is None):
             cfg = runner.compose(overrides)
             if distributed.is_main():
