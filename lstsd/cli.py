@@ -158,6 +158,9 @@ def main() -> None:
     except (ConfigError, HydraException, OmegaConfBaseException) as e:
         if debug:
             raise
+        missing = getattr(e, "missing_cfg_file", None)
+        if missing and "/" in missing and getattr(e, "options", None) is None:  # inside a list of options
+            e.options = compose.group_options(missing.rpartition("/")[0])
         cause = e.__cause__ if isinstance(e.__cause__, (ConfigError, OmegaConfBaseException)) else None
         detail = one_line(e) + (f" ({one_line(cause)})" if cause is not None and str(cause) not in str(e) else "")
         detail = misspelt_key(detail, argv)

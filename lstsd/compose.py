@@ -144,6 +144,21 @@ def setup(fast: bool = False) -> None:
     _state = "full" if full else "fast"
 
 
+def group_options(group: str) -> list[str]:
+    """The options of a config group as Hydra finds them, without the ``base_*`` schemas (an unknown option inside
+    a list, ``logger=[wandb,nope]``, reaches the command line without them)."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    setup(fast=True)
+    if GlobalHydra.instance().is_initialized():
+        options = GlobalHydra.instance().config_loader().get_group_options(group)
+    else:
+        with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+            options = GlobalHydra.instance().config_loader().get_group_options(group)
+    return [o for o in options if not o.startswith("base_")]
+
+
 def compose(overrides: list[str] = (), return_hydra_config: bool = False) -> DictConfig:
     """``lstsd/conf/config.yaml`` with ``overrides``, inside or outside a running Hydra application."""
     from hydra import compose as hydra_compose, initialize_config_dir

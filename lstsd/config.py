@@ -145,6 +145,9 @@ class TrainerConfig:
     # epochs between checkpoints (the last epoch and a stop signal always write one): tiny models whose epoch
     # takes a fraction of a second spend a tenth of their time writing last.pt after every epoch
     checkpoint_every: int = 1
+    # also keep best.pt: the weights of the best epoch so far (the headline metric on the validation split when
+    # there is one, else on the test split), with that epoch and score
+    save_best: bool = False
     progress: bool = True
     skip_completed: bool = True  # a run directory with a completed results.json is not trained again
     # resume a run folder (or its last.pt) that belongs to another configuration (see RELAUNCH_KEYS): the
@@ -314,7 +317,7 @@ def validate(cfg: DictConfig) -> Config:
 # (trainer.force_resume=true resumes anyway).
 RELAUNCH_KEYS = ("trainer.epochs", "trainer.device", "trainer.threads", "trainer.progress", "trainer.resume",
                  "trainer.force_resume", "trainer.skip_completed", "trainer.checkpoint",
-                 "trainer.checkpoint_every", "trainer.compile", "trainer.channels_last", "logger",
+                 "trainer.checkpoint_every", "trainer.save_best", "trainer.compile", "trainer.channels_last", "logger",
                  "dataset.root", "dataset.download", "dataset.cache_dir", "dataset.num_workers",
                  "method.teacher_cache", "model.download", "hydra")
 

@@ -5,6 +5,8 @@ A run's folder (Hydra's output directory of one job) holds:
 * ``.hydra/config.yaml``: the composed configuration (Hydra writes it; a run through the API writes it here);
 * ``metrics.jsonl``: one JSON row per finished epoch;
 * ``last.pt``: the checkpoint a run resumes from (:mod:`lstsd.engine.checkpoint`);
+* ``best.pt`` (``trainer.save_best=true``): the weights of the best epoch so far, with the epoch, the metric that
+  chose it and its value (:func:`lstsd.engine.checkpoint.save_best`);
 * ``results.json``: the run's record, :func:`results_record` for a completed run, :func:`failure_record`
   for a failed one (``status``: completed or failed);
 * ``.lock``: held by the one process that runs in the folder (:meth:`RunDir.lock`), with its pid and host.
@@ -40,6 +42,7 @@ HYDRA = ".hydra/hydra.yaml"
 METRICS = "metrics.jsonl"
 RESULTS = "results.json"
 CHECKPOINT = "last.pt"
+BEST = "best.pt"
 LOCK = ".lock"
 TEACHER_LOCK = ".teacher.lock"  # a teacher cache folder's: the sweep's jobs wait there for the one that trains it
 
@@ -62,7 +65,8 @@ class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.config, self.overrides, self.hydra = (self.path / n for n in (CONFIG, OVERRIDES, HYDRA))
-        self.metrics, self.results, self.checkpoint = (self.path / n for n in (METRICS, RESULTS, CHECKPOINT))
+        self.metrics, self.results, self.checkpoint, self.best = (self.path / n for n in
+                                                                  (METRICS, RESULTS, CHECKPOINT, BEST))
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"

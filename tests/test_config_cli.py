@@ -138,6 +138,8 @@ BAD_INPUT = [
     (["name=../../escape"], "name='../../escape' is invalid: allowed letters, digits and . _ - + = , (a folder name, "
      "not a path)"),
     (["name=a/b"], "name='a/b' is invalid"),
+    # an unknown option inside a list of options: the group's options, like a single unknown option
+    (["logger=[csv,nope]"], "logger=nope is invalid: allowed one of csv, none, tensorboard, wandb"),
     # a model that does not fit its input: refused after one dry forward pass
     (["dataset=digits", "model=lenet5"], "model=lenet5 does not fit the input of dataset=digits (shape 1x8x8): "),
     (["model=resnet20"], "model=resnet20 does not fit the input of dataset=mnist1d (shape 1x40)"),

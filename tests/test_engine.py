@@ -1,4 +1,5 @@
 """The run function and trainer: outputs, determinism, exact resume."""
+import contextlib
 import json
 
 import pytest
@@ -283,3 +284,63 @@ def test_stop_signal_after_a_non_finite_loss_keeps_the_good_checkpoint(tiny_cfg,
         run(tiny_cfg("trainer.epochs=3"), tmp_path)
     state = torch.load(tmp_path / "last.pt", weights_only=False)
     assert state["epoch"] == 1 and state["in_epoch"] is None
+
+
+def test_step_stats_sums_by_hand_and_resume_from_rows():
+    """An epoch's statistics from its kept steps: losses weighted by the steps' sizes, a term that starts at the
+    second step counted as 0 before it, the correct count, the first non-finite step; and an epoch resumed from
+    the rows of a checkpoint taken after its first step reduces to the same bits as one recorded whole."""
+    from lstsd.engine import StepStats
+
+    logits = [torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]]), torch.tensor([[0.0, 1.0]])]
+    labels = [torch.tensor([0, 0, 0]), torch.tensor([1])]
+    steps = [(torch.tensor(0.5), {"ce": torch.tensor(0.5)}), (torch.tensor(2.0), {"ce": torch.tensor(1.0),
+                                                                               "kd": torch.tensor(1.0)})]
+
+    def record(stats, which):
+        for i in which:
+            stats.record(steps[i][0], steps[i][1], logits[i], labels[i])
+
+    whole = StepStats(torch.device("cpu"), first_step=10)
+    record(whole, (0, 1))
+    totals, first_bad = whole.reduce()
+    assert {k: v.item() for k, v in totals.items()} == {"loss": 3 * 0.5 + 2.0, "loss_ce": 3 * 0.5 + 1.0,
+                                                        "loss_kd": 1.0, "correct": 3.0, "count": 4.0}
+    assert first_bad == -1
+    first = StepStats(torch.device("cpu"), first_step=10)
+    record(first, (0,))
+    resumed = StepStats(torch.device("cpu"), first_step=10)
+    resumed.load(first.state())
+    record(resumed, (1,))
+    again = resumed.reduce()[0]
+    assert list(again) == list(totals) and all(torch.equal(again[k], totals[k]) for k in totals)
+    resumed.record(torch.tensor(float("nan")), {}, logits[1], labels[1])
+    assert resumed.reduce()[1] == 13  # the third step after global step 10
+
+
+def test_best_checkpoint_holds_the_best_validation_epoch(tmp_path):
+    """``trainer.save_best=true``: best.pt holds the weights of the epoch with the highest validation accuracy
+    (the first of equal ones, as results.json's ``best_val_epoch``): evaluated again they give that epoch's recorded
+    score; a run without the option writes no best.pt."""
+    from lstsd.compose import compose
+    from lstsd.data import build_data
+    from lstsd.engine import evaluate
+    from lstsd.models import build_model
+    from lstsd.run import run
+
+    base = ["dataset=digits", "model=digits_cnn", "method=vanilla", "trainer.epochs=4", "trainer.device=cpu",
+            "dataset.val_fraction=0.2", "optim.lr=0.5", "trainer.progress=false"]
+    res = run(compose([*base, "trainer.save_best=true", f"hydra.run.dir={tmp_path}"]), run_dir=tmp_path)
+    history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    best = torch.load(tmp_path / "best.pt", weights_only=False)
+    assert best["metric"] == "val_acc" and best["epoch"] == res["best_val_epoch"]
+    assert best["value"] == max(r["val_acc"] for r in history) == history[best["epoch"] - 1]["val_acc"]
+    conf = compose(base)
+    data = build_data(conf.dataset, conf.seed, torch.device("cpu"))
+    model = build_model(conf.model, data.info.num_classes, data.info.input_shape)
+    model.load_state_dict(best["model"])
+    scores = evaluate(model, data.evals["val"], contextlib.nullcontext, ("acc",))
+    assert scores["acc"] == pytest.approx(best["value"], abs=1e-9)
+    other = tmp_path / "plain"
+    run(compose([*base, f"hydra.run.dir={other}"]), run_dir=other)
+    assert not (other / "best.pt").exists()

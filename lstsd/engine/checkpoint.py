@@ -2,7 +2,7 @@
 
 :func:`capture` gathers weights, optimiser, loss scale, method state (banks, snapshots, EMA teacher, DLB's
 last batch, per rank), every random generator, the history and the position (the epoch, and for a checkpoint
-taken inside an epoch the steps done in it and their running sums; the epoch's batch order and augmentation
+taken inside an epoch the steps done in it and their statistics; the epoch's batch order and augmentation
 follow from (seed, epoch), so the position is enough to go on). :func:`restore` puts it back.
 """
 from __future__ import annotations
@@ -88,6 +88,34 @@ def save(t, path: Path) -> None:
         raise TrainingError(f"rank 0 could not write the checkpoint: {failure}")
 
 
+def selection_metric(history: list[dict], headline: str) -> str:
+    """The score that picks the best epoch: the headline metric on the validation split when there is one (the
+    test split's best epoch would be chosen on the test set), else on the test split."""
+    return f"val_{headline}" if f"val_{headline}" in history[-1] else f"test_{headline}"
+
+
+def save_best(t, path: Path) -> None:
+    """After an epoch: when it is the best so far (the first of equal scores, like ``results.json``'s
+    ``best_epoch`` and ``best_val_epoch``), write ``best.pt``: the model's weights (``"model"``, a state_dict),
+    ``"epoch"`` (1-based), ``"metric"`` and ``"value"``, and the run's identity. Rank 0 writes it; derived from
+    the history, so a resumed or extended run goes on choosing from all its epochs."""
+    metric = selection_metric(t.history, t.cfg.dataset.headline)
+    best = max(t.history, key=lambda row: row[metric])
+    if best is not t.history[-1]:  # every rank has the same history: all decide alike
+        return
+    error = None
+    if distributed.is_main():
+        state = {"model": t.model.state_dict(), "epoch": best["epoch"], "metric": metric, "value": best[metric],
+                 "config": t.identity}
+        try:
+            atomic_save(state, path)
+        except OSError as e:  # the previous best.pt, if any, is kept
+            error = f"cannot write {path}: {e.strerror or e} (errno {e.errno})"
+    error = distributed.broadcast(error)  # all ranks stop together
+    if error is not None:
+        raise TrainingError(error)
+
+
 def restore(t, path: Path) -> None:
     """Load ``path`` into trainer ``t``; any mismatch is a :class:`TrainingError` saying how to start afresh."""
     try:
@@ -97,6 +125,9 @@ def restore(t, path: Path) -> None:
         if state.get("in_epoch") is not None and state["world_size"] != distributed.world_size():
             raise ValueError(f"it was taken inside an epoch by {state['world_size']} processes, not "
                              f"{distributed.world_size()}")
+        if state.get("in_epoch") is not None and "stats" not in state["in_epoch"]:
+            raise ValueError("it was taken inside an epoch by an earlier version of lstsd, without the epoch's "
+                             "step statistics")
         rank = distributed.rank()
         rank_state = state["rank_states"][rank] if len(state["rank_states"]) > rank else {}
         t.method.load_state_dict(state["method"])

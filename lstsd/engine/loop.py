@@ -46,6 +46,11 @@ class Trainer:
         # optimiser state and the loss reduction stay in float32; fp32: no context to enter around every forward
         self.autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+        # per step, only what applies: no call (nor autocast context) for a method without an after_step of its
+        # own, no buffer broadcast without a process group (set up before the trainer is built)
+        own = getattr(type(method).after_step, "__qualname__", "") != "Method.after_step"
+        self.after_step = method.after_step if own else None
+        self.parallel = distributed.active()
 
     def step(self, batch, stats: StepStats) -> None:
         """One optimisation step; its statistics go to ``stats`` on the device (nothing is read back, a
@@ -61,10 +66,11 @@ class Trainer:
         else:
             loss.backward()
             self.optimizer.step()
-        if distributed.active():  # batch-norm statistics: rank 0's everywhere, before snapshots or EMA use them
+        if self.parallel:  # batch-norm statistics: rank 0's everywhere, before snapshots or EMA use them
             distributed.broadcast_buffers(self.model)
-        with self.autocast():
-            self.method.after_step(batch, logits)
+        if self.after_step is not None:
+            with self.autocast():
+                self.after_step(batch, logits)
         stats.record(loss, terms, logits, batch.y)
         self.global_step += 1
 
@@ -72,13 +78,13 @@ class Trainer:
         self.model.train()
         self.method.on_epoch_start(epoch)
         start, lr = 0, None
-        stats = StepStats(self.device, self.global_step, len(self.data.train))
         if self.in_epoch is not None:  # resumed inside this epoch
             self.method.load_state_dict(self.method_state[0])
             self.method.load_rank_state(self.method_state[1])
             start, lr = self.in_epoch["step"], self.in_epoch["lr"]
-            if distributed.is_main():  # the saved sums are the totals over all ranks: counted once
-                stats.load_totals(self.in_epoch["sums"])
+        stats = StepStats(self.device, self.global_step - start)
+        if self.in_epoch is not None:  # each process goes on from its own rows of the steps done
+            stats.load(self.in_epoch["stats"][distributed.rank()])
         for i, batch in enumerate(self.data.train.epoch(epoch, start_step=start), start=start):
             self.step(batch, stats)
             lr = self.optimizer.param_groups[0]["lr"] if lr is None else lr
@@ -86,7 +92,7 @@ class Trainer:
                 totals, first_bad = stats.reduce()
                 if first_bad >= 0:  # never checkpoint poisoned weights over the last good ones
                     raise non_finite_error(first_bad, epoch, totals, self.last_checkpoint())
-                self.in_epoch = {"step": i + 1, "lr": lr, "sums": {k: v.cpu() for k, v in totals.items()}}
+                self.in_epoch = {"step": i + 1, "lr": lr, "stats": distributed.gather_objects(stats.state())}
                 self.save_checkpoint()
                 self.guard.stop(self.position())
         self.in_epoch = None
@@ -130,6 +136,8 @@ class Trainer:
                 if main:
                     self.files.append_metrics(row)
                     self.logger.log_epoch(row)
+                if self.cfg.trainer.save_best:
+                    checkpoint.save_best(self, self.files.best)
                 self.start_epoch = epoch + 1
                 stop = self.guard.requested(self.global_step, now=True)  # during the last steps or evaluation
                 if stop or self.start_epoch % self.cfg.trainer.checkpoint_every == 0 or epoch + 1 == self.epochs:
