@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 export WANDB_MODE ?= disabled
 
 .DEFAULT_GOAL := help
-.PHONY: help install run evidence test test-slow test-slurm clean
+.PHONY: help install run evidence test test-slow test-slurm docs clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -38,6 +38,9 @@ test-slow: $(STAMP) ## Run only the slow end-to-end tests
 
 test-slurm: $(STAMP) ## SLURM launcher tests on a throwaway single-node cluster (tools/slurm/cluster.sh; as root it apt-installs slurm-wlm, munge)
 	LSTSD_SLURM_TESTS=1 $(BIN)/python -m pytest -q -rs --durations=0 tests/slurm
+
+docs: $(STAMP) ## Build the documentation site into site/, offline and strict (open site/index.html)
+	$(BIN)/mkdocs build --strict --site-dir site
 
 clean: ## Remove run outputs (outputs/, multirun/)
 	rm -rf outputs multirun

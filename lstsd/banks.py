@@ -29,6 +29,13 @@ def last_of_each(index: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
     return unique, rows[last]
 
 
+def check_index(index: Tensor) -> None:
+    """Sample ids are an integer tensor: a boolean one would select rows as a mask and a float one fail deep in
+    torch (the range is checked where a read-back is affordable: :meth:`lstsd.methods.base.Method.compute_loss`)."""
+    if index.dtype == torch.bool or index.is_floating_point() or index.is_complex():
+        raise TypeError(f"sample ids of dtype {index.dtype}: expected an integer tensor (torch.int64)")
+
+
 class SampleBank:
     """An ``N x C`` table (``N x k`` values and class ids when ``topk`` = k > 0); ``filled`` marks the rows
     written at least once."""
@@ -45,7 +52,12 @@ class SampleBank:
     def write(self, index: Tensor, rows: Tensor, everywhere: bool = True) -> None:
         """Store ``rows`` for the samples ``index``. With several processes (``everywhere``, the default) each
         rank's (index, rows) are gathered from all ranks in rank order and written on every rank, so the banks
-        stay identical; a sample padded into the last global batch twice keeps its later (higher-rank) row."""
+        stay identical; a sample padded into the last global batch twice keeps its later (higher-rank) row.
+        The shapes and the index's dtype are checked (no device-to-host read): ``ValueError``/``TypeError``."""
+        check_index(index)
+        if rows.dim() != 2 or rows.shape[1] != self.num_classes or len(rows) != len(index):
+            raise ValueError(f"bank write of rows of shape {tuple(rows.shape)} for {len(index)} sample ids: expected "
+                             f"({len(index)}, {self.num_classes}), a row per sample and {self.num_classes} classes")
         if everywhere and distributed.active():
             index, rows = last_of_each(distributed.gather(index), distributed.gather(rows))
         rows = rows.detach()
@@ -59,6 +71,7 @@ class SampleBank:
 
     def read(self, index: Tensor) -> Tensor:
         """The rows of ``index`` in float32 (the loss is always computed in float32), full ``C`` wide."""
+        check_index(index)
         values = self.values[index].float()
         if not self.topk:
             return values

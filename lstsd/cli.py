@@ -128,7 +128,11 @@ def complete() -> None:
 
 
 def main() -> None:
-    argv = sys.argv[1:]
+    try:  # the modules of imports=[...] before anything composes; model._target_=... alone chooses model=target
+        argv = sys.argv[1:] = compose.prepare(sys.argv[1:])
+    except ConfigError as e:
+        print(f"lstsd: error: {e}", file=sys.stderr)
+        sys.exit(2)
     compose.setup(fast=bool(PRINT_ONLY & {a.partition("=")[0] for a in argv}))
     if {"--help", "-h"} & set(argv):
         try:

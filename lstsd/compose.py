@@ -10,10 +10,16 @@ a YAML option extends ``base_<name>`` and never repeats it. Launchers that run j
 completion): it stores the same schemas from a snapshot the last full setup wrote (plain nodes, unknown keys
 still refused), without importing the components and so without torch. The snapshot is keyed by the package's
 source files (path, size, modification time); without a current one the full setup runs.
+
+A user's own components live in modules of their own, named by the ``imports`` key (``imports=[mypkg.plugins]``):
+:func:`prepare` imports them before anything is composed (their decorators register them; their schemas are
+stored with the others), and every job imports them again before its configuration is validated
+(:func:`import_modules`, called by :func:`lstsd.run.run`), whatever process the launcher runs it in.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import socket
 import time
@@ -24,6 +30,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from lstsd import config
+from lstsd.errors import ConfigError, one_line
 from lstsd.registry import DATASETS, METHODS, MODELS
 
 PACKAGE = Path(__file__).resolve().parent
@@ -32,6 +39,7 @@ RUN_WIDE = {("", "base_config"): config.Config, ("optim", "base_sgd"): config.SG
             ("optim", "base_adam"): config.AdamConfig, ("schedule", "base_schedule"): config.ScheduleConfig,
             ("trainer", "base_trainer"): config.TrainerConfig, ("logger", "base_logger"): config.LoggerConfig}
 _state: Optional[str] = None  # None, "fast" or "full"
+IMPORTED: list[str] = []  # the modules of imports= this process has imported, in order
 
 
 def sweep_uid() -> str:
@@ -73,12 +81,15 @@ def option_names() -> str:
     return "\n".join(lines)
 
 
-def schema_nodes() -> dict[tuple[str, str], DictConfig]:
-    """Every ConfigStore entry: ``(group, name) -> node``; a registered component's name is filled in."""
+def schema_nodes(own: bool = False) -> dict[tuple[str, str], DictConfig]:
+    """Every ConfigStore entry: ``(group, name) -> node``; a registered component's name is filled in. ``own``:
+    only the package's own components (the snapshot's), not those of imported modules."""
     nodes = {key: OmegaConf.structured(schema) for key, schema in RUN_WIDE.items()}
     for group, registry, field in (("dataset", DATASETS, "name"), ("model", MODELS, "arch"),
                                    ("method", METHODS, "name")):
         for name, entry in registry.items():
+            if own and not getattr(entry.obj, "__module__", "").startswith("lstsd."):
+                continue
             node = OmegaConf.structured(entry.schema)
             node[field] = name
             nodes[(group, f"base_{name}")] = node
@@ -133,15 +144,74 @@ def setup(fast: bool = False) -> None:
     OmegaConf.register_new_resolver("lstsd_uid", sweep_uid, replace=True)
     OmegaConf.register_new_resolver("lstsd_proportion", proportion, replace=True)
     OmegaConf.register_new_resolver("lstsd_parallel", parallel_jobs, replace=True)
-    nodes = read_snapshot() if fast else None
+    nodes = read_snapshot() if fast and not IMPORTED else None
     full = nodes is None
     if full:
+        write_snapshot(schema_nodes(own=True))
         nodes = schema_nodes()
-        write_snapshot(nodes)
+    store_nodes(nodes)
+    _state = "full" if full else "fast"
+
+
+def store_nodes(nodes: dict) -> None:
     store = ConfigStore.instance()
     for (group, name), node in nodes.items():
         store.store(group=group or None, name=name, node=node)
-    _state = "full" if full else "fast"
+
+
+def import_modules(modules) -> None:
+    """Import each module of ``imports`` not imported yet (a :class:`~lstsd.errors.ConfigError` naming the one that
+    cannot be); the components they register are stored in the ConfigStore where it is filled already."""
+    global _state
+    new = [str(m) for m in (modules or []) if str(m) not in IMPORTED]
+    for module in new:
+        try:
+            importlib.import_module(module)
+        except Exception as e:  # noqa: BLE001 - not found, or the module's own error while importing
+            raise ConfigError(f"imports={list(map(str, modules))!r} is invalid: {module} cannot be imported "
+                              f"({type(e).__name__}: {one_line(e)})") from None
+        IMPORTED.append(module)
+    if new and _state is not None:
+        _state = None  # the snapshot lacks them: a full setup stores them with the rest
+        setup()
+
+
+def override_key(arg: str) -> str:
+    """``model._target_`` of ``+model._target_=x``; ``model`` of ``model=resnet20`` (``model@method.teacher_model``
+    of an option composed elsewhere)."""
+    return arg.lstrip("+~").partition("=")[0]
+
+
+def imports_of(overrides) -> list[str]:
+    """The modules an ``imports=[...]`` override names (parsed as Hydra parses it)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    out = []
+    for arg in overrides:
+        if arg.startswith("-") or override_key(arg) != "imports" or "=" not in arg:
+            continue
+        try:
+            override = OverridesParser.create().parse_overrides([arg])[0]
+        except Exception as e:  # noqa: BLE001 - Hydra's parse error
+            raise ConfigError(f"imports: {one_line(e)}") from None
+        value = None if override.is_sweep_override() else override.value()
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"imports={arg.partition('=')[2]} is invalid: allowed a list of modules, "
+                              "imports=[mypkg.plugins] (one value, not a sweep)")
+        out += value
+    return out
+
+
+def prepare(overrides: list[str]) -> list[str]:
+    """The overrides a command line composes with: the modules of ``imports=[...]`` imported first (so that their
+    schemas and YAML options compose), and ``model=target`` chosen where ``model._target_=...`` is given without a
+    model option."""
+    import_modules(imports_of(overrides))
+    keys = [override_key(a) for a in overrides if not a.startswith("-")]
+    if "model._target_" in keys and "model" not in keys:
+        first = next(i for i, a in enumerate(overrides) if override_key(a) == "model._target_")
+        overrides = [*overrides[:first], "model=target", *overrides[first:]]
+    return list(overrides)
 
 
 def group_options(group: str) -> list[str]:
@@ -164,6 +234,7 @@ def compose(overrides: list[str] = (), return_hydra_config: bool = False) -> Dic
     from hydra import compose as hydra_compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    overrides = prepare(list(overrides))
     if _state is None:  # set up already (fast for a print-only command line): as it is
         setup()
     if GlobalHydra.instance().is_initialized():

@@ -26,7 +26,8 @@ from lstsd.registry import DATASETS, METHODS, MODELS
 __all__ = ["Config", "ConfigError", "DatasetConfig", "ModelConfig", "MethodConfig", "validate"]
 
 # --------------------------------------------------------------------------- dataset
-METRICS = ("acc", "f1", "mcc")  # accuracy, binary F1 of class 1, Matthews correlation; all in % (x 100)
+# accuracy, top-5 accuracy (added by itself above five classes), binary F1 of class 1, Matthews correlation; in %
+METRICS = ("acc", "top5", "f1", "mcc")
 
 
 @dataclass
@@ -41,8 +42,10 @@ class DatasetConfig:
     split_seed: int = 0
     augment: bool = True
     download: bool = False  # torchvision download of the real files, when online
-    loader: str = "memory"  # memory: the split on the training device; torchvision: DataLoader + transforms
-    num_workers: int = 2  # worker processes of the torchvision loader
+    # memory: the split on the training device; torchvision: DataLoader + transforms; stream: DataLoader workers
+    # read the samples from disk (lstsd.data.stream)
+    loader: str = "memory"
+    num_workers: int = 2  # worker processes of the torchvision and stream loaders
     metrics: list[str] = field(default_factory=lambda: ["acc"])  # evaluated on every split: acc, f1, mcc
     headline: str = "acc"  # the metric that picks the best epoch and fills the tables
 
@@ -51,7 +54,7 @@ class DatasetConfig:
         require(set(self.metrics) <= set(METRICS) and "acc" in self.metrics, "dataset.metrics",
                 "a list of " + ", ".join(METRICS) + " that holds acc", list(self.metrics))
         require_choice("dataset.headline", self.headline, tuple(self.metrics))
-        require_choice("dataset.loader", self.loader, ("memory", "torchvision"))
+        require_choice("dataset.loader", self.loader, ("memory", "torchvision", "stream"))
         require(self.num_workers >= 0, "dataset.num_workers", "an integer >= 0", self.num_workers)
         require(self.eval_batch_size >= 1, "dataset.eval_batch_size", "an integer >= 1", self.eval_batch_size)
         require(0.0 <= self.val_fraction < 1.0, "dataset.val_fraction", "a number in [0, 1)", self.val_fraction)
@@ -225,6 +228,9 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = 0
     name: str = "default"  # experiment name: output folders and grouping
+    # modules imported in every process before the configuration is validated (and, given on the command line,
+    # before it is composed): a user's own datasets, models and methods, registered by their decorators
+    imports: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         require_finite(self)
@@ -304,6 +310,12 @@ def validate(cfg: DictConfig) -> Config:
         cause = e.__cause__ if isinstance(e.__cause__, ConfigError) else None
         if cause is not None:
             raise cause from None
+        missing = re.search(r"[Mm]issing mandatory value: ([\w.]+)", str(e))
+        if missing:  # a key the chosen option leaves without a value (???)
+            key = missing.group(1)
+            if "." not in key and getattr(e, "full_key", None):  # "... missing mandatory value: path", full_key
+                key = str(e.full_key)
+            raise ConfigError(f"{key} is missing: the chosen option has no value for it (give {key}=...)") from None
         raise ConfigError(one_line(e)) from None
     if not isinstance(obj, Config):
         raise ConfigError("the configuration does not follow the lstsd schema (compose it from lstsd/conf/config.yaml)")
@@ -317,9 +329,9 @@ def validate(cfg: DictConfig) -> Config:
 # (trainer.force_resume=true resumes anyway).
 RELAUNCH_KEYS = ("trainer.epochs", "trainer.device", "trainer.threads", "trainer.progress", "trainer.resume",
                  "trainer.force_resume", "trainer.skip_completed", "trainer.checkpoint",
-                 "trainer.checkpoint_every", "trainer.save_best", "trainer.compile", "trainer.channels_last", "logger",
-                 "dataset.root", "dataset.download", "dataset.cache_dir", "dataset.num_workers",
-                 "method.teacher_cache", "model.download", "hydra")
+                 "trainer.checkpoint_every", "trainer.save_best", "trainer.compile", "trainer.channels_last",
+                 "logger", "dataset.root", "dataset.path", "dataset.verify", "dataset.download", "dataset.cache_dir",
+                 "dataset.num_workers", "method.teacher_cache", "model.download", "imports", "hydra")
 
 
 def run_identity(cfg) -> dict:
@@ -349,4 +361,6 @@ def differences(old: dict, new: dict, key: str = "") -> list[str]:
                 return [f"{key}.{k}: {old[k]} -> {new[k]}"]
         return [d for k in sorted(set(old) | set(new), key=str)
                 for d in differences(old.get(k, "-"), new.get(k, "-"), f"{key}.{k}" if key else str(k))]
+    if (old, new) in (("-", None), (None, "-")):
+        return []  # a key added since with a null default: runs made before it keep their identity
     return [] if old == new else [f"{key}: {old} -> {new}"]

@@ -1,5 +1,6 @@
 """Data-parallel training over processes: ``torchrun --nproc_per_node=N -m lstsd ...`` or the SLURM launcher with
-``tasks_per_node`` = GPUs per node.
+``tasks_per_node`` = GPUs per node, on one node or several (``hydra.launcher.nodes=2``: one job of nodes x
+tasks_per_node processes; :func:`slurm_environment` maps SLURM's variables to ranks and the rendezvous).
 
 Every process holds the whole model, the whole per-sample banks and the same random streams. Each step's global
 batch (``world_size`` x ``dataset.batch_size`` samples, in the epoch order every rank draws from the same
@@ -23,24 +24,58 @@ import torch
 import torch.distributed as dist
 
 
+def slurm_task() -> bool:
+    """Whether this process is one task of a submitit SLURM job of several (``hydra/launcher=slurm`` with
+    ``tasks_per_node`` or ``nodes`` above 1), not a process torchrun started (``TORCHELASTIC_RUN_ID``)."""
+    return os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and int(os.environ.get("SLURM_NTASKS", "1")) > 1 and \
+        "TORCHELASTIC_RUN_ID" not in os.environ
+
+
 def launched() -> bool:
     """Whether this process is one of several: torchrun's variables, or a SLURM job step of several tasks."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or int(os.environ.get("SLURM_NTASKS", "1")) > 1 and \
-        os.environ.get("SUBMITIT_EXECUTOR") == "slurm"  # tasks started by submitit (hydra/launcher=slurm)
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or slurm_task()
+
+
+def slurm_environment() -> dict[str, str]:
+    """The ``env://`` variables of this SLURM task, as submitit maps them (``TorchDistributedEnvironment``):
+    ``RANK`` = ``SLURM_PROCID``, ``LOCAL_RANK`` = ``SLURM_LOCALID``, ``WORLD_SIZE`` = ``SLURM_NTASKS`` (all nodes'
+    tasks), ``LOCAL_WORLD_SIZE`` = ``SLURM_NTASKS`` / ``SLURM_JOB_NUM_NODES``, ``MASTER_ADDR`` = the first host of
+    ``SLURM_JOB_NODELIST`` (``node[017-018]`` -> node017), ``MASTER_PORT`` = ``MASTER_PORT`` where set, else a port
+    drawn from the job's id (the same for every task of a job, another for each job of an array)."""
+    import submitit
+
+    env = submitit.helpers.TorchDistributedEnvironment()
+    return {"MASTER_ADDR": env.master_addr, "MASTER_PORT": str(env.master_port), "RANK": str(env.rank),
+            "WORLD_SIZE": str(env.world_size), "LOCAL_RANK": str(env.local_rank),
+            "LOCAL_WORLD_SIZE": str(env.local_world_size)}
+
+
+def cuda_index(local_rank: int, visible: int) -> int:
+    """The CUDA device of a process of local rank ``local_rank`` that sees ``visible`` devices: its local rank where
+    every task of the node sees all of the node's GPUs (``--gpus-per-node``), 0 where SLURM gave each task its own
+    (``--gpus-per-task``, GPU binding: one visible device)."""
+    return local_rank % max(1, visible)
+
+
+def local_device(device: torch.device) -> torch.device:
+    """``cuda`` made explicit as this process's own device (:func:`cuda_index` of its local rank) when several
+    processes train; any other device unchanged."""
+    if device.type != "cuda" or device.index is not None or not launched():
+        return device
+    return torch.device("cuda", cuda_index(int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()))
 
 
 def setup(device_name: str) -> bool:
     """Join the process group when launched as several processes (nccl on GPUs, gloo on CPU); whether this call
-    did (its caller then calls :func:`teardown`)."""
+    did (its caller then calls :func:`teardown`). A SLURM task takes its rank, world and rendezvous from SLURM's
+    variables (:func:`slurm_environment`), over any such variables it inherited from the submitting shell."""
     if not launched() or (dist.is_available() and dist.is_initialized()):
         return False
-    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
-        import submitit
-
-        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    if slurm_task():
+        os.environ.update(slurm_environment())
     cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()
     if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(local_device(torch.device("cuda")))
     dist.init_process_group("nccl" if cuda else "gloo")
     return True
 

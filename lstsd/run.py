@@ -25,7 +25,7 @@ from lstsd.errors import ConfigError, TrainingError, one_line
 from lstsd.loggers import build_logger
 from lstsd.methods import build_method
 from lstsd.methods.base import RunContext
-from lstsd.models import build_model
+from lstsd.models import build_model, check_model
 from lstsd.rundir import RunDir, failure_record
 from lstsd.schedules import build_schedule
 from lstsd.teachers import TeacherRunner
@@ -53,9 +53,20 @@ def hydra_job():
     return HydraConfig.get() if HydraConfig.initialized() else None
 
 
-def assemble(conf: Config, run_dir: Path, overrides: list[str]) -> Trainer:
+def check_before_data(conf: Config, teacher: Optional[torch.nn.Module] = None) -> None:
+    """What can be checked before the data is loaded beyond the schemas: the model's builder (a torchvision or
+    timm name, an import path, pretrained weights in the cache) and a method's teacher source (none is needed
+    where the caller gives the teacher, ``teacher``)."""
+    check_model(conf.model)
+    require_teacher = getattr(conf.method, "require_teacher", None)
+    if teacher is None and require_teacher is not None:
+        require_teacher()
+
+
+def assemble(conf: Config, run_dir: Path, overrides: list[str], teacher: Optional[torch.nn.Module] = None) -> Trainer:
     """Seed, then build data, model, optimiser, method and schedule into a :class:`Trainer` (no logger)."""
-    device = resolve_device(conf.trainer.device)
+    check_before_data(conf, teacher)
+    device = distributed.local_device(resolve_device(conf.trainer.device))
     if conf.trainer.threads is not None:
         torch.set_num_threads(conf.trainer.threads)
     seed_everything(conf.seed)
@@ -79,7 +90,7 @@ def assemble(conf: Config, run_dir: Path, overrides: list[str]) -> Trainer:
     steps = len(data.train)
     ctx = RunContext(model=model, info=data.info, device=device, epochs=conf.trainer.epochs, steps_per_epoch=steps,
                      train=data.train, seed=conf.seed, overrides=tuple(overrides), config=conf, net=net,
-                     runner=TeacherRunner(compose=compose.compose, run=run))
+                     runner=TeacherRunner(compose=compose.compose, run=run), teacher=teacher)
     method = build_method(conf.method, ctx)
     scheduler = build_schedule(conf.schedule, optimizer, steps, conf.trainer.epochs, method.lr_cycles)
     return Trainer(conf, model, method, data, optimizer, scheduler, run_dir)
@@ -141,13 +152,17 @@ def claim(files: RunDir, cfg: DictConfig, conf: Config, overrides: list[str], jo
     return ident
 
 
-def run(cfg: DictConfig, run_dir: Optional[str | Path] = None, overrides: Optional[list[str]] = None) -> dict:
+def run(cfg: DictConfig, run_dir: Optional[str | Path] = None, overrides: Optional[list[str]] = None,
+        teacher: Optional[torch.nn.Module] = None) -> dict:
     """Validate ``cfg``, build data, model, method, optimiser and schedule, train; return results.json's dict.
 
     ``run_dir`` and ``overrides`` (the command line ``cfg`` was composed with; a teacher trained on the fly
-    starts from it) default to Hydra's output directory and task overrides. Raises :class:`ConfigError` for
-    bad input, before any training.
+    starts from it) default to Hydra's output directory and task overrides. ``teacher``: a teacher module for
+    the methods that distil from one (KD, LW-KD), in place of the teacher their configuration names. The modules
+    of ``cfg.imports`` are imported first, in whatever process runs this. Raises :class:`ConfigError` for bad
+    input, before any training.
     """
+    compose.import_modules(cfg.get("imports") or [])
     conf = validate(cfg)
     job = hydra_job()
     own_job = run_dir is None  # Hydra's job itself, not a run inside it (a teacher) or through the API
@@ -177,7 +192,7 @@ def run(cfg: DictConfig, run_dir: Optional[str | Path] = None, overrides: Option
                 raise problem
             if refused is not None:
                 raise ConfigError(refused)
-            results = run_validated(conf, files, overrides, ident)
+            results = run_validated(conf, files, overrides, ident, teacher)
         ok = True
         return results
     finally:
@@ -204,7 +219,8 @@ def only_rank_0_writes_logs() -> None:
             handler.setLevel(max(handler.level, logging.WARNING))
 
 
-def run_validated(conf: Config, files: RunDir, overrides: list[str], ident: Optional[dict] = None) -> dict:
+def run_validated(conf: Config, files: RunDir, overrides: list[str], ident: Optional[dict] = None,
+                  teacher: Optional[torch.nn.Module] = None) -> dict:
     done = distributed.broadcast(files.completed())  # rank 0's view, for every rank
     if done is not None and done.get("epochs", conf.trainer.epochs) > conf.trainer.epochs:
         raise ConfigError(f"trainer.epochs={conf.trainer.epochs} is invalid: {files.path} holds a completed run of "
@@ -218,7 +234,7 @@ def run_validated(conf: Config, files: RunDir, overrides: list[str], ident: Opti
     trainer, results, failed = None, None, True
     try:
         try:
-            trainer = assemble(conf, files.path, overrides)
+            trainer = assemble(conf, files.path, overrides, teacher)
         except OSError as e:  # an unreadable data file or folder: bad input
             raise ConfigError(f"{e.filename or 'a file'}: {e.strerror or e}") from None
         trainer.identity = ident

@@ -197,6 +197,7 @@ def identity(config) -> dict:
 
 
 def failure_record(config, error: BaseException) -> dict:
+    """The record of a failed run: ``status`` failed, the error's type and line, and the run's identity."""
     return {"status": "failed", "error": f"{type(error).__name__}: {error}", **identity(config)}
 
 
@@ -209,7 +210,11 @@ def results_record(config, info, history: list[dict], method, seconds: tuple[flo
     another, e.g. Matthews correlation for CoLA): ``test_<metric>_final`` and ``_best`` for every metric, and
     ``headline`` naming the one tables show. With a validation split, the best validation epoch and the test
     scores there too."""
-    h, metrics, metric = history, tuple(config.dataset.metrics), config.dataset.headline
+    h, metric = history, config.dataset.headline
+    # the configured metrics, and top-5 where the dataset adds it (not in rows of a run resumed from before it was)
+    configured = tuple(config.dataset.metrics)
+    metrics = configured + tuple(m for m in info.metrics(configured) if m not in configured
+                                 and all(f"test_{m}" in r for r in h))
     train_seconds, wall_seconds = seconds
     best = max(h, key=lambda r: r[f"test_{metric}"])
     out = {"status": "completed", **identity(config), "num_classes": info.num_classes,

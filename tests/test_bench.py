@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from conftest import REPO
@@ -18,6 +19,7 @@ def bench(*args):
                           text=True, timeout=300)
 
 
+@pytest.mark.slow  # covered in the default suite by its faster neighbours; make test-slow runs it
 def test_smoke_json_rows():
     r = bench("--smoke", "--json")
     assert r.returncode == 0, r.stderr

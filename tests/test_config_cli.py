@@ -19,9 +19,13 @@ GROUPS = ["dataset", "model", "method", "schedule", "optim", "trainer", "logger"
 def test_every_option_composes_and_validates(group, option):
     hub = ["model.path=bert-base-uncased", "model.download=true"]  # a hub name is only read when a run starts
     needs = {"kd": ["method.teacher_run=runs/teacher"],  # no default teacher
+             "target": ["model._target_=torchvision.models.resnet18"],  # no default callable
+             # one's own data: no default file or class
+             "npz": ["dataset.path=x.npz"], "hf": ["dataset.path=x"], "hf_text": ["dataset.path=x", "model=textcnn"],
+             "dataset/torchvision": ["dataset._target_=torchvision.datasets.FakeData"],
              "textcnn": ["dataset=glue_sst2"], "bert": ["dataset=glue_sst2", *hub], "lstsd_table2": hub}
     needs |= {f"glue_{task}": ["model=textcnn"] for task in ("rte", "mrpc", "sst2", "cola")}
-    cfg = compose_cfg(f"{group}={option}", *needs.get(option, []))
+    cfg = compose_cfg(f"{group}={option}", *needs.get(f"{group}/{option}", needs.get(option, [])))
     conf = validate(cfg)
     if group == "method":
         assert conf.method.label == option  # results name each method config by its file
@@ -127,7 +131,8 @@ BAD_INPUT = [
      "expected the python-pickle folder /does/not/exist/cifar-10-batches-py"),
     (["logger.mode=sometimes"], "logger.mode='sometimes' is invalid"),
     # keys the schema does not know, appended or misspelt: the same line, with the closest valid key
-    (["+foo=bar"], "foo is not a configuration key: allowed keys of the root: dataset, logger, method, model, name"),
+    (["+foo=bar"], "foo is not a configuration key: allowed keys of the root: dataset, imports, logger, method, model, "
+     "name"),
     (["method=lstsd", "method.lamda_long=1"], "method.lamda_long is not a configuration key: did you mean "
      "method.lambda_long? allowed keys of method: bank_dtype"),
     (["method=lstsd", "+method.lamda_long=1"], "method.lamda_long is not a configuration key: did you mean "
@@ -143,31 +148,31 @@ BAD_INPUT = [
     # a model that does not fit its input: refused after one dry forward pass
     (["dataset=digits", "model=lenet5"], "model=lenet5 does not fit the input of dataset=digits (shape 1x8x8): "),
     (["model=resnet20"], "model=resnet20 does not fit the input of dataset=mnist1d (shape 1x40)"),
+    # one's own data (tests/test_own_data.py has the cases that need files)
+    (["dataset=imagefolder", "dataset.root=/nonexistent", "model=digits_cnn"],
+     "dataset.root: /nonexistent not found: expected the ImageFolder layout /nonexistent/train/<class>/<image> and "
+     "/nonexistent/val/<class>/<image>"),
+    (["dataset=npz", "dataset.path=/nonexistent.npz"],
+     "dataset.path: /nonexistent.npz not found: expected an .npz file with the arrays x_train, y_train, x_test, y_test"),
+    (["dataset=hf", "dataset.path=/nonexistent", "model=digits_cnn"],
+     "dataset.path: /nonexistent not found: expected a Hugging Face dataset saved with DatasetDict.save_to_disk"),
+    (["dataset=torchvision", "dataset._target_=no.such.Dataset"],
+     "dataset._target_='no.such.Dataset' is invalid: it cannot be imported"),
+    (["dataset=imagefolder", "dataset.on_corrupt=ignore"],
+     "dataset.on_corrupt='ignore' is invalid: allowed one of error, skip"),
+    (["dataset=imagefolder", "dataset.train_transforms=[5]"],
+     "dataset.train_transforms[0]=5 is invalid: allowed a transform given as {_target_: torchvision.transforms.v2."),
+    (["dataset=npz", "dataset.path=x.npz", "dataset.mean=[0.5]"],
+     "dataset.std=None is invalid: allowed null when dataset.mean is null, a list when it is a list"),
 ]
 
 
 @pytest.mark.parametrize("args,fragment", BAD_INPUT)
-def test_bad_input_exit_2_one_line(tmp_path, args, fragment, monkeypatch, capsys):
+def test_bad_input_exit_2_one_line(refused, args, fragment):
     """Each bad configuration or override (wrong type, unknown option or key, out-of-range number, inconsistent
     combination, missing file or folder) stops before training: exit code 2, one line naming it, no traceback.
     In process (the console script's own main), so that the whole list runs in seconds."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    from lstsd import cli
-
-    monkeypatch.setattr(sys, "argv", ["lstsd", *args, f"hydra.run.dir={tmp_path}", "trainer.progress=false"])
-    monkeypatch.setenv("WANDB_MODE", "disabled")
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")  # main() sets it; monkeypatch restores it afterwards
-    with pytest.raises(SystemExit) as e:
-        cli.main()
-    GlobalHydra.instance().clear()
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert e.value.code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("lstsd: error:"), err
-    assert fragment in lines[0] and "Traceback" not in err
-    assert not (tmp_path / "metrics.jsonl").exists()  # stopped before training
+    assert fragment in refused(*args)
 
 
 def test_bad_input_list_is_long():
@@ -266,3 +271,28 @@ def test_tab_completion_offers_options_not_schemas(tmp_path):
     words = r.stdout.split()
     assert r.returncode == 0 and "method=lstsd" in words and "method=vanilla" in words, r.stdout + r.stderr
     assert not [w for w in words if "base_" in w]
+
+
+def test_sd_imagenet_jobs_get_the_papers_settings():
+    """``experiment=sd_imagenet``: the SD paper's ILSVRC-2012 setting (torchvision ResNet-101/152, 90 epochs,
+    batch 256, cosine from 0.1, Nesterov, K = 2 for SE and SD, T = 2) and LSTSD with top-5 float16 banks, each
+    method key given only to the jobs whose method has it."""
+    from lstsd.sweeper import fit_to_methods
+
+    cfg = compose_cfg("experiment=sd_imagenet", return_hydra_config=True)
+    assert (cfg.dataset.name, cfg.dataset.loader, cfg.model.arch, cfg.trainer.epochs, cfg.dataset.batch_size) == \
+        ("imagenet", "stream", "torchvision", 90, 256)
+    params = dict(cfg.hydra.sweeper.params)
+    assert params["model.name"] == "resnet101,resnet152"
+    fixed = [f"{k}={v}" for k, v in params.items() if k.startswith("method.")]
+    jobs = [[f"method={m}", *fixed] for m in params["method"].split(",")]
+    has = lambda method, key: key.split(".", 1)[1] in compose_cfg(f"method={method}").method  # noqa: E731
+    for job in fit_to_methods(jobs, has):
+        conf = validate(compose_cfg("experiment=sd_imagenet", "dataset.verify=none", *job))
+        assert (conf.schedule.name, conf.optim.lr, conf.optim.nesterov) == ("cosine", 0.1, True)
+        if conf.method.name in ("sd", "snapshot_ensembles"):
+            assert conf.method.lengths(90) == [45, 45]
+        if conf.method.name == "sd":
+            assert conf.method.temperature == 2.0
+        if conf.method.name == "lstsd":
+            assert (conf.method.bank_store, conf.method.bank_topk, conf.method.bank_dtype) == ("probs", 5, "float16")

@@ -61,6 +61,7 @@ def uninterrupted(tmp_path_factory):
     return json.loads((run_dir / "results.json").read_text())
 
 
+@pytest.mark.slow  # covered in the default suite by its faster neighbours; make test-slow runs it
 def test_sigkill_then_relaunch(tmp_path, uninterrupted):
     assert interrupt(tmp_path, signal.SIGKILL, after_epochs=2) == -signal.SIGKILL
     assert 2 <= epochs_done(tmp_path) < 6 and not (tmp_path / "results.json").exists()
@@ -69,7 +70,7 @@ def test_sigkill_then_relaunch(tmp_path, uninterrupted):
     assert strip_time(json.loads((tmp_path / "results.json").read_text())) == strip_time(uninterrupted)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGTERM, marks=pytest.mark.slow), signal.SIGUSR1])
 def test_stop_signal_mid_epoch_checkpoints_then_relaunch(tmp_path, uninterrupted, sig):
     code = interrupt(tmp_path, sig, after_epochs=3, delay=0.05)
     assert code == -sig  # the default action ran after the checkpoint

@@ -77,6 +77,7 @@ def test_markdown_csv_and_plots(tmp_path, capsys):
         assert (tmp_path / "out" / png).read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow  # covered in the default suite by its faster neighbours; make test-slow runs it
 def test_missing_jobs_of_a_sweep(tmp_path):
     r = run_cli("-m", "method=vanilla,lstsd", "seed=range(0,2)", "trainer.epochs=1", f"hydra.sweep.dir={tmp_path}")
     assert r.returncode == 0, r.stderr
@@ -105,6 +106,7 @@ def test_grid_cells_are_variants_with_validation_accuracy(tmp_path):
     assert len(text.splitlines()) == 2 + 3 and "trainer.epochs" not in text
 
 
+@pytest.mark.slow  # covered in the default suite by its faster neighbours; make test-slow runs it
 def test_every_published_cell_is_a_cell_its_experiment_runs():
     """The reference index names (experiment, dataset, model, method label) exactly as the experiment's sweep
     produces them, so no published number is silently never shown (LSTSD Table 2: its recipes choose the model)."""

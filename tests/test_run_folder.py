@@ -128,6 +128,7 @@ def test_a_second_process_is_refused_while_one_holds_the_folder(tmp_path):
     assert run(tiny("trainer.epochs=1"), tmp_path)["status"] == "completed"
 
 
+@pytest.mark.slow  # covered in the default suite by its faster neighbours; make test-slow runs it
 def test_two_concurrent_launches_one_trains(tmp_path):
     args = (*TINY, "trainer.epochs=30", "dataset.num_train=400", f"hydra.run.dir={tmp_path}")
     env = {**os.environ, "WANDB_MODE": "disabled"}

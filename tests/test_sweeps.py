@@ -12,6 +12,7 @@ from conftest import REPO, run_cli
 JOBS = ("method=lstsd,seed=0,trainer.epochs=2", "method=vanilla,seed=0,trainer.epochs=2")
 
 
+@pytest.mark.slow  # covered in the default suite by its faster neighbours; make test-slow runs it
 def test_relaunched_sweep_skips_completed_jobs_and_completes_the_rest(tmp_path):
     args = ("-m", "method=vanilla,lstsd", "seed=0", "trainer.epochs=2", f"hydra.sweep.dir={tmp_path}")
     assert run_cli(*args).returncode == 0
@@ -29,6 +30,7 @@ def test_relaunched_sweep_skips_completed_jobs_and_completes_the_rest(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == sorted(JOBS)
 
 
+@pytest.mark.slow  # covered in the default suite by its faster neighbours; make test-slow runs it
 def test_sweeps_started_together_get_their_own_folders(tmp_path):
     cmd = [sys.executable, "-m", "lstsd", "-m", "seed=0", "trainer.epochs=1", "name=twins"]
     env = {"WANDB_MODE": "disabled", "PATH": "/usr/bin:/bin"}
@@ -95,6 +97,7 @@ def test_slurm_preset_documents_every_key_and_runs_without_gpus():
         assert re.search(rf"^#? ?{key}: \S+ +# --{key}\b", example, re.M), key
 
 
+@pytest.mark.slow  # covered in the default suite by its faster neighbours; make test-slow runs it
 def test_optuna_hparams_search_maximises_validation_accuracy_and_resumes(tmp_path):
     """experiment=hparams_search: each trial returns its final validation accuracy (a held-out split, not the test
     set), the study's best is the best of them, and a re-launch replays the finished trials without training."""
@@ -158,7 +161,8 @@ def test_a_failed_job_never_hides_the_others(tmp_path):
     bad = json.loads((tmp_path / "optim.lr=1e+30,trainer.epochs=1" / "results.json").read_text())
     assert ok["status"] == "completed" and bad["status"] == "failed" and "non-finite loss" in bad["error"]
     table = r.stdout[r.stdout.index("| experiment"):]
-    assert "| optim.lr=1e+30 | 0 | acc | - | - | 1 failed |" in table and "| optim.lr=0.01 | 1 | acc |" in table
+    assert "| optim.lr=1e+30 | 0 | acc | - | - | - | 1 failed |" in table and "| optim.lr=0.01 | 1 | acc |" in table
+    assert "| final | best | final top5 | not completed |" in table  # MNIST-1D has 10 classes: top-5 beside top-1
     assert "Failed (1 runs):" in table and "non-finite loss at step" in table
 
 

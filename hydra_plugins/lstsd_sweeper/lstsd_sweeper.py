@@ -23,8 +23,10 @@ def launch_line(jobs: int, sweep_dir: Path) -> str:
 
 class LstsdSweeper(BasicSweeper):
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        """Compose every job and check it as a run would (:func:`lstsd.config.validate`): a bad value in any job
-        stops the sweep before anything trains, with the job named."""
+        """Compose every job and check it as a run would (:func:`lstsd.config.validate`, after importing its
+        ``imports``; a method's teacher source): a bad value in any job stops the sweep before anything trains,
+        with the job named."""
+        from lstsd.compose import import_modules
         from lstsd.config import ConfigError, validate
 
         for overrides in batch:
@@ -32,7 +34,11 @@ class LstsdSweeper(BasicSweeper):
             with open_dict(cfg):
                 del cfg["hydra"]  # as the job sees it
             try:
-                validate(cfg)
+                import_modules(cfg.get("imports") or [])
+                conf = validate(cfg)
+                require_teacher = getattr(conf.method, "require_teacher", None)
+                if require_teacher is not None:
+                    require_teacher()
             except ConfigError as e:
                 raise ConfigError(f"{e} (in the job {' '.join(overrides)})") from None
 

@@ -1,4 +1,5 @@
-"""The loaders: the device-resident one (default) and the torchvision DataLoader one (the reference).
+"""The loaders: the device-resident one (default), the torchvision DataLoader one (the reference) and the
+streaming one (:mod:`lstsd.data.stream`: samples read from disk by worker processes).
 
 :class:`MemoryLoader` serves every dataset that fits in memory (digits, synthetic, CIFAR).
 
@@ -39,9 +40,15 @@ class Splits:
     mean: Optional[tuple]  # per-channel normalisation of x / scale; None: x is used as it is (token ids)
     std: Optional[tuple]
     scale: float = 1.0  # 255 for uint8 images
-    augment: str = "none"  # "crop_flip" for the CIFAR pipeline
+    augment: str = "none"  # "crop_flip": the CIFAR pipeline (on the device); "transforms": train_transform
     text: Optional[str] = None  # "single" or "pair": x is a list of raw (sentence1, sentence2 or None) until
     # the model's tokeniser encodes it (lstsd.data.text)
+    pad: int = 4  # the zero padding of the crop_flip augmentation
+    # per-sample transforms (torchvision.transforms.v2) of the streaming loader: train_transform draws the
+    # training augmentation ("transforms"); eval_transform is applied to the evaluation splits (and to the
+    # training split when it is not augmented); None: the samples as they are read
+    train_transform: Optional[Callable] = None
+    eval_transform: Optional[Callable] = None
 
 
 def carve_validation(splits: Splits, fraction: float, split_seed: int) -> Splits:
@@ -52,7 +59,8 @@ def carve_validation(splits: Splits, fraction: float, split_seed: int) -> Splits
     n_val = max(1, int(round(fraction * len(y))))
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(split_seed))
     val, train = perm[:n_val].sort().values, perm[n_val:].sort().values
-    take = (lambda idx: x[idx]) if isinstance(x, Tensor) else (lambda idx: [x[i] for i in idx.tolist()])
+    # tensors and lazily read samples (lstsd.data.stream.Samples) are indexed by a tensor; lists of sentences
+    take = (lambda idx: x[idx]) if not isinstance(x, list) else (lambda idx: [x[i] for i in idx.tolist()])
     return replace(splits, sets=dict(splits.sets, train=(take(train), y[train]), val=(take(val), y[val])))
 
 
@@ -106,20 +114,16 @@ def pad_crop_flip(x: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor
     return crop_flip(x, *crop_flip_params(len(x), generator, pad), pad)
 
 
-class MemoryLoader:
-    def __init__(self, name: str, splits: Splits, batch_size: int, device, augment: bool, shuffle: bool,
-                 seed: int, channels_last: bool = False, rank: int = 0, world_size: int = 1):
-        x, y = splits.sets[name]
-        self.x, self.y = x.to(device), y.to(device)
-        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.rank, self.world_size = rank, world_size
-        self.augment = augment and splits.augment == "crop_flip"
-        self.channels_last = channels_last and x.dim() == 4
-        self.mean = self.std = None  # token ids are fed as they are
-        if splits.mean is not None:
-            shape = (1, -1) + (1,) * (x.dim() - 2)
-            self.mean = torch.tensor(splits.mean, device=device).view(shape) * splits.scale
-            self.std = torch.tensor(splits.std, device=device).view(shape) * splits.scale
+class EpochOrder:
+    """What every loader shares: ``y`` (the labels), ``batch_size``, ``seed``, ``shuffle``, ``rank`` and
+    ``world_size``; each epoch's order drawn from the (seed, epoch) generator, and each rank's shard of every
+    global batch."""
+
+    y: Tensor
+    batch_size: int
+    shuffle: bool
+    rank: int = 0
+    world_size: int = 1
 
     @property
     def num_samples(self) -> int:
@@ -145,6 +149,23 @@ class MemoryLoader:
             return torch.randperm(self.num_samples, generator=generator)
         return torch.arange(self.num_samples)
 
+
+class MemoryLoader(EpochOrder):
+    def __init__(self, name: str, splits: Splits, batch_size: int, device, augment: bool, shuffle: bool,
+                 seed: int, channels_last: bool = False, rank: int = 0, world_size: int = 1):
+        x, y = splits.sets[name]
+        self.x, self.y = x.to(device), y.to(device)
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.augment = augment and splits.augment == "crop_flip"
+        self.pad = splits.pad
+        self.channels_last = channels_last and x.dim() == 4
+        self.mean = self.std = None  # token ids are fed as they are
+        if splits.mean is not None:
+            shape = (1, -1) + (1,) * (x.dim() - 2)
+            self.mean = torch.tensor(splits.mean, device=device).view(shape) * splits.scale
+            self.std = torch.tensor(splits.std, device=device).view(shape) * splits.scale
+
     def batch(self, index: Tensor, x: Tensor) -> Batch:
         if self.mean is not None:
             x = (x.float() - self.mean) / self.std
@@ -155,7 +176,7 @@ class MemoryLoader:
     def get(self, index: Tensor, generator: torch.Generator) -> Batch:
         """The samples ``index`` (on the device), augmented with ``generator`` when training, normalised."""
         x = self.x[index]
-        return self.batch(index, pad_crop_flip(x, generator) if self.augment else x)
+        return self.batch(index, pad_crop_flip(x, generator, self.pad) if self.augment else x)
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
         """The epoch's batches from batch ``start_step`` on (a run resumed inside an epoch). Its order and
@@ -164,12 +185,12 @@ class MemoryLoader:
         g = epoch_generator(self.seed, epoch)
         dev = self.y.device
         order = self.order(g).to(dev)
-        params = [p.to(dev) for p in crop_flip_params(self.num_samples, g)] if self.augment else None
+        params = [p.to(dev) for p in crop_flip_params(self.num_samples, g, self.pad)] if self.augment else None
         for positions in self.shards(start_step, dev):
             index = order[positions]
             x = self.x[index]
             if params is not None:
-                x = crop_flip(x, *(p[positions] for p in params))
+                x = crop_flip(x, *(p[positions] for p in params), self.pad)
             yield self.batch(index, x)
 
 
@@ -209,7 +230,7 @@ class TorchvisionLoader(MemoryLoader):
         super().__init__(name, splits, batch_size, "cpu", augment, shuffle, seed, channels_last, rank, world_size)
         self.device = torch.device(device)
         size = list(self.x.shape[-2:])
-        steps = [v2.RandomCrop(size, padding=4), v2.RandomHorizontalFlip()] if self.augment else []
+        steps = [v2.RandomCrop(size, padding=self.pad), v2.RandomHorizontalFlip()] if self.augment else []
         standardize = [] if self.mean is None else [Standardize(self.mean[0], self.std[0])]
         self.transform = v2.Compose([*steps, *standardize]) if steps or standardize else v2.Identity()
         self.dataset = SplitDataset(self.x, self.y, self.transform)
@@ -226,7 +247,8 @@ class TorchvisionLoader(MemoryLoader):
         index = index.cpu()
         with torch.random.fork_rng(devices=[]):
             if generator is not None:
-                torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+                # the CPU generator only (fork_rng restores it): torch.manual_seed would also reseed CUDA's
+                torch.default_generator.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
             x = torch.stack([self.transform(self.x[i]) for i in index.tolist()])
         return self.to_device(x, self.y[index], index)
 

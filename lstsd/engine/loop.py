@@ -109,7 +109,7 @@ class Trainer:
         row, models = {}, {"": self.model} | {f"{k}_": m for k, m in self.method.evaluators().items()}
         for split, loader in self.data.evals.items():
             for prefix, model in models.items():
-                scores = evaluate(model, loader, self.autocast, tuple(self.cfg.dataset.metrics))
+                scores = evaluate(model, loader, self.autocast, self.data.info.metrics(self.cfg.dataset.metrics))
                 row |= {f"{prefix}{split}_{k}": v for k, v in scores.items()}
         return row
 

@@ -121,7 +121,15 @@ class Consistency(Method):
 
 @register_method("mean_teacher", MeanTeacherConfig)
 class MeanTeacher(Consistency):
+    """MT Eq. 1 (the EMA of the weights) and the consistency loss above, the teacher's target."""
     teacher_forwards = 1
+
+    @classmethod
+    def requires(cls, cfg: MeanTeacherConfig) -> frozenset[str]:
+        """The EMA of the network, run on the batch's inputs (or on its own re-read of the samples, when a dataset
+        that augments is given: ``teacher_input=own``)."""
+        return frozenset({"model", "inputs"})
+
     def __init__(self, cfg: MeanTeacherConfig, ctx):
         super().__init__(cfg, ctx)
         # warmup_gamma = warmup_power = 1 makes timm's warm-up decay 1 - 1/step, capped at `decay`
@@ -182,6 +190,8 @@ class MeanTeacher(Consistency):
 
 @register_method("temporal_ensembling", TemporalEnsemblingConfig)
 class TemporalEnsembling(Consistency):
+    """Laine & Aila, Algorithm 2 (temporal ensembling): Z <- a Z + (1 - a) z, target Z / (1 - a^t)."""
+
     def __init__(self, cfg: TemporalEnsemblingConfig, ctx):
         super().__init__(cfg, ctx)
         n, c = ctx.info.num_train, ctx.info.num_classes

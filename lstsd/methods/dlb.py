@@ -53,7 +53,18 @@ class DLBConfig(MethodConfig):
 
 @register_method("dlb", DLBConfig)
 class DLB(Method):
+    """DLB's loss (the official training step): CE over both halves + alpha T^2 KL on the repeated half."""
     images_per_step = 2  # each step trains on its new batch and the previous one's repeat
+
+    @classmethod
+    def requires(cls, cfg: DLBConfig) -> frozenset[str]:
+        """The network (the repeated half's forward pass) and the dataset (the previous samples are re-read);
+        ``forward=joint``, one pass over both halves, is the trainer's own forward."""
+        require(cfg.forward == "separate", "method.forward",
+                "separate in a loop of one's own (joint forwards both halves in one pass: only the lstsd trainer "
+                "does)", cfg.forward)
+        return frozenset({"model", "dataset"})
+
     def __init__(self, cfg: DLBConfig, ctx):
         super().__init__(cfg, ctx)
         self.last: Optional[tuple[Tensor, Tensor]] = None  # (indices, logits) of the previous step's new half
@@ -65,23 +76,30 @@ class DLB(Method):
         self.generator = epoch_generator(self.ctx.seed, epoch, REPEAT_STREAM + 1000 * rank)
 
     def training_step(self, batch) -> tuple[Tensor, Tensor, dict]:
-        if self.last is None:
-            logits = self.net(batch.x)
-            ce = F.cross_entropy(logits, batch.y)
-            return ce, logits, {"ce": ce}
+        if self.cfg.forward == "separate" or self.last is None:
+            return super().training_step(batch)  # B_t first, then (in the loss) B_{t-1}, as the official code
         index, z_prev = self.last
         rep = self.ctx.train.get(index, self.generator)
-        if self.cfg.forward == "separate":
-            # the second pass through the plain module: DDP is prepared once per step (by the first); the gradients
-            # of both passes accumulate on the parameters before it reduces them
-            logits, logits_rep = self.net(batch.x), self.model(rep.x)
-        else:
-            n = len(batch.y)
-            out = self.net(torch.cat([batch.x, rep.x]))
-            logits, logits_rep = out[:n], out[n:]
+        n = len(batch.y)
+        out = self.net(torch.cat([batch.x, rep.x]))
+        loss, terms = self.halves_loss(batch, out[:n], rep, out[n:], z_prev)
+        return loss, out[:n], terms
+
+    def loss(self, batch, logits: Tensor) -> tuple[Tensor, dict]:
+        """The step's loss given the new half's logits: the repeated half B_{t-1} is re-read and forwarded here
+        (a second pass, through the plain module: DDP is prepared once per step, by the first; the gradients of
+        both passes accumulate on the parameters before it reduces them)."""
+        if self.last is None:  # the first step of training: no repeated half
+            ce = F.cross_entropy(logits, batch.y)
+            return ce, {"ce": ce}
+        index, z_prev = self.last
+        rep = self.ctx.train.get(index, self.generator)
+        return self.halves_loss(batch, logits, rep, self.model(rep.x), z_prev)
+
+    def halves_loss(self, batch, logits: Tensor, rep, logits_rep: Tensor, z_prev: Tensor) -> tuple[Tensor, dict]:
         ce = F.cross_entropy(torch.cat([logits, logits_rep]), torch.cat([batch.y, rep.y]))
         kd = kd_loss(logits_rep, z_prev, self.cfg.temperature)
-        return ce + self.cfg.alpha * kd, logits, {"ce": ce, "kd": kd}
+        return ce + self.cfg.alpha * kd, {"ce": ce, "kd": kd}
 
     @torch.no_grad()
     def after_step(self, batch, logits: Tensor) -> None:

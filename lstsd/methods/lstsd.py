@@ -49,10 +49,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class LSTSDConfig(MethodConfig):
-    lambda_long: float = 2.4
-    lambda_short: float = 4.0
-    minigen_epochs: int = 6
-    temperature: float = 2.0
+    lambda_long: float = 2.4  # lambda^L, the long-term teacher's weight (Eq. 1)
+    lambda_short: float = 4.0  # lambda^S, the short-term teacher's weight (Eq. 1)
+    minigen_epochs: int = 6  # E, the epochs of a mini-generation
+    temperature: float = 2.0  # T of both KD terms
     kl_direction: str = "forward"  # forward: KL(teacher || student), Hinton; reverse: KL(student || teacher), Eq. 1
     t2_scale: bool = True
     bank_dtype: str = "float32"
@@ -86,6 +86,8 @@ class LSTSDSingleConfig(LSTSDConfig):
 
 @register_method("lstsd", LSTSDConfig)
 class LSTSD(Method):
+    """Algorithm 1 with Eq. 1: per-sample short-term (line 14) and long-term (line 16) banks; CE alone in the first
+    mini-generation (line 11), CE + lambda^L KD(z^L) + lambda^S KD(z^S) from the second on (lines 7-9)."""
     teachers_are_probs = False
 
     def __init__(self, cfg: LSTSDConfig, ctx):
@@ -96,6 +98,11 @@ class LSTSD(Method):
             log.warning(f"method.minigen_epochs={cfg.minigen_epochs} >= trainer.epochs={ctx.epochs}: the first "
                         "mini-generation never ends, so this run never distils (it equals vanilla training)")
         self.setup_teachers()
+
+    @classmethod
+    def requires(cls, cfg: LSTSDConfig) -> frozenset[str]:
+        """The banks need logits and sample ids only; ``post_update`` re-runs the network on the inputs."""
+        return frozenset({"model", "inputs"}) if cfg.bank_source == "post_update" else frozenset()
 
     def setup_teachers(self) -> None:
         n, c = self.ctx.info.num_train, self.ctx.info.num_classes
@@ -155,6 +162,11 @@ class LSTSD(Method):
 class LSTSDSingle(LSTSD):
     """Table 3's LSTSD (single): the same loss, teachers are two frozen whole-model snapshots."""
     teacher_forwards = 2
+
+    @classmethod
+    def requires(cls, cfg: LSTSDSingleConfig) -> frozenset[str]:
+        """Snapshots of the network, run on the batch's inputs."""
+        return frozenset({"model", "inputs"})
 
     def setup_teachers(self) -> None:
         self.snapshots = {}

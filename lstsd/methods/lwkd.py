@@ -2,7 +2,10 @@
 
 1. A LeNet-5 teacher is trained on SynMNIST-K (``dataset=synmnist`` with the target's K classes; Algorithm 2
    line 1), once per (K, seed, teacher settings): it is a cached run of this framework
-   (:func:`lstsd.teachers.train_teacher`), or ``teacher_run`` names one.
+   (:func:`lstsd.teachers.train_teacher`), or ``teacher_run`` names one. A teacher from outside the framework
+   takes its place as for KD (:func:`lstsd.teachers.external_teacher`): the module given to ``run(cfg,
+   teacher=...)``, ``teacher_checkpoint`` (for ``teacher_model``, by default the model ``teacher`` names: LeNet-5),
+   or pretrained weights of ``teacher_model``; it reads the SynMNIST-K that ``teacher`` describes.
 2. Each target training sample is mapped to a fixed synthetic training sample of its class (line 3: the j-th
    sample of class c, in index order, to the (j mod E_c)-th synthetic sample of class c). The teacher is fixed,
    so its logits on the mapped samples are computed once and kept in a per-sample bank (no teacher forward
@@ -28,21 +31,24 @@ own loss with that teacher (run forward on each batch in eval mode).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from lstsd import distributed
 from lstsd.banks import SampleBank
 from lstsd.config import MethodConfig
 from lstsd.data import build_data
-from lstsd.errors import require, require_choice
+from lstsd.errors import ConfigError, require, require_choice
 from lstsd.losses import kd_loss
 from lstsd.methods.base import Method
 from lstsd.registry import register_method
-from lstsd.teachers import load_section, load_teacher, teacher_overrides, train_teacher
+from lstsd.methods.kd import check_external_keys
+from lstsd.teachers import (compose_for, external_teacher, load_section, load_teacher, model_object,
+                            teacher_overrides, train_teacher, where_components_are)
 
 
 def shift(p: Tensor, y: Tensor) -> Tensor:
@@ -66,6 +72,8 @@ class LWKDConfig(MethodConfig):
         "optim.weight_decay=5e-4", "schedule=constant", "dataset.batch_size=128"])  # the teacher's (LW-KD 4.3)
     teacher_run: Optional[str] = None  # or a finished teacher run
     teacher_cache: str = "outputs/teachers"
+    teacher_checkpoint: Optional[str] = None  # or a file saved with torch.save (state_dict or whole module)
+    teacher_model: Optional[Any] = None  # its model config (as KD's); null: the model method.teacher names
     disc_hidden: int = 128
     disc_lr: float = 0.1
 
@@ -77,37 +85,60 @@ class LWKDConfig(MethodConfig):
         require_choice("method.teacher_source", self.teacher_source, ("synmnist", "target"))
         require(self.disc_hidden >= 1, "method.disc_hidden", "an integer >= 1", self.disc_hidden)
         require(self.disc_lr > 0, "method.disc_lr", "a number > 0", self.disc_lr)
+        check_external_keys(self)
 
 
 @register_method("lwkd", LWKDConfig)
 class LWKD(Method):
+    @classmethod
+    def requires(cls, cfg: LWKDConfig) -> frozenset[str]:
+        """Only the trainer runs LW-KD: its synthetic digit images and their labels come from the run's
+        configuration (``dataset.root``, the seed, the teacher's run)."""
+        raise ConfigError(f"method={cfg.name} is invalid in a loop of one's own: allowed only through the lstsd "
+                          "trainer (LW-KD's synthetic images and teacher are built from the run's configuration)")
+
     def __init__(self, cfg: LWKDConfig, ctx):
         super().__init__(cfg, ctx)
         k = ctx.info.num_classes
         key = "method.teacher_run" if cfg.teacher_run else "method.teacher"
-        if cfg.teacher_run:
-            run_dir = cfg.teacher_run
-        elif cfg.teacher_source == "synmnist":
-            run_dir = train_teacher(["dataset=synmnist", f"dataset.num_classes={k}",
-                                     f"dataset.root={ctx.config.dataset.root}", f"seed={ctx.seed}",
-                                     "method=vanilla", *cfg.teacher], cfg.teacher_cache, ctx.runner)
+        synthetic = ["dataset=synmnist", f"dataset.num_classes={k}", f"dataset.root={ctx.config.dataset.root}",
+                     f"seed={ctx.seed}", "method=vanilla", *cfg.teacher]
+        on_target = teacher_overrides(list(ctx.overrides), list(cfg.teacher))
+        own = cfg.teacher_source == "synmnist"
+        syn = None
+        if getattr(ctx, "teacher", None) is not None or (cfg.teacher_run is None and (
+                cfg.teacher_checkpoint is not None or cfg.teacher_model is not None)):  # a teacher from outside
+            composed = compose_for(ctx, [*where_components_are(ctx.overrides), *(synthetic if own else on_target)],
+                                   "method.teacher")
+            if own:
+                syn = build_data(OmegaConf.to_object(composed.dataset), 0, ctx.device).train
+            reads = syn if own else ctx.train
+            probe = reads.get(torch.arange(min(2, reads.num_samples), device=ctx.device), None).x
+            self.teacher = external_teacher(cfg, ctx, lambda: model_object(composed.model, "method.teacher"), probe, k,
+                                            tuple(probe.shape[1:]), ctx.device)
         else:
-            run_dir = train_teacher(teacher_overrides(list(ctx.overrides), list(cfg.teacher)), cfg.teacher_cache,
-                                    ctx.runner)
-        self.teacher_dir = str(run_dir)
-        self.teacher = load_teacher(run_dir, key, k, ctx.device)
+            if cfg.teacher_run:
+                run_dir = cfg.teacher_run
+            elif own:
+                run_dir = train_teacher(synthetic, cfg.teacher_cache, ctx.runner)
+            else:
+                run_dir = train_teacher(on_target, cfg.teacher_cache, ctx.runner)
+            self.teacher_dir = str(run_dir)
+            self.teacher = load_teacher(run_dir, key, k, ctx.device)
+            if own:
+                syn = build_data(load_section(run_dir, "dataset"), 0, ctx.device).train
         self.bank = None
-        if cfg.teacher_source == "synmnist":
-            self.bank = self.synthetic_targets(load_section(run_dir, "dataset"))
+        if own:
+            self.bank = self.synthetic_targets(syn)
         self.disc = nn.Sequential(nn.Linear(k, cfg.disc_hidden), nn.ReLU(), nn.Linear(cfg.disc_hidden, 1))
         self.disc.to(ctx.device).requires_grad_(False)
         self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.disc_lr)
         self.pending: Optional[tuple[Tensor, Tensor]] = None
 
     @torch.no_grad()
-    def synthetic_targets(self, syn_cfg) -> SampleBank:
-        """Algorithm 2 line 3 and line 8, once: the teacher's logits on each target sample's synthetic twin."""
-        syn = build_data(syn_cfg, 0, self.ctx.device).train
+    def synthetic_targets(self, syn) -> SampleBank:
+        """Algorithm 2 line 3 and line 8, once: the teacher's logits on each target sample's synthetic twin
+        (``syn``: the training loader of SynMNIST-K)."""
         y_syn, y = syn.y, self.ctx.train.y.to(self.ctx.device)  # the torchvision loader keeps it on the host
         mapped = torch.empty_like(y)
         for c in range(self.ctx.info.num_classes):

@@ -101,6 +101,11 @@ class Ensemble(nn.Module):
 class SnapshotEnsembles(Method):
     """SE: a snapshot at the end of every cosine cycle (SE Eq. 2 with M = K cycles); ensemble = mean softmax."""
 
+    @classmethod
+    def requires(cls, cfg: SnapshotConfig) -> frozenset[str]:
+        """Snapshots are copies of the network."""
+        return frozenset({"model"})
+
     def __init__(self, cfg: SnapshotConfig, ctx):
         super().__init__(cfg, ctx)
         lengths = cfg.lengths(ctx.epochs)
@@ -144,8 +149,13 @@ class SnapshotEnsembles(Method):
 
 @register_method("sd", SDConfig)
 class SnapshotDistillation(SnapshotEnsembles):
-    teacher_forwards = 1
     """SD Eq. 3 with the solution of Section 3.4: teacher M_{k-1} fixed for all of mini-generation k."""
+    teacher_forwards = 1
+
+    @classmethod
+    def requires(cls, cfg: SDConfig) -> frozenset[str]:
+        """Snapshots of the network, the teacher run on the batch's inputs."""
+        return frozenset({"model", "inputs"})
 
     def __init__(self, cfg: SDConfig, ctx):
         super().__init__(cfg, ctx)

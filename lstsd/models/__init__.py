@@ -1,5 +1,7 @@
 """Models: every architecture is a builder registered with its schema (``@register_model(arch, Schema)``, one
-module per family) and built by name (``model.arch``) through :func:`build_model`."""
+module per family) and built by name (``model.arch``) through :func:`build_model`. A builder may carry a
+``check(cfg)`` that runs before the data is loaded (:func:`check_model`: a model name, an import path, pretrained
+weights in the cache) and a ``pretrained_classes(cfg)`` (the number of classes of the weights it loads)."""
 from __future__ import annotations
 
 import copy
@@ -19,6 +21,21 @@ def build_model(cfg, num_classes: int, input_shape, vocab: Optional[list[str]] =
     wanted = inspect.signature(fn).parameters
     extra = {k: v for k, v in (("input_shape", tuple(input_shape)), ("vocab", vocab)) if k in wanted and v is not None}
     return fn(cfg=cfg, num_classes=num_classes, in_channels=input_shape[0], **extra)
+
+
+def check_model(cfg) -> None:
+    """The builder's own checks of ``cfg`` (:class:`~lstsd.errors.ConfigError`), before the data is loaded."""
+    check = getattr(MODELS[cfg.arch], "check", None)
+    if check is not None:
+        check(cfg)
+
+
+def pretrained_classes(cfg) -> Optional[int]:
+    """The number of classes of the pretrained weights ``cfg`` loads (``model.pretrained=true``), where known."""
+    if not getattr(cfg, "pretrained", False):
+        return None
+    count = getattr(MODELS[cfg.arch], "pretrained_classes", None)
+    return None if count is None else count(cfg)
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:

@@ -1,0 +1,2 @@
+"""Adapters of the methods to other trainers, each in its own module that imports its framework only when
+imported itself: :mod:`lstsd.integrations.lightning` (PyTorch Lightning, ``pip install lstsd[lightning]``)."""
