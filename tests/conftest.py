@@ -64,6 +64,54 @@ def refused(tmp_path, monkeypatch, capsys):
     return check
 
 
+def built_method(overrides, run_dir, teacher=None):
+    """The method object a run of ``overrides`` builds (its trainer's fit replaced: nothing trained)."""
+    from lstsd import engine
+    from lstsd.run import run
+
+    captured, orig = {}, engine.Trainer.fit
+
+    def fit(self):
+        captured["method"] = self.method
+        return {}
+
+    engine.Trainer.fit = fit
+    try:
+        run(compose_cfg(*overrides), run_dir, overrides=list(overrides), teacher=teacher)
+    finally:
+        engine.Trainer.fit = orig
+    return captured["method"]
+
+
+@pytest.fixture
+def stop_signal_at(monkeypatch):
+    """``stop_signal_at(step, stop=True) -> disarm``: SIGTERM requested after global step ``step``; with ``stop``
+    the stop raises KeyboardInterrupt in the test process instead of re-raising the signal. ``disarm()`` puts the
+    trainer's step back (for the relaunch)."""
+    from lstsd.engine import Trainer
+    from lstsd.engine.signals import StopGuard
+
+    def arm(step: int, stop: bool = True):
+        import signal
+
+        original_step = Trainer.step
+
+        def signal_at(self, batch, stats):
+            original_step(self, batch, stats)
+            if self.global_step == step:
+                self.guard.request(signal.SIGTERM)
+
+        def interrupt(self, where):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(Trainer, "step", signal_at)
+        if stop:
+            monkeypatch.setattr(StopGuard, "stop", interrupt)
+        return lambda: monkeypatch.setattr(Trainer, "step", original_step)
+
+    return arm
+
+
 @pytest.fixture
 def one_thread():
     """Tiny models: one intra-op thread is the fastest, and spares a shared machine's cores."""

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY, compose_cfg, read_metrics, run_cli
+from conftest import TINY, built_method, compose_cfg, read_metrics, run_cli
 from lstsd.config import validate
 from lstsd.errors import ConfigError
 from lstsd.data.loader import Batch
@@ -36,22 +36,8 @@ def teacher_dir(tmp_path_factory):
 
 
 def build(*overrides, run_dir):
-    """The method object of a run (trained for 0 epochs: the method is built, nothing trained)."""
-    from lstsd import engine
-
-    captured = {}
-    orig = engine.Trainer.fit
-
-    def fit(self):
-        captured["method"] = self.method
-        return {}
-
-    engine.Trainer.fit = fit
-    try:
-        run(compose_cfg(*TINY, *overrides), run_dir, overrides=[*TINY, *overrides])
-    finally:
-        engine.Trainer.fit = orig
-    return captured["method"]
+    """The method object of a run (the method is built, nothing trained)."""
+    return built_method([*TINY, *overrides], run_dir)
 
 
 S = [[1.0, 0.0, -1.0, 0.5], [0.2, 0.1, 0.0, -0.3]]

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from lstsd.engine import Trainer
-from lstsd.engine.signals import StopGuard
 from lstsd.run import run
 from conftest import read_metrics as metrics
 
@@ -180,30 +179,17 @@ def test_torchvision_loader_runs_and_is_reproducible(tiny_cfg, tmp_path):
                                     ["method=sd", "method.minigens=2"],
                                     ["method=mean_teacher", "method.rampup_epochs=0"],
                                     ["method=temporal_ensembling", "method.rampup_epochs=1"], ["method=dlb"]])
-def test_stop_signal_inside_an_epoch_checkpoints_and_resumes_exactly(tiny_cfg, tmp_path, monkeypatch, method):
+def test_stop_signal_inside_an_epoch_checkpoints_and_resumes_exactly(tiny_cfg, tmp_path, method, stop_signal_at):
     """A SIGTERM/SIGUSR1 in the middle of epoch 2: the step finishes, the checkpoint records the position inside
     the epoch (steps done, running sums, DLB's generator), and the resumed run ends as an uninterrupted one."""
-    import signal
-
     overrides = (*method, "trainer.epochs=3", "model.dropout=0.3", "dataset.batch_size=8")  # 5 steps an epoch
     full = run(tiny_cfg(*overrides), tmp_path / "full")
-    original_step = Trainer.step
-
-    def signal_at_step_7(self, batch, sums):
-        original_step(self, batch, sums)
-        if self.global_step == 7:
-            self.guard.request(signal.SIGTERM)
-
-    def stop(self, where):
-        raise KeyboardInterrupt  # instead of re-raising the signal in the test process
-
-    monkeypatch.setattr(Trainer, "step", signal_at_step_7)
-    monkeypatch.setattr(StopGuard, "stop", stop)
+    disarm = stop_signal_at(7)
     with pytest.raises(KeyboardInterrupt):
         run(tiny_cfg(*overrides), tmp_path / "resumed")
     state = torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)
     assert (state["epoch"], state["global_step"], state["in_epoch"]["step"]) == (1, 7, 2)
-    monkeypatch.setattr(Trainer, "step", original_step)
+    disarm()
     resumed = run(tiny_cfg(*overrides), tmp_path / "resumed")
     assert strip_time(resumed) == strip_time(full)
     assert metrics(tmp_path / "resumed") == metrics(tmp_path / "full")
@@ -259,27 +245,20 @@ def test_corrupt_checkpoint_is_a_clear_error(tiny_cfg, tmp_path):
         run(tiny_cfg(), tmp_path)
 
 
-def test_stop_signal_after_a_non_finite_loss_keeps_the_good_checkpoint(tiny_cfg, tmp_path, monkeypatch):
+def test_stop_signal_after_a_non_finite_loss_keeps_the_good_checkpoint(tiny_cfg, tmp_path, monkeypatch, stop_signal_at):
     """A stop signal arriving after the loss went non-finite in the same epoch must not checkpoint the poisoned
     weights: the run stops with the non-finite error and epoch 1's checkpoint stays."""
-    import signal
-
     from lstsd.errors import TrainingError
     from lstsd.methods.base import Method
 
-    original_loss, original_step = Method.loss, Trainer.step
+    original_loss = Method.loss
 
     def poisoned(self, batch, logits):
         loss, terms = original_loss(self, batch, logits)
         return (loss * float("nan"), terms) if self.epoch == 1 else (loss, terms)
 
-    def signal_at_step_5(self, batch, sums):
-        original_step(self, batch, sums)
-        if self.global_step == 5:
-            self.guard.request(signal.SIGTERM)
-
     monkeypatch.setattr(Method, "loss", poisoned)
-    monkeypatch.setattr(Trainer, "step", signal_at_step_5)
+    stop_signal_at(5, stop=False)
     with pytest.raises(TrainingError, match=r"non-finite loss at step 4 \(epoch 2"):
         run(tiny_cfg("trainer.epochs=3"), tmp_path)
     state = torch.load(tmp_path / "last.pt", weights_only=False)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torchvision
 
-from conftest import compose_cfg
+from conftest import built_method, compose_cfg
 from lstsd.errors import ConfigError
 from lstsd.models.lenet import build_lenet5
 from lstsd.models.small import DigitsCNN
@@ -19,22 +19,8 @@ RGB = ("dataset=synthetic", "dataset.num_train=32", "dataset.num_test=16", "data
 
 
 def build(*overrides, run_dir, teacher=None):
-    """The method object of a run (its trainer's fit replaced: the method is built, nothing trained)."""
-    from lstsd import engine
-
-    captured = {}
-    orig = engine.Trainer.fit
-
-    def fit(self):
-        captured["method"] = self.method
-        return {}
-
-    engine.Trainer.fit = fit
-    try:
-        run(compose_cfg(*overrides), run_dir, overrides=list(overrides), teacher=teacher)
-    finally:
-        engine.Trainer.fit = orig
-    return captured["method"]
+    """The method object of a run (the method is built, nothing trained)."""
+    return built_method(overrides, run_dir, teacher)
 
 
 def same_weights(module, state) -> bool:

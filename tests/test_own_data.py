@@ -340,30 +340,16 @@ def test_lstsd_top_k_banks_through_the_stream_loader(folder, topk_run, tmp_path)
     assert read_metrics(tmp_path) == read_metrics(run_dir)
 
 
-def test_stop_inside_an_epoch_resumes_exactly_on_the_stream_loader(folder, topk_run, tmp_path, monkeypatch):
+def test_stop_inside_an_epoch_resumes_exactly_on_the_stream_loader(folder, topk_run, tmp_path, stop_signal_at):
     """A stop signal at step 8 (inside epoch 2, 2 workers reading ahead): the checkpoint records the position;
     the relaunched run reads the rest of the epoch from there and ends as the uninterrupted one (as
     tests/test_engine.py checks the in-memory loader)."""
-    from lstsd.engine import Trainer
-    from lstsd.engine.signals import StopGuard
-
-    original_step = Trainer.step
-
-    def signal_at_step_8(self, batch, stats):
-        original_step(self, batch, stats)
-        if self.global_step == 8:
-            self.guard.request(signal.SIGTERM)
-
-    def stop(self, where):
-        raise KeyboardInterrupt  # instead of re-raising the signal in the test process
-
-    monkeypatch.setattr(Trainer, "step", signal_at_step_8)
-    monkeypatch.setattr(StopGuard, "stop", stop)
+    disarm = stop_signal_at(8)
     with pytest.raises(KeyboardInterrupt):
         run(compose_cfg(*topk_args(folder, 2)), tmp_path)
     state = torch.load(tmp_path / "last.pt", weights_only=False)
     assert (state["epoch"], state["global_step"], state["in_epoch"]["step"]) == (1, 8, 2)
-    monkeypatch.setattr(Trainer, "step", original_step)
+    disarm()
     resumed = run(compose_cfg(*topk_args(folder, 2)), tmp_path)
     assert test_preemption.strip_time(resumed) == test_preemption.strip_time(topk_run[1])
     assert read_metrics(tmp_path) == read_metrics(topk_run[0])
