@@ -24,11 +24,14 @@ install: $(STAMP) ## Create .venv and install lstsd with its dependencies (edita
 run: $(STAMP) ## The main job: LSTSD Tables 1 and 3 on MNIST-1D, 9 methods x 5 seeds (10 to 12 min on 2 cores), then the table
 	$(BIN)/lstsd experiment=demo
 
-evidence: $(STAMP) ## Every MNIST-1D experiment of the README: the main job, Table 3, Figure 2, the KD baselines (about 45 min)
-	$(BIN)/lstsd experiment=demo
-	$(BIN)/lstsd experiment=mnist1d_table3
-	$(BIN)/lstsd experiment=mnist1d_fig2
-	$(BIN)/lstsd experiment=mnist1d_kd
+EVIDENCE ?= multirun/evidence
+evidence: $(STAMP) ## The README's evidence: its claims on 20 seeds, the KD baselines, Figure 2, the lambda grid and its confirmation (about 2.5 h on 2 cores)
+	$(BIN)/lstsd experiment=mnist1d_evidence hydra.sweep.dir=$(EVIDENCE)/mnist1d_evidence
+	$(BIN)/lstsd experiment=mnist1d_kd hydra.sweep.dir=$(EVIDENCE)/mnist1d_kd
+	$(BIN)/lstsd experiment=mnist1d_fig2 hydra.sweep.dir=$(EVIDENCE)/mnist1d_fig2
+	$(BIN)/lstsd experiment=mnist1d_grid hydra.sweep.dir=$(EVIDENCE)/mnist1d_grid
+	$(BIN)/lstsd experiment=mnist1d_grid_confirm hydra.sweep.dir=$(EVIDENCE)/mnist1d_grid_confirm \
+	    hydra.searchpath=[file://$(abspath $(EVIDENCE))/mnist1d_grid/report/conf]
 
 test: $(STAMP) ## Run the test suite (the default, fast part)
 	$(BIN)/python -m pytest -q

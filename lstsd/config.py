@@ -217,6 +217,44 @@ class MethodConfig:
         """Checks that need the rest of the run's configuration (e.g. trainer.epochs); override as needed."""
 
 
+ADJUSTMENTS = ("holm", "bh", "none")
+
+
+@dataclass
+class ReportConfig:
+    """What the report of a sweep tests and shows (the table printed at its end; ``lstsd-report`` reads the same
+    keys from the runs' saved configs). None of it changes what is trained."""
+    # the comparisons declared before the runs, "A:B" (A minus B on the seeds both ran, method labels), tested as
+    # one family; null: none declared, every row against the baseline as an exploratory family; []: no tests
+    compare: Optional[list[str]] = None
+    baseline: str = "vanilla"  # the row every Δ column is taken to
+    adjust: str = "holm"  # the family-wise adjustment beside each raw p: holm, bh (Benjamini-Hochberg q), none
+    # mark the variant of each method picked by a statistic, as selected after looking (no p-value): val (the
+    # mean final validation score: a grid search's pick) or final (the mean final test score)
+    select: Optional[str] = None
+    note: Optional[str] = None  # a line printed above the table (e.g. "exploratory: 5 seeds")
+    sort: str = "launch"  # row order: launch (the sweep's order) or final (mean final score, best first)
+    out: Optional[str] = None  # a folder inside the sweep folder for report.md, report.csv and the plots
+    # rows "NAME": whichever of the listed method labels has the higher mean best score (LSTSD Table 1's SD cell)
+    better_of: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for pair in self.compare or []:
+            a, sep, b = str(pair).partition(":")
+            require(bool(sep and a and b and ":" not in b and a != b), "report.compare",
+                    "a list of A:B (two different method labels)", pair)
+        require_choice("report.adjust", self.adjust, ADJUSTMENTS)
+        require(self.select in (None, "val", "final"), "report.select", "null, val or final", self.select)
+        require_choice("report.sort", self.sort, ("launch", "final"))
+        for name, labels in self.better_of.items():
+            require(len(labels) >= 2, f"report.better_of.{name}", "a list of two or more method labels",
+                    list(labels))
+
+    def pairs(self) -> Optional[list[tuple[str, str]]]:
+        """The declared comparisons as (A, B), or None when none are declared."""
+        return None if self.compare is None else [tuple(p.split(":")) for p in self.compare]
+
+
 @dataclass
 class Config:
     dataset: DatasetConfig = MISSING
@@ -226,6 +264,7 @@ class Config:
     optim: OptimConfig = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     seed: int = 0
     name: str = "default"  # experiment name: output folders and grouping
     # modules imported in every process before the configuration is validated (and, given on the command line,
@@ -331,7 +370,7 @@ RELAUNCH_KEYS = ("trainer.epochs", "trainer.device", "trainer.threads", "trainer
                  "trainer.force_resume", "trainer.skip_completed", "trainer.checkpoint",
                  "trainer.checkpoint_every", "trainer.save_best", "trainer.compile", "trainer.channels_last",
                  "logger", "dataset.root", "dataset.path", "dataset.verify", "dataset.download", "dataset.cache_dir",
-                 "dataset.num_workers", "method.teacher_cache", "model.download", "imports", "hydra")
+                 "dataset.num_workers", "method.teacher_cache", "model.download", "imports", "report", "hydra")
 
 
 def run_identity(cfg) -> dict:

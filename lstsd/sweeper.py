@@ -6,6 +6,8 @@ there): Hydra's basic grid sweeper, with three differences.
   has it and dropped from the others' jobs, and jobs that end up with the same overrides run once (vanilla above
   runs once, lstsd twice). A key that no method of the sweep has stays an error, as for a single run.
 * **It says where it goes.** At the launch it prints the sweep folder and the number of jobs.
+* **Its claims are declared.** The comparisons of ``report.compare`` (``A:B``, method labels) must name methods the
+  sweep runs: a label it does not run is refused before anything trains (:func:`check_declared`).
 * **A failed job never hides the others.** Every job runs; the jobs that failed are counted, the end-of-sweep
   table marks them with their error, and ``lstsd`` exits with code 1 after it (:func:`failed_jobs`).
 """
@@ -75,6 +77,27 @@ def sweep_jobs(params: list[str], config_loader, master_config) -> list[list[str
 
 
 MISSING_KEY = object()
+
+
+def job_labels(jobs: list[list[str]], config_loader, master_config) -> set[str]:
+    """The method labels (``method.label``: how tables name a configuration) the jobs of a sweep run, each
+    distinct method composed once."""
+    labels, seen = set(), set()
+    for job in jobs:
+        key = tuple(o for o in job if o.lstrip("+~").split("=", 1)[0] in ("method", "method.label"))
+        if key not in seen:
+            seen.add(key)
+            labels.add(str(config_loader.load_sweep_config(master_config, list(key)).method.label))
+    return labels
+
+
+def check_declared(pairs, labels: set[str]) -> None:
+    """Each method a declared comparison (``report.compare``) names is one the sweep runs."""
+    for pair in pairs or []:
+        for label in str(pair).split(":"):
+            if label not in labels:
+                raise ConfigError(f"report.compare={pair} is invalid: the sweep runs no method labelled {label} "
+                                  f"(allowed labels: {', '.join(sorted(labels))})")
 
 
 def failed_jobs() -> list[str]:

@@ -10,7 +10,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.utils import JobStatus
 from omegaconf import OmegaConf, open_dict
 
-from lstsd.sweeper import FAILED, sweep_jobs
+from lstsd.sweeper import FAILED, check_declared, job_labels, sweep_jobs
 
 log = logging.getLogger("lstsd.sweeper")
 
@@ -46,6 +46,9 @@ class LstsdSweeper(BasicSweeper):
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         params = [*self._parse_config(), *arguments]
         jobs = sweep_jobs(params, self.hydra_context.config_loader, self.config)
+        declared = OmegaConf.select(self.config, "report.compare")
+        if declared:
+            check_declared(declared, job_labels(jobs, self.hydra_context.config_loader, self.config))
         size = self.max_batch_size or len(jobs) or 1
         self.overrides = [jobs[i:i + size] for i in range(0, len(jobs), size)]
         sweep_dir = Path(self.config.hydra.sweep.dir)

@@ -71,7 +71,9 @@ class ConsistencyConfig(MethodConfig):
 
 @dataclass
 class MeanTeacherConfig(ConsistencyConfig):
-    decay: float = 0.999  # alpha of the EMA (the LSTSD paper, as MT suggests)
+    loss: str = "mse"  # the MT paper's consistency cost J (its Section 2): squared error of the softmax outputs
+    weight: float = 100.0  # the MT code's CIFAR-10 value (neither paper gives one for a fully labelled run)
+    decay: float = 0.999  # alpha of the EMA (the LSTSD paper's value)
     decay_warmup: bool = False  # true: min(1 - 1/(s+1), decay), the MT code's warm-up
     teacher_mode: str = "train"  # train (the MT paper's noisy teacher, its code's ema_model.train()) or eval
     teacher_input: str = "own"  # own: its own augmentation of the batch (eta'); student: the student's batch

@@ -11,8 +11,12 @@ In the first mini-generation the loss is cross-entropy only (line 11); from the 
 
     L = CE + lambda^L * KD(f(x), z^L) + lambda^S * KD(f(x), z^S)
 
-with the one KD term of :mod:`lstsd.losses` (temperature on teacher and student, KL direction and T^2 scaling
-configurable). A term whose weight is 0 is neither stored nor computed.
+with the one KD term of :mod:`lstsd.losses`, by default as Eq. 1 and lines 7-8 print it: KL[f(x) || z], the
+student's distribution first (``kl_direction=reverse``), with no T^2 factor (``t2_scale=false``), both at the
+temperature T = 2 the text gives ("we divided the teacher and student signal ... by a temperature coefficient
+T = 2"). ``lstsd_hinton`` is the other reading of "following Hinton, Vinyals, and Dean": Hinton's whole KD term,
+T^2 KL(teacher || student) (docs/methods.md, "How a default is chosen"). A term whose weight is 0 is neither
+stored nor computed.
 
 ``bank_source``: ``train_forward`` (default) stores the logits of the forward pass that trained on the sample,
 taken just before the update, so the banks cost one scatter per step and no extra computation, the point of the
@@ -53,8 +57,8 @@ class LSTSDConfig(MethodConfig):
     lambda_short: float = 4.0  # lambda^S, the short-term teacher's weight (Eq. 1)
     minigen_epochs: int = 6  # E, the epochs of a mini-generation
     temperature: float = 2.0  # T of both KD terms
-    kl_direction: str = "forward"  # forward: KL(teacher || student), Hinton; reverse: KL(student || teacher), Eq. 1
-    t2_scale: bool = True
+    kl_direction: str = "reverse"  # reverse: KL(student || teacher), Eq. 1 as printed; forward: Hinton's
+    t2_scale: bool = False  # Eq. 1 prints no T^2; true: Hinton's factor (lstsd_hinton)
     bank_dtype: str = "float32"
     bank_store: str = "logits"  # logits, or probs = softmax(logits / temperature)
     bank_source: str = "train_forward"  # or post_update (Algorithm 1 line 14 literally; one extra forward)

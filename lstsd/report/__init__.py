@@ -413,19 +413,17 @@ def report(paths, out=None, baseline: str = BASELINE, sort: str = "launch", bett
 
 
 class PrintReport(Callback):
-    """Hydra callback: after a multirun, print the comparison table of its runs; with ``out`` (a folder name
-    inside the sweep folder) also write report.md, report.csv and the plots there."""
-
-    def __init__(self, out: str | None = None, baseline: str = BASELINE, sort: str = "launch",
-                 better_of: dict | None = None):
-        self.out, self.baseline, self.sort = out, baseline, sort
-        self.better_of = {k: list(v) for k, v in (better_of or {}).items()}
+    """Hydra callback: after a multirun, print the comparison table of its runs, as the sweep's ``report`` keys
+    say (:class:`lstsd.config.ReportConfig`); with ``report.out`` (a folder inside the sweep folder) also write
+    report.md, report.csv and the plots there."""
 
     def on_multirun_end(self, config, **kwargs) -> None:
+        opts = config.get("report") or {}
         sweep_dir = Path(config.hydra.sweep.dir)
-        out = sweep_dir / self.out if self.out else None
+        out = sweep_dir / opts["out"] if opts.get("out") else None
         print(f"\nResults of {sweep_dir} (test scores %, mean ± std over seeds):\n")
-        print(report([sweep_dir], out, self.baseline, self.sort, self.better_of))
+        better_of = {k: list(v) for k, v in (opts.get("better_of") or {}).items()}
+        print(report([sweep_dir], out, opts.get("baseline", BASELINE), opts.get("sort", "launch"), better_of))
         if out is not None:
             print(f"\nTables and plots: {out}")
 
