@@ -83,7 +83,7 @@ BAD_INPUT = [
     (["optim=adam", "optim.eps=-1"], "optim.eps=-1.0 is invalid: allowed a number >= 0"),
     (["method=nonexistent"], "method=nonexistent is invalid: allowed one of dlb, kd, kd_cnn100, kd_densenet121, kd_lenetw, "
      "kd_resnet18, kd_resnet50, kd_resnext29, label_smoothing, lstsd, lstsd_hinton, lstsd_single, lstsd_t1, lstsd_wo_long, "
-     "lstsd_wo_short, lwkd, lwkd_c10, lwkd_digits, lwkd_digits_t2, lwkd_wo_adv, lwkd_wo_kl, lwkd_wo_syn, mean_teacher, mean_teacher_code, sd, sd_t1, sd_t3, "
+     "lstsd_wo_short, lwkd, lwkd_c10, lwkd_c10_wo_adv, lwkd_c10_wo_kl, lwkd_digits, lwkd_digits_t2, lwkd_wo_adv, lwkd_wo_kl, lwkd_wo_syn, mean_teacher, mean_teacher_code, sd, sd_t1, sd_t3, "
      "snapshot_ensembles, temporal_ensembling, tfkd_reg, tfkd_reg_googlenet, tfkd_reg_mobilenetv2, "
      "tfkd_reg_shufflenetv2, tfkd_self, tfkd_self_densenet121, tfkd_self_googlenet, tfkd_self_mobilenetv2, "
      "tfkd_self_resnext29, tfkd_self_shufflenetv2, vanilla, vanilla_cosine"),

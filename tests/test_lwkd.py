@@ -199,3 +199,37 @@ def test_lwkd_bad_input(override, message):
     with pytest.raises(ConfigError) as e:
         validate(compose_cfg("method=lwkd", override))
     assert message in str(e.value)
+
+
+def test_table7_w_o_syn_is_table3_kd_t5_unchanged():
+    """LW-KD Table 7's w/o SYN row is Table 3's KD[T5] (Section 5.2): the two experiments compose it identically,
+    the experiment's name and the row's label aside (Table 7 once set alpha 0.5, T 6 on it experiment-wide)."""
+    from omegaconf import OmegaConf
+
+    def job(experiment, method):
+        cfg = OmegaConf.to_container(compose_cfg(f"experiment={experiment}", f"method={method}", "model=resnet20"),
+                                     resolve=True)
+        cfg.pop("name"), cfg["method"].pop("label")
+        return cfg
+
+    for dataset in ("cifar10", "cifar100"):
+        t3 = job(f"lwkd_table3_{dataset}", "kd_lenetw")
+        assert job(f"lwkd_table7_{dataset}", "lwkd_wo_syn") == t3
+        assert (t3["method"]["alpha"], t3["method"]["temperature"]) == (0.9, 4.0)
+
+
+def test_synmnist_of_the_paper_needs_mnist(mnist_root, tmp_path):
+    """dataset.digits=mnist reads MNIST or stops in one line; LW-KD's table experiments ask for it, so that their
+    teacher is never trained on scikit-learn's digits without a word."""
+    with pytest.raises(ConfigError, match=r"dataset.digits=mnist is invalid for dataset.root=.*: no MNIST IDX files"):
+        digit_sources(str(tmp_path), "mnist")
+    assert digit_sources(str(mnist_root), "mnist")[1] == "mnist"
+    assert digit_sources(str(mnist_root), "sklearn")[1] == "sklearn_digits"  # asked for: even with MNIST there
+    with pytest.raises(ConfigError, match=r"method.synmnist_digits=mnist is invalid for dataset.root=/nowhere"):
+        validate(compose_cfg("method=lwkd", "method.synmnist_digits=mnist", "dataset.root=/nowhere"))
+    validate(compose_cfg("method=lwkd", "method.synmnist_digits=mnist", f"dataset.root={mnist_root}"))
+
+
+def test_lwkd_table_experiments_refuse_the_fallback_before_training(refused, tmp_path):
+    line = refused("experiment=lwkd_table7_cifar100", "dataset.root=/nowhere", f"hydra.sweep.dir={tmp_path / 's'}")
+    assert line.startswith("lstsd: error: method.synmnist_digits=mnist is invalid for dataset.root=/nowhere")

@@ -78,12 +78,11 @@ def test_dlb_separate_forwards_equal_the_official_step():
 
 
 def test_mean_teacher_official_teacher_train_mode_own_augmentation_parameters_only():
-    """The MT code (main.py): ema_model.train(); ema_model(ema_input) on its own augmentation; after the
-    student's step update_ema_variables: alpha = min(1 - 1/(global_step + 1), ema_decay) on the parameters only,
+    """The MT code (main.py, losses.py; mean_teacher_code): ema_model.train(); ema_model(ema_input) on its own
+    augmentation; the softmax-MSE consistency of weight 100; after the student's step update_ema_variables: alpha = min(1 - 1/(global_step + 1), ema_decay) on the parameters only,
     the teacher's batch-norm statistics coming from its own train-mode passes."""
     student = bn_model()
-    mt = method("method=mean_teacher", "method.decay=0.9", "method.decay_warmup=true", "method.rampup_epochs=0",
-                model=student)
+    mt = method("method=mean_teacher_code", "method.decay=0.9", "method.rampup_epochs=0", model=student)
     official_student, ema = copy.deepcopy(student), copy.deepcopy(student)
     opt_a = torch.optim.SGD(student.parameters(), lr=0.1)
     opt_b = torch.optim.SGD(official_student.parameters(), lr=0.1)
@@ -102,8 +101,9 @@ def test_mean_teacher_official_teacher_train_mode_own_augmentation_parameters_on
         ema.train()
         ema_out = ema(Train().get(index, g).x).detach()  # its own augmentation, in train mode
         out = official_student(batch.x)
-        cons = F.kl_div(F.log_softmax(out, 1), F.log_softmax(ema_out, 1), reduction="batchmean", log_target=True)
-        official_loss = F.cross_entropy(out, batch.y) + cons  # consistency weight 1, no ramp-up
+        # losses.softmax_mse_loss (summed, / num_classes), then / minibatch_size in main.py; weight 100, no ramp-up
+        cons = F.mse_loss(F.softmax(out, 1), F.softmax(ema_out, 1), reduction="sum") / out.shape[1] / len(index)
+        official_loss = F.cross_entropy(out, batch.y) + 100.0 * cons
         opt_b.zero_grad(), official_loss.backward(), opt_b.step()
         alpha = min(1 - 1 / (step + 1), 0.9)
         with torch.no_grad():

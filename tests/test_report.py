@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from conftest import run_cli
 from lstsd.report import collect, main, markdown, report, summarize
+from lstsd.report.table import families
 
 
 def fake_run(d, status="completed", overrides=(), **fields):
@@ -139,9 +140,8 @@ def test_paired_statistics_by_hand():
     assert d["n"] == 3 and d["mean"] == pytest.approx(1.0)
     assert d["p"] == pytest.approx(1 - t / math.sqrt(t * t + 2), abs=1e-9)  # 0.2254
     assert (d["ci_low"], d["ci_high"]) == (pytest.approx(1 - q / math.sqrt(3)), pytest.approx(1 + q / math.sqrt(3)))
+    assert d["sd"] == pytest.approx(1.0) and d["p_exact"] == 0.5  # flips of (1, 2, 0): |sum| = 3 for 4 of the 8
     assert paired({0: 1.0}, {0: 2.0}) is None  # one shared seed: no test
-    assert paired({0: 2.0, 1: 3.0}, {0: 1.0, 1: 2.0}) == {"n": 2, "mean": 1.0, "ci_low": 1.0, "ci_high": 1.0,
-                                                          "p": 0.0}  # the same shift on every seed
     assert describe([1.0]) == {"n": 1, "mean": 1.0, "std": None, "min": 1.0, "max": 1.0}
 
 
@@ -154,11 +154,13 @@ def test_paired_difference_columns_and_sorted_rows(tmp_path):
                  seed=seed, test_acc_final=m, test_acc_best=m)
     table = summarize(collect([tmp_path])[0], sort="final")
     assert [r["method"] for r in table] == ["mean_teacher", "lstsd", "vanilla"]
+    fams = families(table, {})  # nothing declared: every row against vanilla, one exploratory family
     lstsd = table[1]
     assert lstsd["vs_vanilla_final_mean"] == pytest.approx(1.0) and lstsd["vs_vanilla_final_n"] == 3
-    assert lstsd["vs_vanilla_final_p"] == pytest.approx(0.2254033, abs=1e-6)
+    assert lstsd["p"] == pytest.approx(0.2254033, abs=1e-6)
     assert "vs_vanilla_final_mean" not in table[2]  # the baseline itself
-    text = markdown(table)
+    assert len(fams) == 1 and "exploratory" in fams[0]["name"]
+    text = markdown(table, families=fams)
     assert "| Δ final vs vanilla [95% CI] | p |" in text.splitlines()[0]
     assert "| lstsd | 3 | acc | 92.00 ± 1.00 | 92.00 ± 1.00 | +1.00 [-1.48, +3.48] | 0.225 |" in text
 
@@ -173,8 +175,9 @@ def test_a_published_cell_is_set_only_beside_runs_of_its_setting(tmp_path):
     table = {r["method"]: r for r in summarize(collect([tmp_path])[0])}
     assert table["sd_t3"]["paper_best"] == 68.24 and "paper_final" not in table["sd_t3"]
     assert "paper_best" not in table["vanilla_cosine"]  # the published vanilla trained with a cosine rate
-    text = markdown(list(table.values()))
+    text = markdown(list(table.values()), verbose=True)
     assert "| paper best |" in text.splitlines()[0] and "paper final" not in text.splitlines()[0]
+    assert "5 published numbers of these tables have no run" in markdown(list(table.values()))
     not_run = text.split("no run here has the method or setting of")[1]
     assert "resnet20 vanilla_cosine: 66.43 (best): LSTSD Table 1 = SD Table 3 BL" in not_run
     assert "resnet20 lstsd: 69.42 (unstated)" in not_run

@@ -10,7 +10,8 @@ The digit images come from MNIST when its IDX files are under ``dataset.root`` (
 in torchvision's ``MNIST/raw/``). Otherwise, offline, from scikit-learn's bundled 8 x 8 digits (1,797 images,
 pixels 0..16 rescaled to 0..255; even-numbered images feed the training split and odd ones the test split):
 far fewer and coarser source images than MNIST's 70,000 at 28 x 28, so the same K gives a less varied
-dataset. The run's log names the source used.
+dataset. The run's log names the source used. ``digits`` chooses: ``auto`` (as above), ``mnist`` (MNIST or a
+one-line error: the paper's SynMNIST, which LW-KD's table experiments require) or ``sklearn``.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 
 from lstsd.config import DatasetConfig
 from lstsd.data.loader import Splits
-from lstsd.errors import ConfigError, one_line, require
+from lstsd.errors import ConfigError, one_line, require, require_choice
 from lstsd.registry import register_dataset
 
 
@@ -39,6 +40,7 @@ class SynMNISTConfig(DatasetConfig):
     size: int = 28
     data_seed: int = 0
     augment: bool = False
+    digits: str = "auto"  # the handwritten digit images: auto (MNIST if found, else scikit-learn's), mnist, sklearn
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -47,10 +49,12 @@ class SynMNISTConfig(DatasetConfig):
                 self.num_train)
         require(self.num_test >= 1, "dataset.num_test", "an integer >= 1", self.num_test)
         require(self.size >= 4, "dataset.size", "an integer >= 4", self.size)
+        require_choice("dataset.digits", self.digits, DIGITS)
 
 
 log = logging.getLogger(__name__)
 
+DIGITS = ("auto", "mnist", "sklearn")
 MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
                "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
@@ -122,9 +126,19 @@ def find_mnist(root: Path) -> dict | None:
     return None
 
 
-def digit_sources(root: str) -> tuple[dict, str]:
+def require_mnist(root: str, key: str) -> None:
+    """A one-line ConfigError naming ``key`` when ``root`` holds no MNIST IDX files."""
+    if find_mnist(Path(root).expanduser()) is None:
+        raise ConfigError(f"{key}=mnist is invalid for dataset.root={root}: no MNIST IDX files there "
+                          f"({', '.join(MNIST_FILES['train'] + MNIST_FILES['test'])}, optionally .gz, or in MNIST/raw/); "
+                          "allowed auto or sklearn (SynMNIST from scikit-learn's 8 x 8 digits, not the paper's)")
+
+
+def digit_sources(root: str, digits: str = "auto") -> tuple[dict, str]:
     """split -> (uint8 images N x H x W, labels N) of handwritten digits, and the source's name."""
-    files = find_mnist(Path(root).expanduser())
+    if digits == "mnist":
+        require_mnist(root, "dataset.digits")
+    files = find_mnist(Path(root).expanduser()) if digits != "sklearn" else None
     if files is not None:
         return {s: read_digits(i, l) for s, (i, l) in files.items()}, "mnist"
     from sklearn.datasets import load_digits
@@ -167,7 +181,7 @@ def render(labels: torch.Tensor, num_classes: int, images: np.ndarray, digit_lab
 
 @register_dataset("synmnist", SynMNISTConfig)
 def make_synmnist(cfg) -> Splits:
-    sources, source = digit_sources(cfg.root)
+    sources, source = digit_sources(cfg.root, cfg.digits)
     log.info(f"SynMNIST-{cfg.num_classes}: digit images from {source}")
     g = torch.Generator().manual_seed(cfg.data_seed)
     sets = {}

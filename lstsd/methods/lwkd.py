@@ -20,7 +20,9 @@
    MLP on probability vectors (K -> ``disc_hidden`` -> 1, ReLU), maximises Eq. 7,
    E[log D(p_hat_tau^t)] + E[log(1 - D(p_tau^s))], with its own Adam optimiser (lr 0.1, the paper's), one step
    after each student step (lines 12-13). The student's optimiser holds only the student's parameters and D's
-   are frozen during the student's backward pass.
+   are frozen during the student's backward pass. Project choices (docs/methods.md): the KL's direction (Eq. 1
+   defines KL(p^s, p^t), Eq. 4 calls it with the teacher first) and ``disc_hidden`` = 128 (the paper gives no
+   width).
 
 Ablations (Table 7): ``lwkd_wo_adv`` (beta = 0), ``lwkd_wo_kl`` (``use_kl=false``: the alpha KL term erased,
 (1 - alpha) CE kept); ``lwkd_wo_syn`` is the configuration of Table 3's KD[T5] (``kd_lenetw``: KD from a LeNetW
@@ -42,6 +44,7 @@ from lstsd import distributed
 from lstsd.banks import SampleBank
 from lstsd.config import MethodConfig
 from lstsd.data import build_data
+from lstsd.data.synmnist import DIGITS, require_mnist
 from lstsd.errors import ConfigError, require, require_choice
 from lstsd.losses import kd_loss
 from lstsd.methods.base import Method
@@ -67,6 +70,9 @@ class LWKDConfig(MethodConfig):
     t2_scale: bool = False  # Eq. 1 and 4 as printed; true: times tau^2 (Hinton's KD)
     use_kl: bool = True
     teacher_source: str = "synmnist"  # or "target": LeNetW trained on the target data (w/o SYN)
+    # SynMNIST's digit images (dataset.digits of the teacher's data): auto (MNIST under dataset.root if there, else
+    # scikit-learn's digits), mnist (the paper's; refused without the files), sklearn
+    synmnist_digits: str = "auto"
     teacher: list[str] = field(default_factory=lambda: [
         "model=lenet5", "trainer.epochs=10", "optim=sgd", "optim.lr=0.1", "optim.nesterov=false",
         "optim.weight_decay=5e-4", "schedule=constant", "dataset.batch_size=128"])  # the teacher's (LW-KD 4.3)
@@ -83,9 +89,16 @@ class LWKDConfig(MethodConfig):
         require(self.beta >= 0, "method.beta", "a number >= 0", self.beta)
         require(self.temperature > 0, "method.temperature", "a number > 0", self.temperature)
         require_choice("method.teacher_source", self.teacher_source, ("synmnist", "target"))
+        require_choice("method.synmnist_digits", self.synmnist_digits, DIGITS)
         require(self.disc_hidden >= 1, "method.disc_hidden", "an integer >= 1", self.disc_hidden)
         require(self.disc_lr > 0, "method.disc_lr", "a number > 0", self.disc_lr)
         check_external_keys(self)
+
+    def check(self, cfg) -> None:
+        """The paper's SynMNIST (``synmnist_digits=mnist``) needs MNIST's files under ``dataset.root``: refused
+        before anything trains, rather than a teacher trained on other digits."""
+        if self.synmnist_digits == "mnist" and self.teacher_source == "synmnist" and self.teacher_run is None:
+            require_mnist(cfg.dataset.root, "method.synmnist_digits")
 
 
 @register_method("lwkd", LWKDConfig)
@@ -102,7 +115,7 @@ class LWKD(Method):
         k = ctx.info.num_classes
         key = "method.teacher_run" if cfg.teacher_run else "method.teacher"
         synthetic = ["dataset=synmnist", f"dataset.num_classes={k}", f"dataset.root={ctx.config.dataset.root}",
-                     f"seed={ctx.seed}", "method=vanilla", *cfg.teacher]
+                     f"dataset.digits={cfg.synmnist_digits}", f"seed={ctx.seed}", "method=vanilla", *cfg.teacher]
         on_target = teacher_overrides(list(ctx.overrides), list(cfg.teacher))
         own = cfg.teacher_source == "synmnist"
         syn = None
