@@ -38,12 +38,12 @@ import torch.nn.functional as F
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from lstsd.compose import CONFIG_DIR, compose
+from lstsd.config.compose import CONFIG_DIR, compose
 from lstsd.config import validate
-from lstsd.engine import StepStats
-from lstsd.engine.loop import PRECISIONS
+from lstsd.training.step_stats import StepStats
+from lstsd.training.trainer import PRECISIONS
 from lstsd.errors import ConfigError, one_line
-from lstsd.run import assemble
+from lstsd.training.run import assemble
 
 # The rows timed by default. What a method inherently adds per step (the ``x inherent`` column) it declares itself:
 # ``Method.teacher_forwards`` (forward passes of the student's architecture) and ``Method.images_per_step``;

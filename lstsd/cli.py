@@ -1,8 +1,8 @@
 """``lstsd`` (= ``python -m lstsd``): the Hydra application, the composition root of a run.
 
-:func:`main` sets up the configuration (:func:`lstsd.compose.setup`; from the schema snapshot, without torch,
+:func:`main` sets up the configuration (:func:`lstsd.config.compose.setup`; from the schema snapshot, without torch,
 for ``--help``, ``--cfg``, ``--info`` and tab completion) and starts Hydra; each job calls
-:func:`lstsd.run.run`.
+:func:`lstsd.training.run.run`.
 
 Exit codes: 0 success; 2 bad configuration or input (one line on stderr, no traceback); 1 a failure during
 training. Hydra would exit 1 for both kinds, so errors are re-raised to this wrapper, which tells them apart;
@@ -19,9 +19,9 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from lstsd import compose
+from lstsd.config import compose
 from lstsd.errors import ConfigError, TrainingError, one_line
-from lstsd.sweeper import as_one_value_sweeps, failed_jobs, single_method_keys
+from lstsd.launch.sweeper import as_one_value_sweeps, failed_jobs, single_method_keys
 
 PRINT_ONLY = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"}
 HELP = """\
@@ -46,7 +46,7 @@ Hydra's own flags and groups: lstsd --hydra-help"""
 
 @hydra.main(version_base="1.3", config_path=compose.CONFIG_DIR, config_name="config")
 def app(cfg: DictConfig) -> float:
-    from lstsd.run import run  # torch and the components: only once a job runs
+    from lstsd.training.run import run  # torch and the components: only once a job runs
 
     try:
         results = run(cfg)
@@ -69,7 +69,7 @@ def in_sweep() -> bool:
 
 def is_multirun(argv: list[str]) -> bool:
     """Whether ``argv`` launches a sweep: ``-m``, or a mode set by an experiment (composed only when it matters:
-    with single-valued method keys, see :func:`lstsd.sweeper.as_one_value_sweeps`)."""
+    with single-valued method keys, see :func:`lstsd.launch.sweeper.as_one_value_sweeps`)."""
     if {"-m", "--multirun", "hydra.mode=MULTIRUN"} & set(argv):
         return True
     skip = set(single_method_keys(argv))

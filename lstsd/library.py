@@ -19,14 +19,14 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
-from lstsd import compose
-from lstsd.config import unknown_key, validate
-from lstsd.data import DataInfo
+from lstsd.config import compose, unknown_key, validate
+from lstsd.data.types import DataInfo
 from lstsd.data.indexed import IndexedDataset
 from lstsd.errors import ConfigError, one_line, require
 from lstsd.methods import build_method
 from lstsd.methods.base import Method, RunContext
 from lstsd.registry import METHODS
+from lstsd.training.teachers import Student, resolve
 
 NEEDED = {"model": "the network being trained (model=)", "dataset": "the training set as an lstsd.IndexedDataset "
           "(dataset=): it re-reads samples by index"}
@@ -74,8 +74,10 @@ def method(name: str, *, num_samples: int, num_classes: int, epochs: int, model:
     shape = tuple(first.shape[1:]) if isinstance(first, torch.Tensor) else ()
     info = DataInfo(name="dataset", num_classes=num_classes, input_shape=shape, num_train=num_samples, num_val=0,
                     num_test=0)
-    ctx = RunContext(model=model, info=info, device=torch.device(device), epochs=epochs, train=dataset, seed=seed,
-                     teacher=teacher)
+    device = torch.device(device)
+    probe = first.to(device) if isinstance(first, torch.Tensor) else None
+    resolved = resolve(cfg, Student(info, device, probe, seed=seed), teacher)  # the run's path, without training
+    ctx = RunContext(model=model, info=info, device=device, epochs=epochs, train=dataset, seed=seed, teacher=resolved)
     return build_method(cfg, ctx)
 
 

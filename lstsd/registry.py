@@ -76,7 +76,7 @@ class Registry:
         return self.discover().entries.keys()
 
 
-DATASETS = Registry("dataset.name", "lstsd.data")
+DATASETS = Registry("dataset.name", "lstsd.data.readers")
 MODELS = Registry("model.arch", "lstsd.models")
 METHODS = Registry("method.name", "lstsd.methods")
 register_dataset, register_model = DATASETS.register, MODELS.register

@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 
-from lstsd.compose import CONFIG_DIR, setup  # noqa: E402
+from lstsd.config.compose import CONFIG_DIR, setup  # noqa: E402
 
 setup()  # the resolvers and the ConfigStore, as the command line sets them up
 
@@ -66,8 +66,8 @@ def refused(tmp_path, monkeypatch, capsys):
 
 def built_method(overrides, run_dir, teacher=None):
     """The method object a run of ``overrides`` builds (its trainer's fit replaced: nothing trained)."""
-    from lstsd import engine
-    from lstsd.run import run
+    from lstsd.training import trainer as engine
+    from lstsd.training.run import run
 
     captured, orig = {}, engine.Trainer.fit
 
@@ -88,8 +88,8 @@ def stop_signal_at(monkeypatch):
     """``stop_signal_at(step, stop=True) -> disarm``: SIGTERM requested after global step ``step``; with ``stop``
     the stop raises KeyboardInterrupt in the test process instead of re-raising the signal. ``disarm()`` puts the
     trainer's step back (for the relaunch)."""
-    from lstsd.engine import Trainer
-    from lstsd.engine.signals import StopGuard
+    from lstsd.training.trainer import Trainer
+    from lstsd.training.signals import StopGuard
 
     def arm(step: int, stop: bool = True):
         import signal

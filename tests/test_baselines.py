@@ -8,13 +8,12 @@ from torch import nn
 
 from conftest import compose_cfg, read_metrics
 from lstsd.config import validate
-from lstsd.data import DataInfo
-from lstsd.data.loader import Batch
+from lstsd.data.types import Batch, DataInfo
 from lstsd.methods import build_method
 from lstsd.methods.base import RunContext
 from lstsd.methods.consistency import MeanTeacher, sigmoid_rampup
 from lstsd.methods.snapshots import Ensemble, SnapshotDistillation, SnapshotEnsembles
-from lstsd.run import run
+from lstsd.training.run import run
 
 INFO = DataInfo("toy", num_classes=3, input_shape=(2,), num_train=3, num_val=0, num_test=0)
 
@@ -212,7 +211,7 @@ def test_mean_teacher_loss_and_rampup():
 
 def test_mean_teacher_reports_the_ema_teacher(tiny_cfg, tmp_path):
     from lstsd.data import build_data
-    from lstsd.engine import evaluate
+    from lstsd.training.evaluation import evaluate
     from lstsd.models import build_model
 
     res = run(tiny_cfg("method=mean_teacher"), tmp_path)

@@ -8,7 +8,7 @@ import torch
 
 from conftest import run_cli
 from lstsd.errors import ConfigError
-from lstsd.data.cifar import load_cifar
+from lstsd.data.readers.cifar import load_cifar
 
 LAYOUT = {  # name: (folder, files in order, label key, classes)
     "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], "labels", 10),

@@ -277,7 +277,7 @@ def test_sd_imagenet_jobs_get_the_papers_settings():
     """``experiment=sd_imagenet``: the SD paper's ILSVRC-2012 setting (torchvision ResNet-101/152, 90 epochs,
     batch 256, cosine from 0.1, Nesterov, K = 2 for SE and SD, T = 2) and LSTSD with top-5 float16 banks, each
     method key given only to the jobs whose method has it."""
-    from lstsd.sweeper import fit_to_methods
+    from lstsd.launch.sweeper import fit_to_methods
 
     cfg = compose_cfg("experiment=sd_imagenet", return_hydra_config=True)
     assert (cfg.dataset.name, cfg.dataset.loader, cfg.model.arch, cfg.trainer.epochs, cfg.dataset.batch_size) == \

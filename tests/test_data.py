@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from lstsd.config import DatasetConfig
-from lstsd.data.synthetic import SyntheticConfig
+from lstsd.data.readers.synthetic import SyntheticConfig
 from lstsd.errors import ConfigError
 from lstsd.data import build_data
-from lstsd.data.loader import crop_flip, crop_flip_params, epoch_generator, pad_crop_flip
+from lstsd.data.loaders.memory import crop_flip, crop_flip_params, epoch_generator, pad_crop_flip
 
 
 def synthetic(**kw):
@@ -153,7 +153,8 @@ def test_torchvision_loader_is_the_same_data_pipeline(workers):
     """The reference path: the same (seed, epoch) order and normalisation as the device path, every index once
     per epoch, the last partial batch kept; augmented images are pad-4 crops (flipped or not) of the originals;
     reproducible for a fixed number of workers."""
-    from lstsd.data.loader import MemoryLoader, Splits, TorchvisionLoader
+    from lstsd.data.loaders.memory import MemoryLoader, TorchvisionLoader
+    from lstsd.data.types import Splits
 
     g = torch.Generator().manual_seed(0)
     x, y = torch.randint(0, 256, (37, 3, 12, 12), dtype=torch.uint8, generator=g), torch.arange(37) % 3
@@ -187,7 +188,8 @@ def test_torchvision_loader_is_the_same_data_pipeline(workers):
 def test_shards_of_the_global_batches():
     """2 processes, batch 8 each, 45 samples: global batches of 16 cut into consecutive halves; the last 13
     positions shared 7 + 7 with one padded from the epoch's start; together every position at least once."""
-    from lstsd.data.loader import MemoryLoader, Splits
+    from lstsd.data.loaders.memory import MemoryLoader
+    from lstsd.data.types import Splits
 
     splits = Splits({"train": (torch.zeros(45, 1, 2, 2), torch.zeros(45, dtype=torch.long))}, 2, (0.0,), (1.0,))
     ranks = [MemoryLoader("train", splits, 8, "cpu", False, True, 0, rank=r, world_size=2) for r in (0, 1)]

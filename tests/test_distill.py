@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from conftest import TINY, built_method, compose_cfg, read_metrics, run_cli
 from lstsd.config import validate
 from lstsd.errors import ConfigError
-from lstsd.data.loader import Batch
+from lstsd.data.types import Batch
 from lstsd.methods.dlb import DLB
-from lstsd.run import run
+from lstsd.training.run import run
 
 
 def log_softmax(row):
@@ -150,7 +150,7 @@ def test_tfkd_multipliers_equal_the_official_formulas(tmp_path, classes):
     teacher_soft = torch.full_like(s, 0.01 / (classes - 1)).scatter_(1, y[:, None], 0.99)
     official = torch.nn.KLDivLoss()(F.log_softmax(s, dim=1), F.softmax(teacher_soft / 20, dim=1)) * 100
     assert terms["reg"].item() == pytest.approx(official.item(), rel=1e-5)
-    from lstsd.losses import kd_loss
+    from lstsd.methods.losses import kd_loss
 
     official_self = torch.nn.KLDivLoss()(F.log_softmax(s / 6, dim=1), F.softmax(t / 6, dim=1)) * 36 * 50
     ours = kd_loss(s, t, 6.0) * (50 / classes)  # method=tfkd_self: T 6, multiplier 50
@@ -161,7 +161,7 @@ def test_tfkd_multipliers_equal_the_official_formulas(tmp_path, classes):
 def test_dlb_batch_composition(tmp_path, monkeypatch):
     steps = []  # (epoch, new indices, repeated indices, kd target, logits of the new half)
     orig_step, orig_get = DLB.training_step, None
-    from lstsd.data.loader import MemoryLoader
+    from lstsd.data.loaders.memory import MemoryLoader
 
     orig_get = MemoryLoader.get
     fetched = []

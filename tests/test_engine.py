@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from lstsd.engine import Trainer
-from lstsd.run import run
+from lstsd.training.trainer import Trainer
+from lstsd.training.run import run
 from conftest import read_metrics as metrics
 
 
@@ -269,7 +269,7 @@ def test_step_stats_sums_by_hand_and_resume_from_rows():
     """An epoch's statistics from its kept steps: losses weighted by the steps' sizes, a term that starts at the
     second step counted as 0 before it, the correct count, the first non-finite step; and an epoch resumed from
     the rows of a checkpoint taken after its first step reduces to the same bits as one recorded whole."""
-    from lstsd.engine import StepStats
+    from lstsd.training.step_stats import StepStats
 
     logits = [torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]]), torch.tensor([[0.0, 1.0]])]
     labels = [torch.tensor([0, 0, 0]), torch.tensor([1])]
@@ -301,11 +301,11 @@ def test_best_checkpoint_holds_the_best_validation_epoch(tmp_path):
     """``trainer.save_best=true``: best.pt holds the weights of the epoch with the highest validation accuracy
     (the first of equal ones, as results.json's ``best_val_epoch``): evaluated again they give that epoch's recorded
     score; a run without the option writes no best.pt."""
-    from lstsd.compose import compose
+    from lstsd.config.compose import compose
     from lstsd.data import build_data
-    from lstsd.engine import evaluate
+    from lstsd.training.evaluation import evaluate
     from lstsd.models import build_model
-    from lstsd.run import run
+    from lstsd.training.run import run
 
     base = ["dataset=digits", "model=digits_cnn", "method=vanilla", "trainer.epochs=4", "trainer.device=cpu",
             "dataset.val_fraction=0.2", "optim.lr=0.5", "trainer.progress=false"]

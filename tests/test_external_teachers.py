@@ -10,8 +10,8 @@ import torchvision
 from conftest import built_method, compose_cfg
 from lstsd.errors import ConfigError
 from lstsd.models.lenet import build_lenet5
-from lstsd.models.small import DigitsCNN
-from lstsd.run import run
+from lstsd.models.digits_cnn import DigitsCNN
+from lstsd.training.run import run
 
 RGB = ("dataset=synthetic", "dataset.num_train=32", "dataset.num_test=16", "dataset.shape=[3,8,8]",
        "dataset.num_classes=4", "dataset.batch_size=16", "trainer.epochs=1", "trainer.progress=false",

@@ -10,8 +10,8 @@ from glue_fixtures import COLA_ROWS, MRPC_ROWS, N_DEV, RTE_ROWS, SST2_ROWS, writ
 from lstsd.config import validate
 from lstsd.errors import ConfigError
 from lstsd.data import build_data
-from lstsd.data.glue import read_tsv
-from lstsd.run import run
+from lstsd.data.readers.glue import read_tsv
+from lstsd.training.run import run
 
 pytest.importorskip("transformers")
 
@@ -53,7 +53,7 @@ def test_official_tsv_read_verbatim(glue, name):
 
 def test_hf_copy_reads_like_the_tsv(glue, tmp_path):
     datasets = pytest.importorskip("datasets")
-    from lstsd.data.glue import load_glue
+    from lstsd.data.readers.glue import load_glue
 
     for name, folder in (("glue_mrpc", "MRPC"), ("glue_cola", "CoLA")):
         copy = {}
@@ -175,8 +175,9 @@ def test_metrics_match_scikit_learn():
     sqrt((TP + FP)(TP + FN)(TN + FP)(TN + FN)) = 1/6."""
     from sklearn.metrics import f1_score, matthews_corrcoef
 
-    from lstsd.data.loader import MemoryLoader, Splits
-    from lstsd.engine import evaluate
+    from lstsd.data.loaders.memory import MemoryLoader
+    from lstsd.data.types import Splits
+    from lstsd.training.evaluation import evaluate
 
     y, p = torch.tensor([1, 1, 0, 0, 1]), torch.tensor([1, 0, 0, 1, 1])
     logits = torch.nn.functional.one_hot(p, 2).float()  # fed as they are (no normalisation): the model is identity

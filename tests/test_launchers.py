@@ -8,11 +8,12 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import TINY, compose_cfg, run_cli
-from hydra_plugins.lstsd_sweeper import workstation
-from hydra_plugins.lstsd_sweeper.workstation import GpuPool, job_return, plan, run_at_most, visible_gpus
+from lstsd import machine
+from lstsd.launch.workstation import GpuPool, job_return, run_at_most
+from lstsd.machine import plan, visible_gpus
 from lstsd.errors import ConfigError
 
-CORES = workstation.machine_cores()
+CORES = machine.machine_cores()
 WORKSTATION = ("hydra/launcher=workstation", "hydra.launcher.timeout_min=10")
 
 
@@ -60,16 +61,16 @@ def test_gpus_are_counted_without_torch(monkeypatch, tmp_path):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     for i in range(2):
         (tmp_path / f"0000:0{i}:00.0").mkdir()
-    monkeypatch.setattr(workstation, "NVIDIA_GPUS", tmp_path)  # the driver's /proc/driver/nvidia/gpus
+    monkeypatch.setattr(machine, "NVIDIA_GPUS", tmp_path)  # the driver's /proc/driver/nvidia/gpus
     assert visible_gpus() == ["0", "1"]
-    monkeypatch.setattr(workstation, "NVIDIA_GPUS", tmp_path / "absent")  # no NVIDIA driver
+    monkeypatch.setattr(machine, "NVIDIA_GPUS", tmp_path / "absent")  # no NVIDIA driver
     assert visible_gpus() == []
 
 
 def test_demo_runs_as_many_jobs_at_once_as_the_workstation_launcher(monkeypatch):
     """experiment=demo keeps joblib (one process per worker, not per job) with n_jobs from the same policy: one
     job per core at one thread each here; one per GPU where there are GPUs."""
-    from lstsd.compose import parallel_jobs
+    from lstsd.config.compose import parallel_jobs
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     demo = compose_cfg("experiment=demo", return_hydra_config=True)

@@ -16,8 +16,8 @@ from conftest import REPO, TINY, compose_cfg
 from lstsd.config import validate
 from lstsd.data import build_data
 from lstsd.models import build_model
-from lstsd.run import run, seed_everything
-from lstsd.schedules import build_schedule
+from lstsd.training.run import run, seed_everything
+from lstsd.training.schedules import build_schedule
 
 # TINY (40 synthetic 8x8 images, 4 classes, batches of 16, a small CNN with batch norm) with dropout, so that the
 # global random stream must be drawn in the same order too, and a constant learning rate (SD brings its own)
@@ -219,7 +219,7 @@ def test_bad_step_input_and_hooks_out_of_order_raise_clear_errors():
 
 
 def test_the_banks_check_their_input_without_a_read_back():
-    from lstsd.banks import SampleBank
+    from lstsd.methods.banks import SampleBank
 
     bank = SampleBank(6, 3)
     with pytest.raises(ValueError, match=r"rows of shape \(2, 5\) for 2 sample ids: expected \(2, 3\)"):

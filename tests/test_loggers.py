@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY, compose_cfg, read_metrics, run_cli
-from lstsd.run import run
+from lstsd.training.run import run
 
 
 class FakeWandbRun:
@@ -160,7 +160,7 @@ def test_sweep_folder_from_hydra_config(tmp_path, monkeypatch):
     from hydra.types import RunMode
     from omegaconf import open_dict
 
-    from lstsd.loggers import default_group, sweep_folder
+    from lstsd.training.trackers import default_group, sweep_folder
 
     cfg = compose_cfg("name=hc", return_hydra_config=True)
     default_name = Path(str(cfg.hydra.sweep.dir)).name  # <time>_<id>

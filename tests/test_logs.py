@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conftest import REPO, TINY, run_cli
-from lstsd import console
+from lstsd.training import console
 
 
 def info_lines(text: str) -> list[str]:
@@ -35,9 +35,9 @@ def test_quiet_keeps_the_console_to_warnings_and_the_log_file_complete(tmp_path)
 
 
 def test_epoch_lines_leave_the_console_only_while_a_bar_shows_them():
-    epoch = logging.LogRecord("lstsd.engine", logging.INFO, "", 0, "epoch=1", None, None)
+    epoch = logging.LogRecord("lstsd.training", logging.INFO, "", 0, "epoch=1", None, None)
     setattr(epoch, console.EPOCH, True)
-    other = logging.LogRecord("lstsd.run", logging.INFO, "", 0, "done", None, None)
+    other = logging.LogRecord("lstsd.training.run", logging.INFO, "", 0, "done", None, None)
     keep = console.EpochLines()
     assert keep.filter(epoch) and keep.filter(other)
     console.bar_shown(True)

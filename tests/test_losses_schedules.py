@@ -5,8 +5,8 @@ import pytest
 import torch
 from types import SimpleNamespace
 
-from lstsd.losses import kd_loss, teacher_probs
-from lstsd.schedules import build_schedule
+from lstsd.methods.losses import kd_loss, teacher_probs
+from lstsd.training.schedules import build_schedule
 
 S = torch.tensor([[1.0, 2.0, 0.0]])
 T_ = torch.tensor([[0.0, 1.0, 3.0]])

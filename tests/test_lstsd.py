@@ -5,10 +5,10 @@ from collections import Counter
 import pytest
 import torch
 
-from lstsd.banks import SampleBank
-from lstsd.losses import teacher_probs
+from lstsd.methods.banks import SampleBank
+from lstsd.methods.losses import teacher_probs
 from lstsd.methods.lstsd import LSTSD, LSTSDSingle
-from lstsd.run import run
+from lstsd.training.run import run
 from conftest import read_metrics
 
 E = 2  # epochs per mini-generation
@@ -157,7 +157,7 @@ def test_bank_memory_and_round_trip():
 def test_padded_duplicates_keep_their_last_row():
     """DDP pads the last global batch with repeated samples; a gathered write keeps each id's last row, whatever
     the device's scatter order (ids 3 and 1 occur twice: rows 2 and 4 win)."""
-    from lstsd.banks import last_of_each
+    from lstsd.methods.banks import last_of_each
 
     rows = torch.arange(10.0).view(5, 2)
     index, kept = last_of_each(torch.tensor([3, 1, 3, 2, 1]), rows)

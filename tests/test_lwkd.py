@@ -12,10 +12,10 @@ from conftest import TINY, compose_cfg
 from lstsd.config import validate
 from lstsd.errors import ConfigError
 from lstsd.data import build_data
-from lstsd.data.loader import Batch
-from lstsd.data.synmnist import digit_sources, read_idx
+from lstsd.data.types import Batch
+from lstsd.data.readers.synmnist import digit_sources, read_idx
 from lstsd.methods.lwkd import LWKD, shift
-from lstsd.run import run
+from lstsd.training.run import run
 
 
 def write_idx(path, array: np.ndarray):
@@ -96,7 +96,7 @@ T28 = (*[o for o in TINY if not o.startswith("dataset.shape")], "dataset.shape=[
 
 
 def build_lwkd(tmp_path, *overrides):
-    from lstsd import engine
+    from lstsd.training import trainer as engine
 
     captured, orig = {}, engine.Trainer.fit
 

@@ -11,8 +11,8 @@ import torch
 from conftest import compose_cfg
 from lstsd.config import validate
 from lstsd.errors import ConfigError
-from lstsd.data import mnist1d
-from lstsd.data.mnist1d import GeneratorArgs, load_arrays
+from lstsd.data.readers import mnist1d
+from lstsd.data.readers.mnist1d import GeneratorArgs, load_arrays
 from lstsd.models import build_model
 
 
@@ -119,7 +119,7 @@ def test_cnn_is_the_reference_convbase():
 
 
 def test_reference_recipe_two_epochs(tmp_path):
-    from lstsd.run import run
+    from lstsd.training.run import run
 
     res = run(compose_cfg("experiment=mnist1d", "trainer.epochs=2", "trainer.progress=false",
                           f"dataset.root={tmp_path}"), tmp_path / "run")
@@ -151,7 +151,7 @@ def test_bad_generator_arguments_are_one_line_errors(overrides, message):
 
 
 def test_a_model_that_does_not_fit_the_sequence_length_is_a_config_error(tmp_path):
-    from lstsd.run import run
+    from lstsd.training.run import run
 
     cfg = compose_cfg("experiment=mnist1d", "dataset.final_seq_length=2", "dataset.template_len=2",
                       "dataset.num_samples=100", f"dataset.root={tmp_path}", "trainer.epochs=1")

@@ -10,10 +10,10 @@ from torch import nn
 
 from conftest import compose_cfg
 from lstsd.config import validate
-from lstsd.data import DataInfo
-from lstsd.data.loader import Batch
+from lstsd.data.types import Batch, DataInfo
 from lstsd.methods import build_method
-from lstsd.methods.base import RunContext, TeacherOutputs, mode_invariant
+from lstsd.methods.base import RunContext
+from lstsd.methods.teacher import TeacherOutputs, mode_invariant
 
 INFO = DataInfo("toy", num_classes=2, input_shape=(3,), num_train=6, num_val=0, num_test=0)
 X = torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.2, -0.3], [-0.7, 0.9, 0.1], [0.0, 1.0, -2.0], [2.0, 0.5, 0.5],
@@ -55,7 +55,7 @@ def test_dlb_separate_forwards_equal_the_official_step():
     loss, _, terms = dlb.training_step(new)
     loss.backward()
 
-    from lstsd.data.loader import epoch_generator
+    from lstsd.data.loaders.memory import epoch_generator
     from lstsd.methods.dlb import REPEAT_STREAM
 
     rep = Train().get(torch.tensor([0, 1]), epoch_generator(0, 0, REPEAT_STREAM))  # the same draw as DLB's
@@ -87,7 +87,7 @@ def test_mean_teacher_official_teacher_train_mode_own_augmentation_parameters_on
     opt_a = torch.optim.SGD(student.parameters(), lr=0.1)
     opt_b = torch.optim.SGD(official_student.parameters(), lr=0.1)
     mt.on_epoch_start(0)
-    from lstsd.data.loader import epoch_generator
+    from lstsd.data.loaders.memory import epoch_generator
     from lstsd.methods.consistency import TEACHER_STREAM
 
     g = epoch_generator(0, 0, TEACHER_STREAM)
@@ -143,7 +143,7 @@ def test_a_frozen_teachers_outputs_are_precomputed_without_augmentation(tiny_cfg
     """Inputs that do not change between epochs (synthetic float data: no augmentation): the teacher's outputs on
     the training set are computed once and read by index, equal to running it on each batch; with augmentation
     (8-bit pixels with crop and flip) it runs on each batch."""
-    from lstsd.run import assemble
+    from lstsd.training.run import assemble
 
     conf = validate(tiny_cfg("method=sd", "method.minigens=2"))
     trainer = assemble(conf, tmp_path, [])

@@ -14,10 +14,12 @@ import test_preemption
 from conftest import compose_cfg, read_metrics
 from lstsd.config import validate
 from lstsd.data import build_data
-from lstsd.data.loader import MemoryLoader, Splits
-from lstsd.data.stream import StreamLoader, sample_seed
+from lstsd.data.loaders.memory import MemoryLoader
+from lstsd.data.types import Splits
+from lstsd.data.loaders.stream import StreamLoader
+from lstsd.data.workers import sample_seed
 from lstsd.errors import ConfigError
-from lstsd.run import run
+from lstsd.training.run import run
 from test_readers import write_mnist
 
 CLASSES = ("ant", "bee", "cat", "dog")

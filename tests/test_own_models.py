@@ -9,11 +9,10 @@ import torch
 import torchvision
 
 from conftest import compose_cfg
-from lstsd import compose
-from lstsd.config import validate
+from lstsd.config import compose, validate
 from lstsd.errors import ConfigError
 from lstsd.models import build_model
-from lstsd.run import run
+from lstsd.training.run import run
 
 TINY_RGB = ("dataset=synthetic", "dataset.num_train=32", "dataset.num_test=16", "dataset.shape=[3,8,8]",
             "dataset.num_classes=4", "dataset.batch_size=16", "trainer.epochs=1", "trainer.progress=false")

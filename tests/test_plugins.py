@@ -9,9 +9,9 @@ import textwrap
 import pytest
 
 from conftest import REPO, run_cli
-from lstsd import compose
+from lstsd.config import compose
 from lstsd.registry import DATASETS, METHODS, MODELS
-from lstsd.teachers import teacher_overrides
+from lstsd.methods.teacher import student_overrides
 
 PLUGIN = REPO / "examples" / "plugin"
 ARGS = ("imports=[my_plugin.components]", "hydra.searchpath=[pkg://my_plugin/conf]", "dataset=blobs", "model=mlp",
@@ -37,7 +37,7 @@ def plugin_importable(monkeypatch):
 
 def test_imports_register_the_components_and_store_their_schemas_before_composing(plugin_importable, tmp_path):
     from lstsd.config import validate
-    from lstsd.run import run
+    from lstsd.training.run import run
 
     cfg = compose.compose([*ARGS, "method=confidence_penalty", "method.beta=0.2"])
     assert {"blobs"} <= DATASETS.keys() and "mlp" in MODELS.keys() and "confidence_penalty" in METHODS.keys()
@@ -47,7 +47,7 @@ def test_imports_register_the_components_and_store_their_schemas_before_composin
     assert conf.imports == ["my_plugin.components"]
     res = run(cfg, tmp_path / "run", overrides=list(ARGS))
     assert res["status"] == "completed" and res["method"] == "confidence_penalty" and res["model"] == "mlp"
-    from lstsd.config import RELAUNCH_KEYS
+    from lstsd.config.identity import RELAUNCH_KEYS
 
     assert "imports" in RELAUNCH_KEYS  # where the components are found, not what is trained
 
@@ -55,7 +55,7 @@ def test_imports_register_the_components_and_store_their_schemas_before_composin
 def test_a_teacher_run_keeps_the_students_search_path():
     student = ["imports=[my_plugin.components]", "hydra.searchpath=[pkg://my_plugin/conf]", "model=mlp",
                "hydra.run.dir=x", "method=kd"]
-    assert teacher_overrides(student, ["trainer.epochs=3"]) == [
+    assert student_overrides(student, ["trainer.epochs=3"]) == [
         "imports=[my_plugin.components]", "hydra.searchpath=[pkg://my_plugin/conf]", "model=mlp", "method=vanilla",
         "trainer.epochs=3"]
 

@@ -16,12 +16,14 @@ import torch
 from conftest import REPO, compose_cfg, run_cli
 from glue_fixtures import write_glue
 from lstsd.config import DatasetConfig, validate
-from lstsd.data import build_data, mnist1d, tensors
-from lstsd.data.glue import load_glue
-from lstsd.data.loader import Splits, write_cache
-from lstsd.data.mnist1d import GeneratorArgs, load_arrays
-from lstsd.data.synmnist import digit_sources
-from lstsd.data.synthetic import SyntheticConfig
+from lstsd.data import build_data
+from lstsd.data.readers import mnist1d
+from lstsd.data.types import tensors
+from lstsd.data.readers.glue import load_glue
+from lstsd.data.types import Splits, write_cache
+from lstsd.data.readers.mnist1d import GeneratorArgs, load_arrays
+from lstsd.data.readers.synmnist import digit_sources
+from lstsd.data.readers.synthetic import SyntheticConfig
 from lstsd.errors import ConfigError
 from lstsd.models.text import read_embeddings
 from lstsd.registry import DATASETS, Entry

@@ -15,8 +15,8 @@ import torch
 from conftest import TINY, compose_cfg, run_cli
 from lstsd.errors import ConfigError, TrainingError
 from lstsd.fileio import atomic_write
-from lstsd.rundir import RunDir
-from lstsd.run import run
+from lstsd.training.rundir import RunDir
+from lstsd.training.run import run
 
 
 def snapshot(d: Path) -> dict:
@@ -111,7 +111,7 @@ def test_hydra_folder_is_written_once_by_the_cli(tmp_path):
 
 
 def test_a_second_process_is_refused_while_one_holds_the_folder(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom lstsd.rundir import RunDir\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom lstsd.training.rundir import RunDir\n"
                                f"with RunDir({str(tmp_path)!r}).lock():\n    print('held', flush=True)\n"
                                "    time.sleep(120)"], stdout=subprocess.PIPE, text=True)
     try:
@@ -159,7 +159,7 @@ def test_temporary_files_are_unique_per_process_and_a_failed_write_keeps_the_fil
 
 
 def test_teacher_cache_key_does_not_depend_on_the_order_of_overrides(tmp_path):
-    from lstsd.teachers import TeacherRunner, train_teacher
+    from lstsd.training.teachers import train_teacher
 
     trained = []
 
@@ -167,18 +167,20 @@ def test_teacher_cache_key_does_not_depend_on_the_order_of_overrides(tmp_path):
         trained.append(list(overrides))
         (Path(d) / "results.json").write_text(json.dumps({"status": "completed"}))
 
-    runner = TeacherRunner(compose=lambda overrides: None, run=fake_run)
-    a = train_teacher(["dataset=digits", "seed=1", "method=vanilla"], tmp_path, runner)
-    b = train_teacher(["method=vanilla", "dataset=digits", "seed=1"], tmp_path, runner)
-    c = train_teacher(["method=vanilla", "dataset=digits", "seed=2", "seed=1"], tmp_path, runner)
-    d = train_teacher(["method=vanilla", "dataset=digits", "seed=1", "seed=2"], tmp_path, runner)
+    def train(*overrides):
+        return train_teacher(list(overrides), tmp_path, compose=lambda overrides: None, train=fake_run)
+
+    a = train("dataset=digits", "seed=1", "method=vanilla")
+    b = train("method=vanilla", "dataset=digits", "seed=1")
+    c = train("method=vanilla", "dataset=digits", "seed=2", "seed=1")
+    d = train("method=vanilla", "dataset=digits", "seed=1", "seed=2")
     assert a == b == c != d and len(trained) == 2
 
 
 def test_only_rank_0_writes_log_files(tmp_path):
     import logging
 
-    from lstsd.run import only_rank_0_writes_logs
+    from lstsd.training.run import only_rank_0_writes_logs
 
     root = logging.getLogger()
     handler = logging.FileHandler(tmp_path / "cli.log")

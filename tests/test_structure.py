@@ -75,28 +75,53 @@ def test_the_package_has_no_import_cycle():
     assert cycle(edges) == []
 
 
-def test_leaves_and_layers():
-    """errors and fileio import nothing of lstsd; the registry only errors; config only errors and the registry; teachers
-    neither the run nor the command line (the composition root hands them a runner); the engine no method."""
+GROUND = ("lstsd.errors", "lstsd.fileio", "lstsd.registry", "lstsd.distributed", "lstsd.machine")
+FLOORS = (("ground", GROUND), ("config", ("lstsd.config",)), ("data and models", ("lstsd.data", "lstsd.models")),
+          ("methods", ("lstsd.methods",)), ("training", ("lstsd.training",)),
+          ("launch and report", ("lstsd.launch", "lstsd.report")))
+
+
+def floor(module: str) -> int:
+    """The floor of a module of the package (the doors, cli, library, bench, integrations, the package itself, are
+    the top floor): imports point to the same floor or below."""
+    for i, (_, prefixes) in enumerate(FLOORS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return i
+    return len(FLOORS)
+
+
+def test_imports_point_downward():
+    """The wings of docs/extending.md's code layout: every import points to its own floor or one below; the ground
+    floor's leaves import nothing of lstsd (the registry only the errors); data never imports models (a text model
+    may read data's tokenisation); methods never import training, training never imports launch, config imports no
+    component; the trainer and its parts know no method (the run, the composition root, builds one with the teacher it
+resolved)."""
     edges, _ = import_graph()
-    below = lambda m: {n for n in edges[m]}  # noqa: E731
-    assert below("lstsd.errors") == set()
-    assert below("lstsd.registry") == {"lstsd.errors"}
-    assert below("lstsd.config") <= {"lstsd.errors", "lstsd.registry"}
-    assert below("lstsd.fileio") == set()
-    assert below("lstsd.rundir") <= {"lstsd.errors", "lstsd.fileio"}
-    assert not below("lstsd.teachers") & {"lstsd.run", "lstsd.cli", "lstsd.compose"}
-    engine = [m for m in edges if m.startswith("lstsd.engine")]
-    assert not any(n.startswith("lstsd.methods") for m in engine for n in edges[m])
-    for family in ("lstsd.data.", "lstsd.models.", "lstsd.methods."):  # components never import the run's root
-        for m in (m for m in edges if m.startswith(family)):
-            assert not edges[m] & {"lstsd.run", "lstsd.cli", "lstsd.compose", "lstsd.bench", "lstsd.report"}, m
+    up = [f"{m} -> {n}" for m, ns in edges.items() for n in ns if floor(n) > floor(m)]
+    assert up == []
+    assert edges["lstsd.errors"] == edges["lstsd.fileio"] == set()
+    assert edges["lstsd.registry"] == {"lstsd.errors"} and edges["lstsd.machine"] <= {"lstsd.errors"}
+    assert not [f"{m} -> {n}" for m, ns in edges.items() if m.startswith("lstsd.data") for n in ns
+                if n.startswith("lstsd.models")]
+    trainer = [f"lstsd.training.{m}" for m in ("trainer", "checkpoint", "signals", "step_stats", "evaluation")]
+    assert not [f"{m} -> {n}" for m in trainer for n in edges[m] if n.startswith("lstsd.methods")]
+    assert not [m for m in edges if m.count(".") == 1 and m not in GROUND and m.split(".")[1] not in
+                ("cli", "library", "bench", "__main__") and not (PACKAGE / m.split(".")[1]).is_dir()]
+
+
+def test_floor_of_a_module():
+    assert [floor(m) for m in ("lstsd.errors", "lstsd.config.compose", "lstsd.models.lenet", "lstsd.methods.kd",
+                               "lstsd.training.run", "lstsd.report.cli", "lstsd.cli")] == [0, 1, 2, 3, 4, 5, 6]
+
+
+def test_at_most_ten_modules_at_the_root():
+    assert len(list(PACKAGE.glob("*.py"))) <= 10
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--cfg", "job", "method=lstsd"], ["--info"], ["-sc", "query=bash"]])
 def test_print_only_commands_import_neither_torch_nor_timm(tmp_path, args):
     """--help, --cfg, --info and tab completion compose from the schema snapshot: torch and timm stay unimported."""
-    from lstsd import compose
+    from lstsd.config import compose
 
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "COMP_LINE": "lstsd method=lst"}
     os.environ["XDG_CACHE_HOME"] = str(tmp_path)
@@ -130,9 +155,9 @@ def test_a_method_is_its_module_and_its_yaml(tmp_path, monkeypatch):
     base_<name> with the name filled in, and its YAML (which names it nowhere but in its defaults) composes and
     trains."""
     import lstsd.methods
-    from lstsd import compose
+    from lstsd.config import compose
     from lstsd.registry import METHODS
-    from lstsd.run import run
+    from lstsd.training.run import run
 
     package = tmp_path / "more_methods"
     package.mkdir()

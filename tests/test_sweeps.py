@@ -124,7 +124,7 @@ def test_optuna_hparams_search_maximises_validation_accuracy_and_resumes(tmp_pat
 
 def test_method_keys_go_to_the_methods_that_have_them():
     from lstsd.errors import ConfigError
-    from lstsd.sweeper import as_one_value_sweeps, fit_to_methods
+    from lstsd.launch.sweeper import as_one_value_sweeps, fit_to_methods
 
     has = {("lstsd", "method.minigen_epochs"), ("lstsd", "method.lambda_long")}
     jobs = [["method=vanilla", "method.minigen_epochs=1", "seed=0"], ["method=vanilla", "method.minigen_epochs=6",
@@ -181,7 +181,7 @@ def test_the_baselines_grid_gives_each_method_its_own_weights():
     from hydra.core.global_hydra import GlobalHydra
 
     from conftest import CONFIG_DIR
-    from lstsd.sweeper import method_of, sweep_jobs
+    from lstsd.launch.sweeper import method_of, sweep_jobs
 
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         master = compose("config", ["experiment=baselines_grid"], return_hydra_config=True)

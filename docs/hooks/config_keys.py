@@ -1,6 +1,6 @@
 """The configuration-keys reference (docs/reference/config.md), generated from the schemas when the site is built.
 
-Every key comes from the schemas Hydra composes with (:func:`lstsd.compose.schema_nodes`: the run-wide dataclasses
+Every key comes from the schemas Hydra composes with (:func:`lstsd.config.compose.schema_nodes`: the run-wide dataclasses
 of ``lstsd.config`` and each registered dataset's, model's and method's schema), with its type and default; its
 description is the comment beside or above the field in the schema's source (read with ``tokenize`` and ``ast``),
 looked up along the dataclass's bases. Each group's options are the YAML files of ``lstsd/conf/<group>/``: what
@@ -271,7 +271,8 @@ def generate() -> str:
     """The Markdown of the configuration-keys page."""
     from omegaconf import OmegaConf
 
-    from lstsd import compose, config
+    from lstsd import config
+    from lstsd.config import compose
     from lstsd.registry import DATASETS, METHODS, MODELS
 
     conf = Path(compose.CONFIG_DIR)

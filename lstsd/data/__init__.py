@@ -3,52 +3,19 @@ sample (its row in the per-sample banks). Each dataset is a reader registered wi
 (``@register_dataset(name, Schema)``, one module per family) that returns the raw splits; :func:`build_data`
 checks them (:func:`check_splits`), carves the optional validation split and wraps the splits in loaders:
 ``dataset.loader`` memory (the split on the training device), torchvision (a DataLoader over the split in host
-memory) or stream (:mod:`lstsd.data.stream`: workers read the samples from disk)."""
+memory) or stream (:mod:`lstsd.data.loaders.stream`: workers read the samples from disk)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Optional
+from dataclasses import replace
 
-import numpy as np
-import torch
-
-from lstsd.data.loader import MemoryLoader, Splits, TorchvisionLoader, carve_validation
-from lstsd.data.stream import Samples, StreamLoader, materialise
-from lstsd.data.text import encode_splits, vocab_fingerprint
+from lstsd.data.loaders.memory import MemoryLoader, TorchvisionLoader, carve_validation
+from lstsd.data.loaders.stream import StreamLoader
+from lstsd.data.samples import Samples
+from lstsd.data.text import encode_splits
+from lstsd.data.types import Data, DataInfo, Splits, check_splits
+from lstsd.data.workers import materialise
 from lstsd.errors import ConfigError, TrainingError
 from lstsd.registry import DATASETS
-
-
-@dataclass
-class DataInfo:
-    name: str
-    num_classes: int
-    input_shape: tuple
-    num_train: int
-    num_val: int
-    num_test: int
-    vocab: Optional[list] = None  # a text dataset's vocabulary, where the model's tokeniser is built from it
-
-    @property
-    def in_channels(self) -> int:
-        return self.input_shape[0]
-
-    def metrics(self, configured) -> tuple:
-        """The metrics to evaluate: ``dataset.metrics`` (``configured``), with top-5 accuracy (``top5``) added
-        where the dataset has more than five classes (with five or fewer it is always 100 %)."""
-        configured = tuple(configured)
-        return configured + (("top5",) if self.num_classes > 5 and "top5" not in configured else ())
-
-    @property
-    def vocab_sha256(self) -> Optional[str]:
-        return None if self.vocab is None else vocab_fingerprint(self.vocab)
-
-
-@dataclass
-class Data:
-    info: DataInfo
-    train: MemoryLoader
-    evals: dict  # split name ("val", "test") -> MemoryLoader
 
 
 def build_data(cfg, seed: int, device, channels_last: bool = False, rank: int = 0, world_size: int = 1,
@@ -126,41 +93,4 @@ def in_memory(splits: Splits, cfg) -> Splits:
                    else x, y) for name, (x, y) in splits.sets.items()}
     return replace(splits, sets=sets)
 
-
-def labels(y):
-    """Labels as a reader hands them to :class:`Splits`: integers become an int64 tensor; other labels (floats,
-    booleans, strings) are kept as they are, so that :func:`check_splits` refuses them instead of a cast quietly
-    truncating them (1.7 -> 1)."""
-    y = np.asarray(y)
-    return torch.as_tensor(y, dtype=torch.int64) if y.dtype.kind in "iu" else y
-
-
-def tensors(x, y) -> tuple:
-    """Inputs and labels as a reader hands them to :class:`Splits` (see :func:`labels`)."""
-    return torch.as_tensor(x), labels(y)
-
-
-def check_splits(splits: Splits, name: str) -> None:
-    """Every split of a reader's result: as many inputs (images, sequences, sentences) as labels, at least one
-    sample, and labels that are integers in ``[0, num_classes)``; a one-line ConfigError naming the dataset and
-    the split otherwise. Readers check their own files; this holds for every reader, present and future, before
-    any loader, model or metric relies on it."""
-    classes = splits.num_classes
-    for split, (x, y) in splits.sets.items():
-        where = f"dataset {name}: split {split}"
-        try:
-            labels = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)
-        except ValueError:  # a ragged list
-            raise ConfigError(f"{where} has labels that are not a list of integers") from None
-        if labels.ndim != 1:
-            raise ConfigError(f"{where} has labels of shape {tuple(labels.shape)}: allowed one integer per sample")
-        if len(x) != len(labels):
-            raise ConfigError(f"{where} has {len(x)} inputs and {len(labels)} labels")
-        if not len(labels):
-            raise ConfigError(f"{where} is empty: allowed at least one sample")
-        if labels.dtype.kind not in "iu":
-            raise ConfigError(f"{where} has labels of dtype {labels.dtype}: allowed integers in [0, {classes})")
-        bad = labels[(labels < 0) | (labels >= classes)]
-        if bad.size:
-            raise ConfigError(f"{where} has {bad.size} label(s) outside [0, {classes}) (the first: {bad[0]})")
 

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, default_collate
 
-from lstsd.data.loader import Batch
+from lstsd.data.types import Batch
 
 
 class IndexedDataset(Dataset):
@@ -42,7 +42,7 @@ class IndexedDataset(Dataset):
         return len(self.dataset)
 
     def get(self, index: Tensor, generator: Optional[torch.Generator] = None) -> Batch:
-        """The samples ``index`` as a :class:`~lstsd.data.loader.Batch` on ``index``'s device (inputs collated by
+        """The samples ``index`` as a :class:`~lstsd.data.types.Batch` on ``index``'s device (inputs collated by
         ``default_collate``). With ``augment``, random transforms drawing from torch's global generator draw from
         one seeded by ``generator`` instead (a reproducible re-read); the global generator is left as it was
         (transforms drawing from Python's or NumPy's generators are not covered)."""

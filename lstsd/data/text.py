@@ -29,7 +29,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from lstsd.data.loader import Splits, write_cache
+from lstsd.data.types import Splits, vocab_fingerprint, write_cache
 from lstsd.errors import ConfigError, one_line
 
 log = logging.getLogger(__name__)
@@ -123,11 +123,6 @@ class HFEncoder:
 
 
 ENCODERS: dict[str, Callable] = {"textcnn": WordEncoder, "bert": HFEncoder}  # model.arch -> its tokeniser
-
-
-def vocab_fingerprint(vocab: list[str]) -> str:
-    """A vocabulary's identity (results.json's ``vocab_sha256``: a teacher must read the same word ids)."""
-    return hashlib.sha256("\n".join(vocab).encode()).hexdigest()
 
 
 def model_dir(model_cfg) -> str:

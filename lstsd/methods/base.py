@@ -7,7 +7,7 @@ A method whose mini-generations restart the learning rate sets ``lr_cycles`` (th
 
 A training loop of one's own drives the same object (built from plain arguments by :func:`lstsd.method`)
 through :meth:`Method.compute_loss` (logits, targets and sample ids instead of a
-:class:`~lstsd.data.loader.Batch`) and :meth:`Method.after_optimizer_step` in place of the two per-step hooks,
+:class:`~lstsd.data.types.Batch`) and :meth:`Method.after_optimizer_step` in place of the two per-step hooks,
 and the same epoch, evaluation and state hooks. These two check their arguments and their order (a clear
 exception instead of a silent wrong result); the trainer's hooks check nothing that costs a device-to-host sync.
 A method states what it needs beyond logits, targets and sample ids in :meth:`Method.requires`.
@@ -18,17 +18,16 @@ mini-generations end at), ``teacher_forwards`` and ``images_per_step`` (its inhe
 """
 from __future__ import annotations
 
-import copy
+import contextlib
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, ContextManager, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lstsd.data import DataInfo
-from lstsd.data.loader import Batch
-from lstsd.teachers import TeacherRunner
+from lstsd.data.types import Batch, DataInfo, TrainingSet
+from lstsd.methods.teacher import Teacher
 
 
 @dataclass(kw_only=True)
@@ -39,93 +38,18 @@ class RunContext:
     device: torch.device
     epochs: int
     steps_per_epoch: Optional[int] = None  # None: not known (a loop of one's own)
-    # the training loader, or an lstsd.IndexedDataset: ``get(index, generator)`` re-reads samples as a Batch,
-    # ``num_samples``, ``augment`` (whether a re-read sample is augmented afresh), ``rank``
-    train: Optional[object] = None
+    # the training split: re-read by sample id (``get``), its size and whether re-reads are augmented afresh
+    train: Optional[TrainingSet] = None
     seed: int = 0
-    overrides: tuple = ()  # the run's command-line overrides (teachers trained on the fly start from them)
-    config: Optional[object] = None  # the run's validated Config
     net: Optional[nn.Module] = None  # the training forward: the model's DDP wrapper with several processes
-    runner: Optional[TeacherRunner] = None  # how teachers are composed and trained (given by lstsd.run)
-    teacher: Optional[nn.Module] = None  # a given teacher network (KD-style methods), instead of a teacher run
-
-
-# layers whose output is the same in train and eval mode (a whitelist: anything else may differ)
-MODE_INVARIANT = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid,
-                  nn.Flatten, nn.Identity, nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.MaxPool1d, nn.MaxPool2d,
-                  nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.LayerNorm,
-                  nn.GroupNorm, nn.Embedding)
-
-
-def mode_invariant(model: nn.Module, x: Tensor) -> bool:
-    """Whether ``model`` computes the same in train and eval mode: only layers of :data:`MODE_INVARIANT` and
-    recurrent layers without dropout as leaves (no batch norm, no dropout module), and, against functional dropout
-    or normalisation in a model's own code, the same outputs for ``x`` in eval mode and twice in train mode (on a
-    copy, the random generators left as they were)."""
-    for m in model.modules():
-        leaf = not list(m.children())
-        if isinstance(m, nn.RNNBase) and m.dropout or leaf and not isinstance(m, (*MODE_INVARIANT, nn.RNNBase)):
-            return False
-    probe = copy.deepcopy(model)
-    with torch.no_grad(), torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-        reference = probe.eval()(x)
-        return all(torch.equal(probe.train()(x), reference) for _ in range(2))
-
-
-class TeacherOutputs:
-    """What a frozen teacher (no gradients) predicts for each training batch, in eval mode or, with
-    ``train_mode``, in train mode (batch statistics, dropout: the teacher then runs on each batch).
-
-    In eval mode (or in train mode for a model without batch norm or dropout, :func:`mode_invariant`), when the
-    training inputs are the same in every epoch (the loader does not augment: MNIST-1D, digits, text), the
-    teacher's outputs on the whole training set are computed once, in evaluation-sized batches, whenever the
-    teacher changes (:meth:`set`), and read by sample index: one teacher forward per step becomes one index read,
-    with the same values (a sample's output then does not depend on its batch).
-    With augmentation the teacher runs on each (augmented) batch. The forward passes run in the training
-    precision."""
-
-    def __init__(self, ctx: RunContext, teacher: Optional[nn.Module] = None, train_mode: bool = False):
-        self.ctx, self.teacher, self.bank, self.train_mode = ctx, None, None, train_mode
-        self.precompute = ctx.train is not None and not getattr(ctx.train, "augment", True) and \
-            (not train_mode or mode_invariant(ctx.model, ctx.train.get(torch.arange(min(8, ctx.train.num_samples),
-                                                                                   device=ctx.device), None).x))
-        self.set(teacher)
-
-    def set(self, teacher: Optional[nn.Module]) -> None:
-        self.teacher = teacher
-        self.bank = self.compute(teacher) if teacher is not None and self.precompute else None
-
-    @torch.no_grad()
-    def compute(self, teacher: nn.Module) -> Tensor:
-        loader, config = self.ctx.train, self.ctx.config
-        chunk = config.dataset.eval_batch_size if config is not None else 1000
-        precision = config.trainer.precision if config is not None else "fp32"
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-        out = None
-        for index in torch.arange(loader.num_samples, device=self.ctx.device).split(chunk):
-            batch = loader.get(index, None)
-            with torch.autocast(self.ctx.device.type, dtype=dtype, enabled=dtype is not None):
-                logits = teacher(batch.x)
-            if out is None:
-                out = torch.empty(loader.num_samples, *logits.shape[1:], dtype=logits.dtype, device=logits.device)
-            out[index.to(out.device)] = logits
-        return out
-
-    def __call__(self, batch: Batch) -> Tensor:
-        if self.bank is not None:
-            return self.bank[batch.index]
-        teacher = self.teacher.train() if self.train_mode else self.teacher  # a frozen copy is in eval mode
-        with torch.no_grad():
-            return teacher(batch.x)
-
-    @property
-    def nbytes(self) -> int:
-        return 0 if self.bank is None else self.bank.numel() * self.bank.element_size()
+    teacher: Optional[Teacher] = None  # the teacher the run resolved for a method that distils from one
+    autocast: Callable[[], ContextManager] = contextlib.nullcontext  # the training precision's forward context
+    eval_batch_size: int = 1000  # batch size of a pass over the whole training set (precomputed teacher outputs)
 
 
 class Method:
     """A training policy: plain supervised training (cross-entropy) that subclasses extend through the hooks
-    below. The trainer (:class:`lstsd.engine.Trainer`) and one's own loop (:func:`lstsd.method`, driven by
+    below. The trainer (:class:`lstsd.training.trainer.Trainer`) and one's own loop (:func:`lstsd.method`, driven by
     :meth:`compute_loss` and :meth:`after_optimizer_step`) call the same hooks of the same object."""
     name = "base"
     lr_cycles: Optional[list[int]] = None  # epochs per learning-rate cycle; None: one schedule over the run

@@ -4,7 +4,7 @@ LSTSD paper's one-generation baselines. Both add a consistency term to the cross
     L = CE(f(x), y) + w(e) * C(f(x), target),    w(e) = weight * exp(-5 (1 - e / R)^2) for epoch e < R, else weight
 
 (the sigmoid-shaped ramp-up of both papers, R = ``rampup_epochs``; R = 0 switches it off), with C the KL term
-of :func:`lstsd.losses.kd_loss` or the softmax MSE (``loss``), both at ``temperature``.
+of :func:`lstsd.methods.losses.kd_loss` or the softmax MSE (``loss``), both at ``temperature``.
 
 ``mean_teacher``: the target is the prediction of a teacher whose weights are an exponential moving average of
 the student's, theta' <- a * theta' + (1 - a) * theta after every update with a = ``decay`` (the formula the
@@ -35,11 +35,11 @@ from timm.utils import ModelEmaV3
 from torch import Tensor, nn
 
 from lstsd import distributed
-from lstsd.banks import BANK_DTYPES, SampleBank
+from lstsd.methods.banks import BANK_DTYPES, SampleBank
 from lstsd.config import MethodConfig
-from lstsd.data.loader import epoch_generator
+from lstsd.data.loaders.memory import epoch_generator
 from lstsd.errors import require, require_choice
-from lstsd.losses import CONSISTENCY_LOSSES, consistency_loss, teacher_probs
+from lstsd.methods.losses import CONSISTENCY_LOSSES, consistency_loss, teacher_probs
 from lstsd.methods.base import Method
 from lstsd.registry import register_method
 

@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lstsd.config import MethodConfig
-from lstsd.data.loader import epoch_generator
+from lstsd.data.loaders.memory import epoch_generator
 from lstsd.errors import require, require_choice
-from lstsd.losses import kd_loss
+from lstsd.methods.losses import kd_loss
 from lstsd.methods.base import Method
 from lstsd.registry import register_method
 

@@ -11,7 +11,7 @@ In the first mini-generation the loss is cross-entropy only (line 11); from the 
 
     L = CE + lambda^L * KD(f(x), z^L) + lambda^S * KD(f(x), z^S)
 
-with the one KD term of :mod:`lstsd.losses`, by default as Eq. 1 and lines 7-8 print it: KL[f(x) || z], the
+with the one KD term of :mod:`lstsd.methods.losses`, by default as Eq. 1 and lines 7-8 print it: KL[f(x) || z], the
 student's distribution first (``kl_direction=reverse``), with no T^2 factor (``t2_scale=false``), both at the
 temperature T = 2 the text gives ("we divided the teacher and student signal ... by a temperature coefficient
 T = 2"). ``lstsd_hinton`` is the other reading of "following Hinton, Vinyals, and Dean": Hinton's whole KD term,
@@ -40,11 +40,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lstsd.banks import BANK_DTYPES, SampleBank
+from lstsd.methods.banks import BANK_DTYPES, SampleBank
 from lstsd.config import MethodConfig
 from lstsd.errors import require, require_choice
-from lstsd.losses import KD_DIRECTIONS, kd_loss, log_probs, teacher_probs
-from lstsd.methods.base import Method, TeacherOutputs
+from lstsd.methods.losses import KD_DIRECTIONS, kd_loss, log_probs, teacher_probs
+from lstsd.methods.base import Method
+from lstsd.methods.teacher import TeacherOutputs
 from lstsd.models import frozen_copy
 from lstsd.registry import register_method
 

@@ -1,11 +1,11 @@
 """LW-KD: knowledge distillation from a lightweight teacher trained on synthetic digits (LW-KD Algorithms 1-2).
 
 1. A LeNet-5 teacher is trained on SynMNIST-K (``dataset=synmnist`` with the target's K classes; Algorithm 2
-   line 1), once per (K, seed, teacher settings): it is a cached run of this framework
-   (:func:`lstsd.teachers.train_teacher`), or ``teacher_run`` names one. A teacher from outside the framework
-   takes its place as for KD (:func:`lstsd.teachers.external_teacher`): the module given to ``run(cfg,
-   teacher=...)``, ``teacher_checkpoint`` (for ``teacher_model``, by default the model ``teacher`` names: LeNet-5),
-   or pretrained weights of ``teacher_model``; it reads the SynMNIST-K that ``teacher`` describes.
+   line 1), once per (K, seed, teacher settings): the run resolves it before it builds the method
+   (:func:`lstsd.training.teachers.resolve`, from :meth:`LWKDConfig.teacher_overrides`) and hands it over with the
+   SynMNIST-K training split it reads (``ctx.teacher.inputs``). ``teacher_run``, a module given to the run,
+   ``teacher_checkpoint`` (for ``teacher_model``, by default the model ``teacher`` names: LeNet-5) or pretrained
+   weights take its place, as for KD.
 2. Each target training sample is mapped to a fixed synthetic training sample of its class (line 3: the j-th
    sample of class c, in index order, to the (j mod E_c)-th synthetic sample of class c). The teacher is fixed,
    so its logits on the mapped samples are computed once and kept in a per-sample bank (no teacher forward
@@ -33,25 +33,20 @@ own loss with that teacher (run forward on each batch in eval mode).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from lstsd import distributed
-from lstsd.banks import SampleBank
-from lstsd.config import MethodConfig
-from lstsd.data import build_data
-from lstsd.data.synmnist import DIGITS, require_mnist
+from lstsd.data.readers.synmnist import DIGITS, require_mnist
 from lstsd.errors import ConfigError, require, require_choice
-from lstsd.losses import kd_loss
+from lstsd.methods.banks import SampleBank
 from lstsd.methods.base import Method
+from lstsd.methods.losses import kd_loss
+from lstsd.methods.teacher import TeacherConfig, student_overrides
 from lstsd.registry import register_method
-from lstsd.methods.kd import check_external_keys
-from lstsd.teachers import (compose_for, external_teacher, load_section, load_teacher, model_object,
-                            teacher_overrides, train_teacher, where_components_are)
 
 
 def shift(p: Tensor, y: Tensor) -> Tensor:
@@ -63,7 +58,7 @@ def shift(p: Tensor, y: Tensor) -> Tensor:
 
 
 @dataclass
-class LWKDConfig(MethodConfig):
+class LWKDConfig(TeacherConfig):
     alpha: float = 0.1
     beta: float = 0.1
     temperature: float = 20.0  # tau (CIFAR-100: alpha 0.1, beta 0.1, tau 20; CIFAR-10: 0.5, 0.1, 6)
@@ -73,13 +68,9 @@ class LWKDConfig(MethodConfig):
     # SynMNIST's digit images (dataset.digits of the teacher's data): auto (MNIST under dataset.root if there, else
     # scikit-learn's digits), mnist (the paper's; refused without the files), sklearn
     synmnist_digits: str = "auto"
-    teacher: list[str] = field(default_factory=lambda: [
+    teacher: Optional[list[str]] = field(default_factory=lambda: [
         "model=lenet5", "trainer.epochs=10", "optim=sgd", "optim.lr=0.1", "optim.nesterov=false",
         "optim.weight_decay=5e-4", "schedule=constant", "dataset.batch_size=128"])  # the teacher's (LW-KD 4.3)
-    teacher_run: Optional[str] = None  # or a finished teacher run
-    teacher_cache: str = "outputs/teachers"
-    teacher_checkpoint: Optional[str] = None  # or a file saved with torch.save (state_dict or whole module)
-    teacher_model: Optional[Any] = None  # its model config (as KD's); null: the model method.teacher names
     disc_hidden: int = 128
     disc_lr: float = 0.1
 
@@ -92,13 +83,24 @@ class LWKDConfig(MethodConfig):
         require_choice("method.synmnist_digits", self.synmnist_digits, DIGITS)
         require(self.disc_hidden >= 1, "method.disc_hidden", "an integer >= 1", self.disc_hidden)
         require(self.disc_lr > 0, "method.disc_lr", "a number > 0", self.disc_lr)
-        check_external_keys(self)
 
     def check(self, cfg) -> None:
         """The paper's SynMNIST (``synmnist_digits=mnist``) needs MNIST's files under ``dataset.root``: refused
         before anything trains, rather than a teacher trained on other digits."""
         if self.synmnist_digits == "mnist" and self.teacher_source == "synmnist" and self.teacher_run is None:
             require_mnist(cfg.dataset.root, "method.synmnist_digits")
+
+    def own_inputs(self) -> bool:
+        """The teacher reads SynMNIST (Algorithm 2), unless it is trained on the target data (w/o SYN)."""
+        return self.teacher_source == "synmnist"
+
+    def teacher_overrides(self, student: list[str], dataset_root: str, num_classes: int, seed: int) -> list[str]:
+        """LeNet-5 on SynMNIST-K (K = the target's classes, the student's seed), or, with ``teacher_source=target``,
+        the student's own command line as KD's."""
+        if not self.own_inputs():
+            return student_overrides(student, list(self.teacher or []))
+        return ["dataset=synmnist", f"dataset.num_classes={num_classes}", f"dataset.root={dataset_root}",
+                f"dataset.digits={self.synmnist_digits}", f"seed={seed}", "method=vanilla", *(self.teacher or [])]
 
 
 @register_method("lwkd", LWKDConfig)
@@ -113,33 +115,8 @@ class LWKD(Method):
     def __init__(self, cfg: LWKDConfig, ctx):
         super().__init__(cfg, ctx)
         k = ctx.info.num_classes
-        key = "method.teacher_run" if cfg.teacher_run else "method.teacher"
-        synthetic = ["dataset=synmnist", f"dataset.num_classes={k}", f"dataset.root={ctx.config.dataset.root}",
-                     f"dataset.digits={cfg.synmnist_digits}", f"seed={ctx.seed}", "method=vanilla", *cfg.teacher]
-        on_target = teacher_overrides(list(ctx.overrides), list(cfg.teacher))
-        own = cfg.teacher_source == "synmnist"
-        syn = None
-        if getattr(ctx, "teacher", None) is not None or (cfg.teacher_run is None and (
-                cfg.teacher_checkpoint is not None or cfg.teacher_model is not None)):  # a teacher from outside
-            composed = compose_for(ctx, [*where_components_are(ctx.overrides), *(synthetic if own else on_target)],
-                                   "method.teacher")
-            if own:
-                syn = build_data(OmegaConf.to_object(composed.dataset), 0, ctx.device).train
-            reads = syn if own else ctx.train
-            probe = reads.get(torch.arange(min(2, reads.num_samples), device=ctx.device), None).x
-            self.teacher = external_teacher(cfg, ctx, lambda: model_object(composed.model, "method.teacher"), probe, k,
-                                            tuple(probe.shape[1:]), ctx.device)
-        else:
-            if cfg.teacher_run:
-                run_dir = cfg.teacher_run
-            elif own:
-                run_dir = train_teacher(synthetic, cfg.teacher_cache, ctx.runner)
-            else:
-                run_dir = train_teacher(on_target, cfg.teacher_cache, ctx.runner)
-            self.teacher_dir = str(run_dir)
-            self.teacher = load_teacher(run_dir, key, k, ctx.device)
-            if own:
-                syn = build_data(load_section(run_dir, "dataset"), 0, ctx.device).train
+        self.teacher, self.teacher_dir = ctx.teacher.module, ctx.teacher.run_dir
+        own, syn = cfg.own_inputs(), ctx.teacher.inputs
         self.bank = None
         if own:
             self.bank = self.synthetic_targets(syn)

@@ -32,8 +32,9 @@ from torch import Tensor, nn
 
 from lstsd.config import MethodConfig
 from lstsd.errors import require
-from lstsd.losses import kd_loss
-from lstsd.methods.base import Method, TeacherOutputs
+from lstsd.methods.losses import kd_loss
+from lstsd.methods.base import Method
+from lstsd.methods.teacher import TeacherOutputs
 from lstsd.models import frozen_copy
 from lstsd.registry import register_method
 

@@ -38,7 +38,11 @@ def pretrained_classes(cfg) -> Optional[int]:
     return None if count is None else count(cfg)
 
 
+def freeze(model: nn.Module) -> nn.Module:
+    """``model`` as a teacher: in eval mode, with no gradients (in place; returned)."""
+    return model.eval().requires_grad_(False)
+
+
 def frozen_copy(model: nn.Module) -> nn.Module:
-    """A teacher snapshot: a copy in eval mode with no gradients."""
-    teacher = copy.deepcopy(model).eval()
-    return teacher.requires_grad_(False)
+    """A teacher snapshot: a frozen copy (:func:`freeze`)."""
+    return freeze(copy.deepcopy(model))

@@ -10,7 +10,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from lstsd.errors import ConfigError
-from lstsd.rundir import CONFIG, RESULTS, RunDir, identity
+from lstsd.training.rundir import CONFIG, RESULTS, RunDir, identity
 
 
 def natural_key(path: Path) -> list:

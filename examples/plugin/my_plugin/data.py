@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from lstsd.config import DatasetConfig
-from lstsd.data.loader import Splits
+from lstsd.data.types import Splits
 from lstsd.errors import require
 from lstsd.registry import register_dataset
 

@@ -1,0 +1,272 @@
+"""``run(cfg) -> results``: the single entry the CLI, the tests, sweeps and benchmarks call.
+
+The composition root of a run: it validates the config once (one typed :class:`~lstsd.config.Config` from
+here on), builds data and model, resolves the method's teacher (:func:`lstsd.training.teachers.resolve`: a teacher
+run is trained by this same function), then builds the method with it, the optimiser and the schedule into a
+:class:`~lstsd.training.trainer.Trainer`.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from lstsd import distributed
+from lstsd.config import Config, compose, validate
+from lstsd.config.identity import differences, run_identity
+from lstsd.data import build_data
+from lstsd.training import checkpoint
+from lstsd.training.trainer import Trainer, autocast
+from lstsd.errors import ConfigError, TrainingError, one_line
+from lstsd.training.trackers import build_logger
+from lstsd.methods import build_method
+from lstsd.methods.base import RunContext
+from lstsd.methods.teacher import TeacherConfig
+from lstsd.models import build_model, check_model
+from lstsd.training.rundir import RunDir, failure_record
+from lstsd.training.schedules import build_schedule
+from lstsd.training import teachers
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("trainer.device=cuda is invalid: no CUDA device is available (allowed auto, cpu)")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def hydra_job():
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def check_before_data(conf: Config, teacher: Optional[torch.nn.Module] = None) -> None:
+    """What can be checked before the data is loaded beyond the schemas: the model's builder (a torchvision or
+    timm name, an import path, pretrained weights in the cache) and a method's teacher source (none is needed
+    where the caller gives the teacher, ``teacher``)."""
+    check_model(conf.model)
+    if teacher is None and isinstance(conf.method, TeacherConfig):
+        conf.method.require_teacher()
+
+
+def assemble(conf: Config, run_dir: Path, overrides: list[str], teacher: Optional[torch.nn.Module] = None) -> Trainer:
+    """Seed, then build data, model, optimiser, method and schedule into a :class:`Trainer` (no logger)."""
+    check_before_data(conf, teacher)
+    device = distributed.local_device(resolve_device(conf.trainer.device))
+    if conf.trainer.threads is not None:
+        torch.set_num_threads(conf.trainer.threads)
+    seed_everything(conf.seed)
+    data = build_data(conf.dataset, conf.seed, device, channels_last=conf.trainer.channels_last,
+                      rank=distributed.rank(), world_size=distributed.world_size(), model_cfg=conf.model)
+    model = build_model(conf.model, data.info.num_classes, data.info.input_shape, data.info.vocab).to(device)
+    dry_forward(model, data, conf)
+    if conf.trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if conf.trainer.compile:
+        model.compile()  # in place: checkpoints and frozen copies keep the plain parameter names
+    net = model  # what the training forward runs: the model, or its DDP wrapper (gradients averaged)
+    if distributed.active():
+        # buffers are broadcast after each step instead (Trainer.step), so snapshots and EMA teachers agree
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
+                                                        broadcast_buffers=False)
+    try:
+        optimizer = instantiate(conf.optim, _convert_="all")(model.parameters())
+    except (ValueError, TypeError) as e:  # the optimiser's own argument checks, beyond the schema's
+        raise ConfigError(f"optim: {conf.optim._target_} refuses its arguments: {one_line(e)}") from None
+    steps = len(data.train)
+    probe = data.train.get(torch.arange(min(2, data.info.num_train), device=device), None).x
+    student = teachers.Student(data.info, device, probe, conf.model, tuple(overrides), conf.dataset.root, conf.seed)
+    resolved = teachers.resolve(conf.method, student, teacher, compose.compose, run)  # before the method exists
+    ctx = RunContext(model=model, info=data.info, device=device, epochs=conf.trainer.epochs, steps_per_epoch=steps,
+                     train=data.train, seed=conf.seed, net=net, teacher=resolved,
+                     autocast=autocast(device.type, conf.trainer.precision),
+                     eval_batch_size=conf.dataset.eval_batch_size)
+    method = build_method(conf.method, ctx)
+    scheduler = build_schedule(conf.schedule, optimizer, steps, conf.trainer.epochs, method.lr_cycles)
+    return Trainer(conf, model, method, data, optimizer, scheduler, run_dir)
+
+
+def dry_forward(model, data, conf: Config) -> None:
+    """One forward pass of two training samples in eval mode (no statistics updated, no random draw taken): a
+    model that does not fit the input is refused before training, naming the model and the input shape."""
+    index = torch.arange(min(2, data.info.num_train), device=data.train.y.device)
+    batch = data.train.get(index, torch.Generator().manual_seed(0))
+    shape = "x".join(map(str, data.info.input_shape))
+    where = f"model={conf.model.name} does not fit the input of dataset={conf.dataset.name} (shape {shape})"
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(batch.x)
+    except Exception as e:  # noqa: BLE001 - whatever the layers raise: the shapes do not fit
+        raise ConfigError(f"{where}: {type(e).__name__}: {one_line(e)}") from None
+    finally:
+        model.train()
+    if tuple(out.shape) != (len(index), data.info.num_classes):
+        raise ConfigError(f"{where}: it gives outputs of shape {tuple(out.shape)}, not (batch, "
+                          f"{data.info.num_classes})")
+
+
+HOW = ("relaunch it with its own overrides (.hydra/overrides.yaml), launch into a new folder (another name= or "
+       "hydra.run.dir=), or set trainer.force_resume=true to resume it anyway")
+
+
+def listed(diff: list[str]) -> str:
+    """The first differences of two run identities, for a one-line message."""
+    return "; ".join(diff[:4]) + ("; ..." if len(diff) > 4 else "")
+
+
+def claim(files: RunDir, cfg: DictConfig, conf: Config, overrides: list[str], job) -> dict:
+    """Check that the run folder belongs to this configuration, then record it there (``.hydra/``, once); return
+    the run's identity. Another configuration's folder (once it has trained: a checkpoint, an epoch's metrics
+    or results) or checkpoint is refused before anything is written: a :class:`ConfigError` that says what
+    differs (:data:`lstsd.config.identity.RELAUNCH_KEYS` may differ)."""
+    ident, force = run_identity(cfg), conf.trainer.force_resume
+    saved = files.read_config()
+    if saved is not None and not (files.checkpoint.exists() or files.read_metrics() or files.completed()):
+        files.config.unlink()  # a run that failed before its first epoch (a bad input) holds nothing to keep
+        saved = None
+    diff = differences(run_identity(saved), ident) if saved is not None else []
+    if diff and not force:
+        raise ConfigError(f"{files.path} holds a run of another configuration ({listed(diff)}): {HOW}")
+    if conf.trainer.resume and files.checkpoint.exists() and not force:
+        stored = checkpoint.stored_identity(files.checkpoint)
+        foreign = ["it records none"] if stored is None else differences(run_identity(stored), ident)
+        if foreign:
+            raise ConfigError(f"{files.checkpoint} is a checkpoint of another configuration ({listed(foreign)}): "
+                              f"delete it, or {HOW}")
+    if diff and not (files.completed() is not None and conf.trainer.skip_completed):  # forced onto another run
+        log.warning(f"{files.path}: resumed with another configuration (trainer.force_resume=true); its .hydra/ "
+                    "now records this one")
+        files.config.unlink()
+    files.write_hydra(cfg, overrides, job)
+    return ident
+
+
+def run(cfg: DictConfig, run_dir: Optional[str | Path] = None, overrides: Optional[list[str]] = None,
+        teacher: Optional[torch.nn.Module] = None) -> dict:
+    """Validate ``cfg``, build data, model, method, optimiser and schedule, train; return results.json's dict.
+
+    ``run_dir`` and ``overrides`` (the command line ``cfg`` was composed with; a teacher trained on the fly
+    starts from it) default to Hydra's output directory and task overrides. ``teacher``: a teacher module for
+    the methods that distil from one (KD, LW-KD), in place of the teacher their configuration names. The modules
+    of ``cfg.imports`` are imported first, in whatever process runs this. Raises :class:`ConfigError` for bad
+    input, before any training.
+    """
+    compose.import_modules(cfg.get("imports") or [])
+    conf = validate(cfg)
+    job = hydra_job()
+    own_job = run_dir is None  # Hydra's job itself, not a run inside it (a teacher) or through the API
+    if own_job:
+        run_dir = job.runtime.output_dir
+    if overrides is None:
+        overrides = list(job.overrides.task) if job is not None else []
+    joined = distributed.setup(conf.trainer.device)  # several processes (torchrun, SLURM tasks): one group
+    ok = False
+    try:
+        if not distributed.is_main():
+            only_rank_0_writes_logs()
+        files = RunDir(distributed.broadcast(str(run_dir)))
+        with contextlib.ExitStack() as held:
+            problem, ident = None, run_identity(cfg)
+            if distributed.is_main():  # rank 0 holds the folder's lock for the run's lifetime
+                try:
+                    held.enter_context(files.lock())
+                    ident = claim(files, cfg, conf, overrides, job if own_job else None)
+                except OSError as e:  # an unwritable or read-only run folder
+                    problem = ConfigError(f"the run folder {files.path} is not writable: {e.strerror or e} "
+                                          f"({e.filename or files.path})")
+                except ConfigError as e:
+                    problem = e
+            refused = distributed.broadcast(None if problem is None else str(problem))
+            if problem is not None:
+                raise problem
+            if refused is not None:
+                raise ConfigError(refused)
+            results = run_validated(conf, files, overrides, ident, teacher)
+        ok = True
+        return results
+    finally:
+        if joined:
+            distributed.teardown(synchronise=ok)  # after a failure the other ranks may never reach a barrier
+
+
+def summary(results: dict, folder: Path) -> str:
+    """The line that ends a run: the headline metric's final and best test scores, the time, the folder."""
+    m = results["headline"]
+    return (f"done in {results['wall_seconds']:.1f} s: test {m} final {results[f'test_{m}_final']:.2f}, best "
+            f"{results[f'test_{m}_best']:.2f} (epoch {results['best_epoch']}): {folder}")
+
+
+def only_rank_0_writes_logs() -> None:
+    """Ranks other than 0 drop the log files their process was given (Hydra's ``<job>.log``): one copy of each
+    line. Their console shows warnings only."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler):
+            root.removeHandler(handler)
+            handler.close()
+        elif isinstance(handler, logging.StreamHandler):
+            handler.setLevel(max(handler.level, logging.WARNING))
+
+
+def run_validated(conf: Config, files: RunDir, overrides: list[str], ident: Optional[dict] = None,
+                  teacher: Optional[torch.nn.Module] = None) -> dict:
+    done = distributed.broadcast(files.completed())  # rank 0's view, for every rank
+    if done is not None and done.get("epochs", conf.trainer.epochs) > conf.trainer.epochs:
+        raise ConfigError(f"trainer.epochs={conf.trainer.epochs} is invalid: {files.path} holds a completed run of "
+                          f"{done['epochs']} epochs (allowed {done['epochs']} or more, which extends it)")
+    if done is not None and done.get("epochs", conf.trainer.epochs) < conf.trainer.epochs:
+        log.warning(f"{files.path}: extending a completed run of {done['epochs']} epochs to {conf.trainer.epochs}")
+        done = None
+    if done is not None and conf.trainer.skip_completed:
+        log.warning(f"{files.path} already holds a completed run: skipped (trainer.skip_completed=false reruns it)")
+        return done
+    trainer, results, failed = None, None, True
+    try:
+        try:
+            trainer = assemble(conf, files.path, overrides, teacher)
+        except OSError as e:  # an unreadable data file or folder: bad input
+            raise ConfigError(f"{e.filename or 'a file'}: {e.strerror or e}") from None
+        trainer.identity = ident
+        if distributed.is_main():  # only rank 0 writes files and logs
+            trainer.logger = build_logger(conf, files.path)
+        if distributed.is_main():
+            log.info(f"{conf.method.label} on {conf.dataset.name} / {conf.model.name}, seed {conf.seed}, "
+                     f"{conf.trainer.epochs} epochs: {files.path}")
+        try:
+            results = trainer.fit()
+            if distributed.is_main() and "headline" in results:  # a fit replaced in tests may return less
+                log.info(summary(results, files.path))
+        except OSError as e:  # a full disk or a folder gone read-only while training: one line
+            raise TrainingError(f"cannot write {e.filename or files.path}: {e.strerror or e} (errno {e.errno})") from e
+        failed = False
+        return results
+    except Exception as e:  # a bad input found while building (missing data, a teacher that does not fit) too
+        if distributed.is_main():
+            try:
+                files.write_results(failure_record(conf, e))
+            except OSError as write_error:  # the disk that failed the run may not take this file either
+                log.warning(f"could not mark {files.results} failed: {write_error.strerror or write_error}")
+        raise
+    finally:
+        if trainer is not None:
+            trainer.logger.finish(results, failed)
+        del trainer  # the traceback of a failure keeps this frame: the DDP model and optimiser must not outlive
+        # the process group (gloo can abort at exit)

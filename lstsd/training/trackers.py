@@ -1,0 +1,216 @@
+"""Where a run reports besides metrics.jsonl and results.json: the trackers of the ``logger`` group.
+
+Each tracker is a switch of :class:`~lstsd.config.LoggerConfig` that one option of the group turns on, so that
+several options merge: ``logger=wandb``, ``logger=tensorboard``, ``logger=csv``, ``logger=[wandb,tensorboard]``
+(Hydra's list of options of a config group), ``logger=none`` (the default: files only). Every tracker writes one
+run per job into the job's run folder and gets every epoch's metrics row (the row of metrics.jsonl, step =
+epoch) and, at the end, the results:
+
+- ``wandb``: one wandb run per Hydra job (``reinit="finish_previous"``: a multirun never appends to the previous
+  job's run) with the resolved config; ``group`` = ``<experiment name>/<sweep folder>`` for a job of a sweep and
+  ``<experiment name>/<run folder>`` for a single run unless ``logger.group`` is set (a sweep folder's name holds
+  its launch time and a unique id: two sweeps never share a group by default, and a re-launch into the same
+  folder keeps it), ``job_type`` = the method's label unless set; the results are the run's summary, and it is
+  finished in any case, with exit code 1 when training failed. ``WANDB_MODE`` (offline, disabled) and the other
+  ``WANDB_*`` variables are honoured; ``logger.mode`` overrides ``WANDB_MODE`` only when set.
+- ``tensorboard``: a scalar per numeric key of the row under ``<run_dir>/tensorboard/``. A resumed run purges
+  the steps it trains again (``purge_step``), so the event files never hold an epoch twice.
+- ``csv``: ``<run_dir>/metrics.csv``, one row per epoch with the keys of metrics.jsonl as columns. A resumed run
+  keeps the rows before the epoch it resumes at and replaces the rest.
+
+The epochs before the one a launch starts at are those of metrics.jsonl (which the trainer has rewritten from the
+checkpoint's history by then): a tracker turned on only when a run is resumed or extended gets them too.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+from pathlib import Path
+from typing import Optional
+
+from lstsd.errors import ConfigError
+from lstsd.fileio import atomic_write
+from lstsd.training.rundir import RunDir
+
+CSV_FILE = "metrics.csv"
+TENSORBOARD_DIR = "tensorboard"
+SWEEP_FILE = "multirun.yaml"  # what Hydra's sweepers write into a sweep folder when it is launched
+
+
+class NoLogger:
+    """``logger=none``, and the interface every tracker implements."""
+
+    def log_epoch(self, row: dict) -> None:
+        pass
+
+    def finish(self, results: Optional[dict], failed: bool) -> None:
+        pass
+
+
+class Loggers(NoLogger):
+    """Several trackers at once (``logger=[wandb,tensorboard]``): each gets every row, and each is finished even
+    when another one's finish fails (the first error is raised afterwards)."""
+
+    def __init__(self, loggers: list):
+        self.loggers = loggers
+
+    def log_epoch(self, row: dict) -> None:
+        for logger in self.loggers:
+            logger.log_epoch(row)
+
+    def finish(self, results: Optional[dict], failed: bool) -> None:
+        error = None
+        for logger in self.loggers:
+            try:
+                logger.finish(results, failed)
+            except Exception as e:  # noqa: BLE001 - the other trackers are finished first
+                error = error or e
+        if error is not None:
+            raise error
+
+
+def sweep_folder(run_dir: Path) -> Optional[Path]:
+    """The sweep folder that holds ``run_dir``, or None for a single run: Hydra's ``hydra.sweep.dir`` in a job of
+    a multirun, or else the nearest folder above ``run_dir`` with Hydra's ``multirun.yaml`` (a job of a sweep
+    launched again on its own, ``hydra.run.dir=<sweep>/<job>``, stays in its sweep's group)."""
+    run_dir = Path(run_dir).resolve()
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get() if HydraConfig.initialized() else None
+        if hc is not None and hc.mode == RunMode.MULTIRUN:
+            sweep = Path(str(hc.sweep.dir)).resolve()
+            if run_dir != sweep and run_dir.is_relative_to(sweep):  # this job's sweep, not a stale one's
+                return sweep
+    except ImportError:
+        pass
+    return next((p for p in run_dir.parents if (p / SWEEP_FILE).is_file()), None)
+
+
+def default_group(conf, run_dir: Path) -> str:
+    """wandb's group when ``logger.group`` is null: ``<experiment name>/<sweep folder name>`` for a job of a sweep,
+    ``<experiment name>/<run folder name>`` for a single run. The default folders' names hold the launch time (and
+    a sweep's a unique id), so runs of two launches are never grouped together."""
+    return f"{conf.name}/{(sweep_folder(run_dir) or Path(run_dir).resolve()).name}"
+
+
+class WandbLogger(NoLogger):
+    """``logger=wandb``: one wandb run per job (see the module's docstring)."""
+
+    def __init__(self, cfg, conf, run_dir: Path):
+        import wandb
+
+        self.wandb = wandb
+        self.run = wandb.init(
+            project=cfg.project, entity=cfg.entity, group=cfg.group or default_group(conf, run_dir),
+            job_type=cfg.job_type or conf.method.label, name=cfg.run_name or Path(run_dir).name,
+            tags=list(cfg.tags), mode=cfg.mode, dir=str(run_dir),
+            config=dataclasses.asdict(conf), reinit="finish_previous",
+        )
+
+    def log_epoch(self, row: dict) -> None:
+        self.run.log({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+
+    def finish(self, results: Optional[dict], failed: bool) -> None:
+        if results:
+            self.run.summary.update({k: v for k, v in results.items() if isinstance(v, (int, float, str))})
+        self.run.finish(exit_code=1 if failed else 0)
+
+
+def earlier_rows(run_dir: Path, epoch: int) -> list[dict]:
+    """The metrics rows of the epochs before ``epoch`` (those of a resumed run's checkpoint), from metrics.jsonl."""
+    return [row for row in RunDir(run_dir).read_metrics() if row["epoch"] < epoch]
+
+
+def numeric(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class TensorBoardLogger(NoLogger):
+    """``logger=tensorboard``: every numeric key of each epoch's row as a scalar (step = epoch) in event files under
+    ``<run_dir>/tensorboard/``. The writer opens at the first row, with ``purge_step`` = its epoch: the steps a
+    resumed run trains again (the epochs after its checkpoint) are purged from the earlier event files. A folder
+    without event files yet gets the earlier epochs first."""
+
+    def __init__(self, run_dir: Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as e:  # torch's writer needs the tensorboard package
+            raise ConfigError(f"logger=tensorboard needs the tensorboard package ({e}): pip install tensorboard") \
+                from None
+        self.writer_class, self.run_dir, self.writer = SummaryWriter, Path(run_dir), None
+        self.dir = self.run_dir / TENSORBOARD_DIR
+
+    def add(self, row: dict) -> None:
+        for key, value in row.items():
+            if key != "epoch" and numeric(value):
+                self.writer.add_scalar(key, value, global_step=int(row["epoch"]))
+
+    def log_epoch(self, row: dict) -> None:
+        if self.writer is None:
+            fresh = not any(self.dir.glob("events.out.tfevents.*"))
+            self.writer = self.writer_class(log_dir=str(self.dir), purge_step=int(row["epoch"]))
+            for earlier in earlier_rows(self.run_dir, int(row["epoch"])) if fresh else []:
+                self.add(earlier)
+        self.add(row)
+        self.writer.flush()  # an epoch's scalars are on disk when the next epoch starts
+
+    def finish(self, results: Optional[dict], failed: bool) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class CSVLogger(NoLogger):
+    """``logger=csv``: ``<run_dir>/metrics.csv``, one row per epoch, the keys of metrics.jsonl as columns (in
+    their order of first appearance; a key an epoch lacks is an empty cell). Rows are appended; the file is
+    written whole (atomically) at a launch's first row, from the earlier epochs of metrics.jsonl (a resumed run
+    trains the later ones again), and when a row brings a new column."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir, self.path = Path(run_dir), Path(run_dir) / CSV_FILE
+        self.columns: list[str] = []
+        self.rows: Optional[list[dict]] = None  # None until the launch's first row
+
+    def write_all(self) -> None:
+        def write(f):
+            writer = csv.DictWriter(f, fieldnames=self.columns, restval="", extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+        atomic_write(self.path, write)
+
+    def log_epoch(self, row: dict) -> None:
+        rewrite = self.rows is None
+        if rewrite:
+            self.rows = earlier_rows(self.run_dir, int(row["epoch"]))
+        self.rows.append(row)
+        new = [k for r in (self.rows if rewrite else [row]) for k in r if k not in self.columns]
+        self.columns += list(dict.fromkeys(new))
+        if rewrite or new:
+            self.write_all()
+        else:
+            with open(self.path, "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self.columns, restval="", extrasaction="ignore").writerow(row)
+
+
+def build_logger(conf, run_dir: Path):
+    """The trackers ``conf.logger`` turns on, for the run in ``run_dir``: one, several (:class:`Loggers`) or
+    :class:`NoLogger`."""
+    built = []
+    try:
+        for name in conf.logger.trackers():
+            if name == "wandb":
+                built.append(WandbLogger(conf.logger, conf, run_dir))
+            elif name == "tensorboard":
+                built.append(TensorBoardLogger(run_dir))
+            elif name == "csv":
+                built.append(CSVLogger(run_dir))
+    except BaseException:
+        with contextlib.suppress(Exception):  # a wandb run already opened is not left running
+            Loggers(built).finish(None, failed=True)
+        raise
+    if not built:
+        return NoLogger()
+    return built[0] if len(built) == 1 else Loggers(built)

@@ -1,0 +1,177 @@
+"""The training loop: epochs of steps, evaluation, metrics.jsonl, checkpoints, results.json.
+
+It knows nothing of any method: a method adds its behaviour through the hooks of
+:class:`lstsd.methods.base.Method`. The parts with a job of their own sit beside it: the step statistics
+(:mod:`.stats`), the checkpoint state and its atomic I/O (:mod:`.checkpoint`), the stop-signal guard
+(:mod:`.signals`), evaluation (:mod:`.evaluation`) and the run directory (:mod:`lstsd.training.rundir`).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Callable, ContextManager
+
+import torch
+from tqdm import tqdm
+
+from lstsd import distributed
+from lstsd.training import console
+from lstsd.config.identity import fingerprint
+from lstsd.training import checkpoint
+from lstsd.training.evaluation import evaluate
+from lstsd.training.signals import StopGuard
+from lstsd.training.step_stats import StepStats, non_finite_error
+from lstsd.training.trackers import NoLogger
+from lstsd.training.rundir import RunDir, results_record
+
+log = logging.getLogger("lstsd.training")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device_type: str, precision: str) -> Callable[[], ContextManager]:
+    """The context of a forward pass in ``precision`` (``trainer.precision``): autocast to bf16 or fp16 with
+    float32 parameters, optimiser state and loss reduction; nothing to enter for fp32."""
+    dtype = PRECISIONS[precision]
+    return (lambda: torch.autocast(device_type, dtype=dtype)) if dtype else contextlib.nullcontext
+
+
+class Trainer:
+    def __init__(self, cfg, model, method, data, optimizer, scheduler, run_dir: Path, logger=None):
+        self.cfg, self.model, self.method, self.data = cfg, model, method, data
+        self.optimizer, self.scheduler, self.logger = optimizer, scheduler, logger or NoLogger()
+        self.files, self.epochs = RunDir(run_dir), cfg.trainer.epochs
+        self.start_epoch = self.global_step = 0
+        self.in_epoch = None  # the position inside an epoch of a checkpoint taken there (on a signal)
+        self.method_state = None  # the method's state of such a checkpoint, applied after on_epoch_start
+        self.history: list[dict] = []
+        self.identity = None  # the run's identity (lstsd.config.identity.run_identity), saved in checkpoints and results
+        self.train_seconds = self.wall_seconds = 0.0
+        self.device = device = next(model.parameters()).device
+        self.guard = StopGuard(device)
+        self.autocast = autocast(device.type, cfg.trainer.precision)  # the method's teachers' forwards included
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.trainer.precision == "fp16")
+        # per step, only what applies: no call (nor autocast context) for a method without an after_step of its
+        # own, no buffer broadcast without a process group (set up before the trainer is built)
+        own = getattr(type(method).after_step, "__qualname__", "") != "Method.after_step"
+        self.after_step = method.after_step if own else None
+        self.parallel = distributed.active()
+
+    def step(self, batch, stats: StepStats) -> None:
+        """One optimisation step; its statistics go to ``stats`` on the device (nothing is read back, a
+        non-finite loss included: it is found at the end of the epoch, which is then not checkpointed)."""
+        self.scheduler.step_update(self.global_step)
+        with self.autocast():
+            loss, logits, terms = self.method.training_step(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler.is_enabled():  # fp16: the scaled loss, and an update skipped on non-finite gradients
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        if self.parallel:  # batch-norm statistics: rank 0's everywhere, before snapshots or EMA use them
+            distributed.broadcast_buffers(self.model)
+        if self.after_step is not None:
+            with self.autocast():
+                self.after_step(batch, logits)
+        stats.record(loss, terms, logits, batch.y)
+        self.global_step += 1
+
+    def train_epoch(self, epoch: int) -> dict:
+        self.model.train()
+        self.method.on_epoch_start(epoch)
+        start, lr = 0, None
+        if self.in_epoch is not None:  # resumed inside this epoch
+            self.method.load_state_dict(self.method_state[0])
+            self.method.load_rank_state(self.method_state[1])
+            start, lr = self.in_epoch["step"], self.in_epoch["lr"]
+        stats = StepStats(self.device, self.global_step - start)
+        if self.in_epoch is not None:  # each process goes on from its own rows of the steps done
+            stats.load(self.in_epoch["stats"][distributed.rank()])
+        for i, batch in enumerate(self.data.train.epoch(epoch, start_step=start), start=start):
+            self.step(batch, stats)
+            lr = self.optimizer.param_groups[0]["lr"] if lr is None else lr
+            if self.guard.requested(self.global_step):
+                totals, first_bad = stats.reduce()
+                if first_bad >= 0:  # never checkpoint poisoned weights over the last good ones
+                    raise non_finite_error(first_bad, epoch, totals, self.last_checkpoint())
+                self.in_epoch = {"step": i + 1, "lr": lr, "stats": distributed.gather_objects(stats.state())}
+                self.save_checkpoint()
+                self.guard.stop(self.position())
+        self.in_epoch = None
+        self.method.on_epoch_end(epoch)
+        totals, first_bad = stats.reduce()
+        count = totals.pop("count").item()
+        means = {k: v.item() / count for k, v in totals.items()}  # the epoch's one read-back
+        if first_bad >= 0:
+            raise non_finite_error(first_bad, epoch, means, self.last_checkpoint())
+        return {"epoch": epoch + 1, "lr": lr, "train_loss": means.pop("loss"),
+                "train_acc": 100.0 * means.pop("correct")} | means
+
+    def evaluate_all(self) -> dict:
+        row, models = {}, {"": self.model} | {f"{k}_": m for k, m in self.method.evaluators().items()}
+        for split, loader in self.data.evals.items():
+            for prefix, model in models.items():
+                scores = evaluate(model, loader, self.autocast, self.data.info.metrics(self.cfg.dataset.metrics))
+                row |= {f"{prefix}{split}_{k}": v for k, v in scores.items()}
+        return row
+
+    def fit(self) -> dict:
+        if distributed.broadcast(self.cfg.trainer.resume and self.files.checkpoint.exists()):  # rank 0's view
+            checkpoint.restore(self, self.files.checkpoint)
+        main = distributed.is_main()  # only rank 0 writes files and logs
+        if main:
+            self.files.write_metrics(self.history)
+        bar = tqdm(total=self.epochs, initial=self.start_epoch, desc=self.method.cfg.label, dynamic_ncols=True,
+                   disable=None if self.cfg.trainer.progress and main else True)  # None: on a terminal only
+        console.bar_shown(not bar.disable)  # the bar shows the epochs: their lines stay off the console
+        with self.guard, contextlib.ExitStack() as shown:
+            shown.callback(console.bar_shown, False)
+            for epoch in range(self.start_epoch, self.epochs):
+                t0 = time.perf_counter()
+                row = self.train_epoch(epoch)
+                t1 = time.perf_counter()
+                row |= self.evaluate_all()
+                row["seconds"] = time.perf_counter() - t0
+                self.train_seconds += t1 - t0
+                self.wall_seconds += row["seconds"]
+                self.history.append(row)
+                if main:
+                    self.files.append_metrics(row)
+                    self.logger.log_epoch(row)
+                if self.cfg.trainer.save_best:
+                    checkpoint.save_best(self, self.files.best)
+                self.start_epoch = epoch + 1
+                stop = self.guard.requested(self.global_step, now=True)  # during the last steps or evaluation
+                if stop or self.start_epoch % self.cfg.trainer.checkpoint_every == 0 or epoch + 1 == self.epochs:
+                    self.save_checkpoint()
+                if stop:
+                    self.guard.stop(self.position())
+                bar.update(1)
+                bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{row['test_acc']:.2f}")
+                log.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
+                         extra={console.EPOCH: True})
+        bar.close()
+        results = results_record(self.cfg, self.data.info, self.history, self.method,
+                                 (self.train_seconds, self.wall_seconds), self.global_step)
+        results |= {"world_size": distributed.world_size()} if distributed.active() else {}
+        results |= {"fingerprint": fingerprint(self.identity)} if self.identity is not None else {}
+        if main:
+            self.files.write_results(results)
+        return results
+
+    def save_checkpoint(self) -> None:
+        if self.cfg.trainer.checkpoint:
+            checkpoint.save(self, self.files.checkpoint)
+
+    def last_checkpoint(self):
+        return self.files.checkpoint if self.cfg.trainer.checkpoint else None
+
+    def position(self) -> str:
+        """Where a checkpoint was taken: inside an epoch, or after one."""
+        if self.in_epoch:
+            return f"step {self.in_epoch['step']} of epoch {self.start_epoch + 1}"
+        return f"the end of epoch {self.start_epoch}"
