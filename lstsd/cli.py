@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from typing import NoReturn
 
 import hydra
 from hydra.errors import HydraException
@@ -53,11 +54,19 @@ def app(cfg: DictConfig) -> float:
     except (ConfigError, TrainingError) as e:  # stop here, before Hydra wraps it in a multi-line job report
         if os.environ.get("LSTSD_DEBUG") == "1" or in_sweep():
             raise  # a sweep's job: marked failed with this error, and the other jobs go on
-        bad_input = isinstance(e, ConfigError)
-        print(f"lstsd: {'error' if bad_input else 'training failed'}: {e}", file=sys.stderr)
-        sys.exit(2 if bad_input else 1)
+        fail(e)
     metric = results.get("headline", "acc")  # what a hyper-parameter sweeper maximises: the headline metric
     return results.get(f"val_{metric}_final", results[f"test_{metric}_final"])
+
+
+def fail(e: ConfigError | TrainingError) -> NoReturn:
+    """The one way the command line ends on an error: one line on stderr; exit code 2 for bad configuration or
+    input (ConfigError), 1 for a failure during training (TrainingError)."""
+    if isinstance(e, TrainingError):
+        print(f"lstsd: training failed: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(f"lstsd: error: {e}", file=sys.stderr)
+    sys.exit(2)
 
 
 def in_sweep() -> bool:
@@ -131,15 +140,13 @@ def main() -> None:
     try:  # the modules of imports=[...] before anything composes; model._target_=... alone chooses model=target
         argv = sys.argv[1:] = compose.prepare(sys.argv[1:])
     except ConfigError as e:
-        print(f"lstsd: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail(e)
     compose.setup(fast=bool(PRINT_ONLY & {a.partition("=")[0] for a in argv}))
     if {"--help", "-h"} & set(argv):
         try:
             return print_help(argv)
         except (ConfigError, HydraException, OmegaConfBaseException) as e:
-            print(f"lstsd: error: {one_line(e)}", file=sys.stderr)
-            sys.exit(2)
+            fail(ConfigError(one_line(e)))
     if {"--shell-completion", "-sc"} & set(argv) and any(a.startswith("query") for a in argv):
         return complete()
     for a in argv:  # before Hydra makes the output folder, which holds the name
@@ -149,8 +156,7 @@ def main() -> None:
             try:
                 require_name(a.partition("=")[2])
             except ConfigError as e:
-                print(f"lstsd: error: {e}", file=sys.stderr)
-                sys.exit(2)
+                fail(e)
     sys.argv[1:] = as_one_value_sweeps(argv, is_multirun(argv))
     debug = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["LSTSD_DEBUG"] = "1" if debug else "0"
@@ -170,18 +176,15 @@ def main() -> None:
         detail = misspelt_key(detail, argv)
         if "hydra/sweeper=optuna" in detail:  # the Optuna plugin is not installed
             detail += "; experiment=hparams_search needs the search extra: pip install -e '.[search]'"
-        print(f"lstsd: error: {detail}", file=sys.stderr)
-        sys.exit(2)
+        fail(ConfigError(detail))
     except TrainingError as e:
         if debug:
             raise
-        print(f"lstsd: training failed: {e}", file=sys.stderr)
-        sys.exit(1)
+        fail(e)
     except OSError as e:  # before a job ran (Hydra creating the output folder, its log file): bad input
         if debug:
             raise
-        print(f"lstsd: error: {e.filename or 'a file'}: {e.strerror or e}", file=sys.stderr)
-        sys.exit(2)
+        fail(ConfigError(f"{e.filename or 'a file'}: {e.strerror or e}"))
 
 
 if __name__ == "__main__":

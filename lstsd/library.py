@@ -98,30 +98,19 @@ def method_config(name: str, epochs: int, hparams: dict) -> Any:
 
 
 def compose_run(overrides: list[str], name: str) -> DictConfig:
-    """The run configuration of ``overrides`` from lstsd's own config directory, also inside another Hydra
-    application (whose global state is put back afterwards). A method registered without a YAML option gets its
-    schema as it is."""
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    """The run configuration of ``overrides`` (:func:`lstsd.config.compose.compose`); a method registered without
+    a YAML option gets its schema as it is."""
     from hydra.errors import HydraException, MissingConfigException
-    from hydra.initialize import get_gh_backup, restore_gh_from_backup
 
-    compose.setup()
-    outer = get_gh_backup()
-    GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(compose.CONFIG_DIR, version_base="1.3"):
-            try:
-                return hydra_compose("config", overrides=overrides)
-            except MissingConfigException as e:
-                if name not in METHODS:
-                    raise ConfigError(one_line(e)) from None
-                cfg = hydra_compose("config", overrides=overrides[:-1])
-                node = OmegaConf.structured(METHODS.get(name).schema)
-                node.name = name
-                cfg.method = node
-                return cfg
-            except (HydraException, OmegaConfBaseException) as e:
-                raise ConfigError(one_line(e)) from None
-    finally:
-        restore_gh_from_backup(outer)
+        return compose.compose(overrides)
+    except MissingConfigException as e:
+        if name not in METHODS:
+            raise ConfigError(one_line(e)) from None
+        cfg = compose.compose(overrides[:-1])
+        node = OmegaConf.structured(METHODS.get(name).schema)
+        node.name = name
+        cfg.method = node
+        return cfg
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(one_line(e)) from None

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import compose_cfg, read_metrics
+from helpers import compose_cfg, read_metrics
 from lstsd.config import validate
 from lstsd.data.types import Batch, DataInfo
 from lstsd.methods import build_method
@@ -44,7 +44,8 @@ def test_sd_loss_is_eq3_with_asymmetric_distillation():
     sd.on_epoch_start(0)
     loss, terms = sd.loss(batch, x)  # first mini-generation: lambda^S = 1, lambda^T = 0 -> CE only
     ce = -(log_softmax([1, 0, 0])[0] + log_softmax([0, 0.5, -0.5])[2]) / 2
-    assert set(terms) == {"ce"} and loss.item() == pytest.approx(ce, rel=1e-6)
+    assert set(terms) == {"ce"}
+    assert loss.item() == pytest.approx(ce, rel=1e-6)
 
     sd.snapshots = [lambda inp: teacher]  # M_1, the teacher of the second mini-generation
     sd.teacher_outputs.set(sd.snapshots[0])
@@ -61,7 +62,8 @@ def test_sd_loss_is_eq3_with_asymmetric_distillation():
     sym.teacher_outputs.set(sym.snapshots[0])
     loss, terms = sym.loss(batch, x)  # Hinton's symmetric form: both divided by T, times T^2
     kd = 4 * (kl(p_t[0], log_softmax([0.5, 0, 0])) + kl(p_t[1], log_softmax([0, 0.25, -0.25]))) / 2
-    assert terms["kd"].item() == pytest.approx(kd, rel=1e-6) and loss.item() == pytest.approx(ce + kd, rel=1e-6)
+    assert terms["kd"].item() == pytest.approx(kd, rel=1e-6)
+    assert loss.item() == pytest.approx(ce + kd, rel=1e-6)
 
 
 def test_sd_teacher_is_the_previous_minigenerations_last_snapshot(tiny_cfg, tmp_path, monkeypatch):
@@ -87,10 +89,13 @@ def test_sd_teacher_is_the_previous_minigenerations_last_snapshot(tiny_cfg, tmp_
             assert state is None  # no teacher in the first mini-generation
             continue
         expected = ends[1] if epoch < 4 else ends[3]  # the model after epochs 2 and 4
-        assert training is False and all(torch.equal(state[k], expected[k]) for k in expected)
-    assert len(seen) == 6 * 3 and any(e >= 2 for e, *_ in seen)
+        assert training is False
+        assert all(torch.equal(state[k], expected[k]) for k in expected)
+    assert len(seen) == 6 * 3
+    assert any(e >= 2 for e, *_ in seen)
     rows = read_metrics(tmp_path)
-    assert "loss_kd" not in rows[1] and "loss_kd" in rows[2]
+    assert "loss_kd" not in rows[1]
+    assert "loss_kd" in rows[2]
     assert res["minigen_test_acc"] == [rows[1]["test_acc"], rows[3]["test_acc"], rows[5]["test_acc"]]
 
 
@@ -109,7 +114,8 @@ def test_sd_learning_rate_restarts_at_each_minigeneration(tiny_cfg, tmp_path):
 def test_minigeneration_lengths():
     assert make_method("method=sd", "method.minigens=4", epochs=10).ends == [3, 6, 8, 10]
     m = make_method("method=snapshot_ensembles", "method.minigen_lengths=[1,2,7]", epochs=10)
-    assert m.ends == [1, 3, 10] and m.lr_cycles == [1, 2, 7]
+    assert m.ends == [1, 3, 10]
+    assert m.lr_cycles == [1, 2, 7]
     assert [m.minigen(e) for e in range(10)] == [0, 1, 1, 2, 2, 2, 2, 2, 2, 2]
 
 
@@ -158,7 +164,8 @@ def test_reported_ensemble_accuracy_is_that_of_the_snapshots_mean(tiny_cfg, tmp_
     assert res["ensemble_test_acc_final"] == pytest.approx(100.0 * correct / total)
     rows = read_metrics(tmp_path)
     assert rows[-1]["ensemble_test_loss"] == pytest.approx(nll / total, rel=1e-5)  # the mixture's NLL
-    assert "ensemble_test_acc" not in rows[0] and "ensemble_test_acc" in rows[3]  # only when a cycle ends
+    assert "ensemble_test_acc" not in rows[0]
+    assert "ensemble_test_acc" in rows[3]  # only when a cycle ends
 
 
 # --------------------------------------------------------------------------- Mean Teacher
@@ -168,7 +175,8 @@ def test_mean_teacher_ema_arithmetic():
         model.weight.fill_(1.0)
     mt = make_method("method=mean_teacher", "method.decay=0.6", "method.decay_warmup=true", model=model)
     teacher = mt.ema.module
-    assert teacher.weight.item() == 1.0 and teacher.training is False
+    assert teacher.weight.item() == 1.0
+    assert teacher.training is False
     expected = 1.0
     # update s uses min(1 - 1/(s + 1), 0.6): 0.5, then 0.6, 0.6
     for s, (w, decay) in enumerate([(3.0, 0.5), (5.0, 0.6), (-1.0, 0.6)], start=1):
@@ -205,7 +213,8 @@ def test_mean_teacher_loss_and_rampup():
     ce = -math.log(0.2)
     assert terms["consistency"].item() == pytest.approx(mse, rel=1e-5)
     assert loss.item() == pytest.approx(ce + w * mse, rel=1e-5)
-    assert sigmoid_rampup(0, 5) == pytest.approx(math.exp(-5)) and sigmoid_rampup(7, 5) == 1.0
+    assert sigmoid_rampup(0, 5) == pytest.approx(math.exp(-5))
+    assert sigmoid_rampup(7, 5) == 1.0
     assert sigmoid_rampup(3, 0) == 1.0
 
 
@@ -216,13 +225,15 @@ def test_mean_teacher_reports_the_ema_teacher(tiny_cfg, tmp_path):
 
     res = run(tiny_cfg("method=mean_teacher"), tmp_path)
     rows = read_metrics(tmp_path)
-    assert "ema_test_acc" in rows[0] and "loss_consistency" in rows[0]
+    assert "ema_test_acc" in rows[0]
+    assert "loss_consistency" in rows[0]
     conf = validate(tiny_cfg())
     data = build_data(conf.dataset, conf.seed, torch.device("cpu"))
     teacher = build_model(conf.model, data.info.num_classes, data.info.input_shape)
     teacher.load_state_dict(torch.load(tmp_path / "last.pt", weights_only=False)["method"]["ema"])
     loss, acc = evaluate(teacher, data.evals["test"]).values()  # the checkpointed EMA weights, evaluated afresh
-    assert res["ema_test_acc_final"] == pytest.approx(acc) and rows[-1]["ema_test_loss"] == pytest.approx(loss)
+    assert res["ema_test_acc_final"] == pytest.approx(acc)
+    assert rows[-1]["ema_test_loss"] == pytest.approx(loss)
     assert res["ema_test_acc_final"] != res["test_acc_final"] or rows[-1]["ema_test_loss"] != rows[-1]["test_loss"]
 
 
@@ -247,13 +258,15 @@ def test_temporal_ensembling_accumulation_and_bias_correction():
     z1 = torch.log(torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]]))
     z2 = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.2, 0.6, 0.2], [0.1, 0.1, 0.8]]))
     te.on_epoch_start(0)
-    assert te.w == 0.0 and te.target(batch) is None  # no target in the first epoch
+    assert te.w == 0.0
+    assert te.target(batch) is None  # no target in the first epoch
     te.after_step(batch, z1)
     te.on_epoch_end(0)
     te.on_epoch_start(1)
     assert te.w == 30.0
     target, is_probs = te.target(batch)
-    assert is_probs and torch.allclose(target, z1.exp(), atol=1e-6)  # Z = 0.4 z1, / (1 - 0.6) = z1
+    assert is_probs
+    assert torch.allclose(target, z1.exp(), atol=1e-6)  # Z = 0.4 z1, / (1 - 0.6) = z1
     te.after_step(batch, z2)
     te.on_epoch_end(1)
     # Z = 0.6 * 0.4 z1 + 0.4 z2 = 0.24 z1 + 0.4 z2; / (1 - 0.36) -> 0.375 z1 + 0.625 z2
@@ -272,7 +285,8 @@ def test_temporal_ensembling_runs_with_its_bank(tiny_cfg, tmp_path):
     res = run(tiny_cfg("method=temporal_ensembling", "method.rampup_epochs=2", "method.bank_dtype=float16"),
               tmp_path)
     rows = read_metrics(tmp_path)
-    assert "loss_consistency" not in rows[0] and "loss_consistency" in rows[1]
+    assert "loss_consistency" not in rows[0]
+    assert "loss_consistency" in rows[1]
     assert res["bank_bytes"] == 2 * 40 * 4 * 2  # two N x C float16 banks
 
 

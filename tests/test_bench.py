@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO
+from helpers import REPO
 
 
 def bench(*args):
@@ -20,7 +20,7 @@ def bench(*args):
 
 
 @pytest.mark.slow  # covered in the default suite by its faster neighbours; make test-slow runs it
-def test_smoke_json_rows():
+def test_bench_smoke_prints_a_json_row_per_method():
     r = bench("--smoke", "--json")
     assert r.returncode == 0, r.stderr
     rows = {row["method"]: row for row in json.loads(r.stdout)}
@@ -29,7 +29,8 @@ def test_smoke_json_rows():
                           "vanilla[torchvision]"]
     for row in rows.values():
         assert {"method", "step_time_ratio", "images_per_second", "peak_memory_bytes", "bank_bytes"} <= row.keys()
-        assert row["images_per_second"] > 0 and row["peak_memory_bytes"] is None  # CPU: no peak memory
+        assert row["images_per_second"] > 0
+        assert row["peak_memory_bytes"] is None  # CPU: no peak memory
     assert rows["vanilla"]["step_time_ratio"] == 1.0
     # 512 samples x 4 classes x 4 bytes: LSTSD's two banks, Temporal Ensembling's z and Z
     assert rows["lstsd"]["bank_bytes"] == rows["temporal_ensembling"]["bank_bytes"] == 2 * 512 * 4 * 4
@@ -37,8 +38,12 @@ def test_smoke_json_rows():
     # the trainer's own cost: vanilla / hand-written, a finite positive ratio, on that row only
     hand = rows["vanilla[hand-written]"]
     overhead, (low, high) = hand["trainer_overhead"], hand["trainer_overhead_quartiles"]
-    assert math.isfinite(overhead) and overhead > 0 and low <= overhead <= high
-    assert math.isfinite(hand["step_time_ratio"]) and hand["step_time_ratio"] > 0 and hand["bank_bytes"] == 0
+    assert math.isfinite(overhead)
+    assert overhead > 0
+    assert low <= overhead <= high
+    assert math.isfinite(hand["step_time_ratio"])
+    assert hand["step_time_ratio"] > 0
+    assert hand["bank_bytes"] == 0
     assert all("trainer_overhead" not in row for name, row in rows.items() if name != "vanilla[hand-written]")
 
 
@@ -47,15 +52,20 @@ def test_smoke_table_and_top_k_bank_sizes():
               "vanilla,lstsd,lstsd:method.bank_store=probs:method.bank_topk=2:method.bank_dtype=float16")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert "CPU cores" in lines[0] and lines[2].startswith("| method | step ms |")
-    assert lines[4].startswith("| vanilla |") and lines[5].startswith("| vanilla[hand-written] |")
-    assert lines[6].startswith("| lstsd |") and lines[6].endswith("| 16.0 KiB |")  # 2 x 512 x 4 x 4 bytes
+    assert "CPU cores" in lines[0]
+    assert lines[2].startswith("| method | step ms |")
+    assert lines[4].startswith("| vanilla |")
+    assert lines[5].startswith("| vanilla[hand-written] |")
+    assert lines[6].startswith("| lstsd |")
+    assert lines[6].endswith("| 16.0 KiB |")  # 2 x 512 x 4 x 4 bytes
     assert lines[7].startswith("| lstsd:method.bank_store=probs:method.bank_topk=2:method.bank_dtype=float16 |")
     assert lines[7].endswith("| 8.0 KiB |")  # 2 x 512 x 2 x (2 + 2) bytes: top-2, fp16
-    assert lines[8] == "" and len(lines) == 10
+    assert lines[8] == ""
+    assert len(lines) == 10
     assert lines[9].startswith("trainer overhead (vanilla / hand-written loop, median of the rounds' ratios): ")
     overhead = float(lines[9].split(": ")[1].split()[0])
-    assert math.isfinite(overhead) and overhead > 0
+    assert math.isfinite(overhead)
+    assert overhead > 0
 
 
 def test_hand_written_loop_takes_vanillas_steps(tmp_path):
@@ -77,12 +87,15 @@ def test_a_dataset_on_the_command_line_replaces_the_bench_data():
 
     assert with_base(DEFAULTS, ["trainer.threads=1"]) == [*DEFAULTS, "trainer.threads=1"]
     chosen = with_base(DEFAULTS, ["dataset=mnist1d", "model=mnist1d_cnn"])
-    assert not any(o.startswith("dataset") for o in chosen[:-2]) and chosen[-2:] == ["dataset=mnist1d",
-                                                                                      "model=mnist1d_cnn"]
-    assert "model=resnet20" in chosen and "trainer.epochs=12" in chosen  # the last model= wins
+    assert not any(o.startswith("dataset") for o in chosen[:-2])
+    assert (chosen[-2:] == ["dataset=mnist1d",
+                                                                                      "model=mnist1d_cnn"])
+    assert "model=resnet20" in chosen
+    assert "trainer.epochs=12" in chosen  # the last model= wins
 
 
 def test_bad_override_exits_2_with_one_line():
     r = bench("--smoke", "trainer.precision=fp8")
-    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0
     assert "trainer.precision='fp8' is invalid" in r.stderr

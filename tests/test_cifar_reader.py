@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
+from helpers import run_cli
 from lstsd.errors import ConfigError
 from lstsd.data.readers.cifar import load_cifar
 
@@ -48,8 +48,11 @@ def test_bytes_keys_read_like_str_keys(tmp_path, name):
     a, b = read(tmp_path / "str", name), read(tmp_path / "bytes", name)
     for split in ("train", "test"):
         (xa, ya), (xb, yb) = a.sets[split], b.sets[split]
-        assert xa.dtype == xb.dtype == torch.uint8 and ya.dtype == yb.dtype == torch.int64
-        assert xa.shape[1:] == (3, 32, 32) and torch.equal(xa, xb) and torch.equal(ya, yb)
+        assert xa.dtype == xb.dtype == torch.uint8
+        assert ya.dtype == yb.dtype == torch.int64
+        assert xa.shape[1:] == (3, 32, 32)
+        assert torch.equal(xa, xb)
+        assert torch.equal(ya, yb)
 
 
 def test_happy_path_keeps_files_in_order(tmp_path):
@@ -117,7 +120,9 @@ def test_malformed_file_is_one_config_error_line(tmp_path, case):
     message = str(info.value)
     title = "CIFAR-10" if name == "cifar10" else "CIFAR-100"
     assert message.startswith(f"dataset.root: {path.resolve()} is not a {title} batch: ")
-    assert fragment in message and "\n" not in message and "\r" not in message
+    assert fragment in message
+    assert "\n" not in message
+    assert "\r" not in message
 
 
 def test_test_file_is_checked_too(tmp_path):
@@ -138,5 +143,8 @@ def test_cli_reports_a_malformed_file_in_one_line(tmp_path, case):
                 f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 2, r.stderr
-    assert len(lines) == 1 and lines[0].startswith("lstsd: error: dataset.root: "), r.stderr
-    assert str(path.resolve()) in lines[0] and fragment in lines[0] and "Traceback" not in r.stderr + r.stdout
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("lstsd: error: dataset.root: "), r.stderr
+    assert str(path.resolve()) in lines[0]
+    assert fragment in lines[0]
+    assert "Traceback" not in r.stderr + r.stdout

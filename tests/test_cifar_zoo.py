@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import compose_cfg
+from helpers import compose_cfg
 from lstsd.config import validate
 from lstsd.errors import ConfigError
 from lstsd.models import build_model
@@ -72,7 +72,8 @@ def test_zoo_param_counts(name):
 @pytest.mark.parametrize("name", CFGS)
 def test_zoo_config_composes_builds_and_runs(name):
     model_cfg = validate(compose_cfg(f"model={name}")).model
-    assert model_cfg.name == name and {k: getattr(model_cfg, k) for k in CFGS[name]} == CFGS[name]
+    assert model_cfg.name == name
+    assert {k: getattr(model_cfg, k) for k in CFGS[name]} == CFGS[name]
     model = build_model(model_cfg, num_classes=10, input_shape=(3, 32, 32)).eval()
     with torch.no_grad():
         assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
@@ -113,7 +114,8 @@ def test_fixed_depth_architectures_have_no_depth_key(name):
 
     with pytest.raises(Exception) as err:
         compose_cfg(f"model={name}", "model.depth=50")
-    assert "model.depth" in one_line(err.value) and "\n" not in one_line(err.value)
+    assert "model.depth" in one_line(err.value)
+    assert "\n" not in one_line(err.value)
 
 
 def test_zoo_bad_depth_from_the_command_line_config():

@@ -18,7 +18,8 @@ def test_holm_and_benjamini_hochberg_by_hand():
     assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
     # BH: p m / i = 0.02, 0.02, 0.04, 0.04, then the running min from the largest down
     assert benjamini_hochberg([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.02, 0.04, 0.04, 0.02])
-    assert holm([0.4, 0.9]) == pytest.approx([0.8, 0.9]) and holm([0.6, 0.7]) == [1.0, 1.0]  # capped at 1
+    assert holm([0.4, 0.9]) == pytest.approx([0.8, 0.9])
+    assert holm([0.6, 0.7]) == [1.0, 1.0]  # capped at 1
     # a comparison without a t-test counts in the family (m = 2) and keeps no adjusted value
     assert holm([0.01, None]) == [pytest.approx(0.02), None]
     assert benjamini_hochberg([0.01, None]) == [pytest.approx(0.02), None]
@@ -44,16 +45,21 @@ def test_seeds_for_80_percent_power_against_the_noncentral_t():
 
     for mean, sd, expected in ((1.0, 1.0, 10), (0.5, 1.0, 34), (1.4, 1.1, 7)):
         n = seeds_for_power(mean, sd)
-        assert n == expected and exact_power(n, mean / sd) >= 0.8 > exact_power(n - 1, mean / sd)
+        assert n == expected
+        assert exact_power(n, mean / sd) >= 0.8 > exact_power(n - 1, mean / sd)
         assert power(n, mean / sd) == pytest.approx(exact_power(n, mean / sd))
     assert seeds_for_power(-1.0, 1.0) == 10  # the sign does not matter
-    assert seeds_for_power(0.0, 1.0) == math.inf and seeds_for_power(1.0, 0.0) is None
+    assert seeds_for_power(0.0, 1.0) == math.inf
+    assert seeds_for_power(1.0, 0.0) is None
 
 
 def test_differences_that_do_not_vary_have_no_t_test():
     d = paired({0: 2.0, 1: 3.0, 2: 4.0}, {0: 1.0, 1: 2.0, 2: 3.0})  # every seed +1
-    assert d["n"] == 3 and d["mean"] == 1.0 and d["sd"] == 0.0
-    assert d["p"] is None and d["n_power80"] is None  # no spread: no t statistic, nothing to plan
+    assert d["n"] == 3
+    assert d["mean"] == 1.0
+    assert d["sd"] == 0.0
+    assert d["p"] is None
+    assert d["n_power80"] is None  # no spread: no t statistic, nothing to plan
     assert d["p_exact"] == 0.25  # the exact test still stands: 2 of 8 flips
 
 
@@ -109,7 +115,8 @@ def test_declared_comparisons_are_one_family(tmp_path, capsys):
     assert float(rows["lstsd:mean_teacher"]["mean"]) == pytest.approx(0.5)
     # the row of lstsd carries its declared comparison with vanilla; mean_teacher's has none (not declared)
     table = {r["method"]: r for r in csv.DictReader(io.StringIO((tmp_path / "out" / "report.csv").read_text()))}
-    assert float(table["lstsd"]["p"]) == pytest.approx(p1) and table["mean_teacher"]["p"] == ""
+    assert float(table["lstsd"]["p"]) == pytest.approx(p1)
+    assert table["mean_teacher"]["p"] == ""
     assert float(table["lstsd"]["n_for_power80"]) == seeds_for_power(1.2, 0.570087712549569)
     assert float(table["mean_teacher"]["vs_vanilla_final_mean"]) == pytest.approx(0.7)  # a point estimate
     for stem in ("forest_demo", "curves_mnist1d_mnist1d_cnn"):
@@ -123,14 +130,16 @@ def test_undeclared_is_exploratory_and_compare_adds_a_family(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "every method against vanilla in demo, not declared before the runs (exploratory)" in text
     assert "Comparisons: --compare in demo (a family of 1, Benjamini-Hochberg q;" in text
-    assert "| lstsd - mean_teacher | 5 | +0.50 [" in text and "| q BH |" in text
+    assert "| lstsd - mean_teacher | 5 | +0.50 [" in text
+    assert "| q BH |" in text
 
 
 def test_no_tests_when_the_experiment_declares_none(tmp_path, capsys):
     sweep(tmp_path, {"compare": []})
     main([str(tmp_path)])
     text = capsys.readouterr().out
-    assert "Comparisons:" not in text and "| p |" not in text.splitlines()[0]
+    assert "Comparisons:" not in text
+    assert "| p |" not in text.splitlines()[0]
     assert "Δ final vs vanilla [95% CI]" in text.splitlines()[0]  # the differences stay, as estimates
 
 
@@ -146,7 +155,9 @@ def test_bad_comparisons_are_one_line(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as e:
         main([str(tmp_path), *args])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and message in err and "Traceback" not in err
+    assert e.value.code == 2
+    assert message in err
+    assert "Traceback" not in err
 
 
 def test_compare_needs_two_shared_seeds(tmp_path, capsys):
@@ -156,7 +167,8 @@ def test_compare_needs_two_shared_seeds(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main([str(tmp_path), "--compare", "lstsd:vanilla"])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and "the two share 1 seed(s) in demo/mnist1d/mnist1d_cnn (allowed: two or more)" in err
+    assert e.value.code == 2
+    assert "the two share 1 seed(s) in demo/mnist1d/mnist1d_cnn (allowed: two or more)" in err
 
 
 def test_a_declared_comparison_of_a_method_the_sweep_does_not_run_is_refused(refused):
@@ -175,7 +187,8 @@ def test_a_grid_cell_selected_on_validation_is_written_for_confirmation(tmp_path
     main([str(tmp_path), "--out", str(tmp_path / "out")])
     text = capsys.readouterr().out
     assert "method.lambda_long=1.2 method.lambda_short=5.0 (selected)" in text
-    assert "the highest mean validation score of 3 variants" in text and "| p |" not in text.splitlines()[0]
+    assert "the highest mean validation score of 3 variants" in text
+    assert "| p |" not in text.splitlines()[0]
     written = OmegaConf.load(tmp_path / "out" / "conf" / "method" / "lstsd_selected.yaml")
     assert OmegaConf.to_container(written) == {"defaults": ["lstsd", "_self_"], "label": "lstsd_selected",
                                                "lambda_long": 1.2, "lambda_short": 5.0}

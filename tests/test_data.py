@@ -34,7 +34,8 @@ def test_every_index_once_per_epoch_and_stable():
         order = torch.cat(seen)
         assert sorted(order.tolist()) == list(range(n))  # exactly once, last partial batch kept
         orders.append(order)
-    assert len(loader) == 5 and not torch.equal(orders[0], orders[1])  # reshuffled each epoch
+    assert len(loader) == 5
+    assert not torch.equal(orders[0], orders[1])  # reshuffled each epoch
     assert torch.equal(torch.cat([b.index for b in loader.epoch(1)]), orders[1])  # an epoch is reproducible
 
 
@@ -46,7 +47,8 @@ def test_digits_fixed_split():
     assert torch.equal(data.evals["test"].x, other.evals["test"].x)  # the split does not depend on the seed
     # normalised with the training split's statistics
     x = torch.cat([b.x for b in data.train.epoch(0)])
-    assert abs(x.mean().item()) < 1e-4 and abs(x.std().item() - 1) < 1e-3
+    assert abs(x.mean().item()) < 1e-4
+    assert abs(x.std().item() - 1) < 1e-3
 
 
 def test_validation_split_is_reproducible_and_disjoint():
@@ -54,11 +56,13 @@ def test_validation_split_is_reproducible_and_disjoint():
     a = build_data(synthetic(val_fraction=0.25), seed=0, device="cpu")
     b = build_data(synthetic(val_fraction=0.25), seed=1, device="cpu")
     assert (a.info.num_train, a.info.num_val) == (28, 9)
-    assert torch.equal(a.evals["val"].x, b.evals["val"].x) and torch.equal(a.train.x, b.train.x)
+    assert torch.equal(a.evals["val"].x, b.evals["val"].x)
+    assert torch.equal(a.train.x, b.train.x)
     rows = {tuple(r.flatten().tolist()) for r in full.train.x}
     val_rows = {tuple(r.flatten().tolist()) for r in a.evals["val"].x}
     train_rows = {tuple(r.flatten().tolist()) for r in a.train.x}
-    assert val_rows | train_rows == rows and not val_rows & train_rows
+    assert val_rows | train_rows == rows
+    assert not val_rows & train_rows
     assert set(a.evals) == {"val", "test"}
 
 
@@ -86,13 +90,15 @@ def test_cifar_pickle_loader(tmp_path, name, classes):
     cfg = DatasetConfig(name=name, root=str(tmp_path), batch_size=8, augment=False)
     data = build_data(cfg, seed=0, device="cpu")
     assert (data.info.num_train, data.info.num_test, data.info.num_classes) == (20, 6, classes)
-    assert data.info.input_shape == (3, 32, 32) and data.train.x.dtype == torch.uint8
+    assert data.info.input_shape == (3, 32, 32)
+    assert data.train.x.dtype == torch.uint8
     key = "labels" if name == "cifar10" else "fine_labels"
     test = written["test_batch" if name == "cifar10" else "test"]
     assert torch.equal(data.evals["test"].x, torch.from_numpy(test["data"]).view(-1, 3, 32, 32))
     assert data.evals["test"].y.tolist() == test[key]
-    assert data.train.augment is False and build_data(
-        DatasetConfig(name=name, root=str(tmp_path)), 0, "cpu").train.augment is True
+    assert data.train.augment is False
+    assert (build_data(
+        DatasetConfig(name=name, root=str(tmp_path)), 0, "cpu").train.augment is True)
 
 
 def test_missing_cifar_folder_names_the_expected_path(tmp_path):
@@ -122,7 +128,8 @@ def test_device_augmentation_has_torchvisions_distribution():
     n = 81 * 300
     oy, ox, flip = crop_flip_params(n, epoch_generator(0, 0))
     counts = torch.bincount(oy * 9 + ox, minlength=81).double()
-    assert len(counts) == 81 and ((counts - n / 81) ** 2 / (n / 81)).sum() < 124.84
+    assert len(counts) == 81
+    assert ((counts - n / 81) ** 2 / (n / 81)).sum() < 124.84
     assert abs(flip.double().mean().item() - 0.5) < 4 * (0.25 / n) ** 0.5
     torch.manual_seed(0)
     padded = torch.zeros(3, 40, 40)
@@ -136,7 +143,9 @@ def test_device_augmentation_equals_torchvisions_crop_and_flip_of_the_same_offse
     x = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
     oy, ox, flip = crop_flip_params(16, epoch_generator(3, 1))
     out = crop_flip(x, oy, ox, flip)
-    assert flip.any() and not flip.all() and out.dtype == torch.uint8
+    assert flip.any()
+    assert not flip.all()
+    assert out.dtype == torch.uint8
     for i in range(16):
         ref = TF.crop(TF.pad(x[i], [4], fill=0), int(oy[i]), int(ox[i]), 32, 32)
         assert torch.equal(out[i], TF.hflip(ref) if flip[i] else ref)
@@ -163,7 +172,9 @@ def test_torchvision_loader_is_the_same_data_pipeline(workers):
     make = lambda cls, split, train, **kw: cls(split, splits, 8, "cpu", augment=train, shuffle=train, seed=0, **kw)  # noqa: E731
     for a, b in zip(make(MemoryLoader, "test", False).epoch(0),
                     make(TorchvisionLoader, "test", False, num_workers=workers).epoch(0)):
-        assert torch.equal(a.index, b.index) and torch.equal(a.y, b.y) and torch.allclose(a.x, b.x, atol=1e-6)
+        assert torch.equal(a.index, b.index)
+        assert torch.equal(a.y, b.y)
+        assert torch.allclose(a.x, b.x, atol=1e-6)
     tv = make(TorchvisionLoader, "train", True, num_workers=workers)
     batches = list(tv.epoch(0))
     assert [len(b.y) for b in batches] == [8, 8, 8, 8, 5]
@@ -194,8 +205,11 @@ def test_shards_of_the_global_batches():
     splits = Splits({"train": (torch.zeros(45, 1, 2, 2), torch.zeros(45, dtype=torch.long))}, 2, (0.0,), (1.0,))
     ranks = [MemoryLoader("train", splits, 8, "cpu", False, True, 0, rank=r, world_size=2) for r in (0, 1)]
     shards = [[p.tolist() for p in loader.shards()] for loader in ranks]
-    assert len(ranks[0]) == 3 and shards[0][0] == list(range(0, 8)) and shards[1][0] == list(range(8, 16))
-    assert shards[0][2] == list(range(32, 39)) and shards[1][2] == [39, 40, 41, 42, 43, 44, 0]
+    assert len(ranks[0]) == 3
+    assert shards[0][0] == list(range(0, 8))
+    assert shards[1][0] == list(range(8, 16))
+    assert shards[0][2] == list(range(32, 39))
+    assert shards[1][2] == [39, 40, 41, 42, 43, 44, 0]
     assert sorted({p for s in shards for b in s for p in b}) == list(range(45))
     assert [p.tolist() for p in ranks[1].shards(start_step=2)] == [shards[1][2]]
     alone = MemoryLoader("train", splits, 8, "cpu", False, True, 0)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY, built_method, compose_cfg, read_metrics, run_cli
+from helpers import TINY, built_method, compose_cfg, read_metrics, run_cli, tiny
 from lstsd.config import validate
 from lstsd.errors import ConfigError
 from lstsd.data.types import Batch
@@ -31,7 +31,7 @@ def kl(p, log_q):
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("teacher")
-    run(compose_cfg(*TINY), d, overrides=list(TINY))
+    run(tiny(), d, overrides=list(TINY))
     return d
 
 
@@ -48,7 +48,8 @@ Y = [0, 2]
 def test_kd_loss_with_a_teacher_run(teacher_dir, tmp_path):
     kd = build("method=kd", f"method.teacher_run={teacher_dir}", "method.alpha=0.7", "method.temperature=2",
                run_dir=tmp_path)
-    assert not kd.teacher.training and not any(p.requires_grad for p in kd.teacher.parameters())
+    assert not kd.teacher.training
+    assert not any(p.requires_grad for p in kd.teacher.parameters())
     kd.teacher_outputs.precompute = False  # a teacher that answers TL whatever the batch
     kd.teacher_outputs.set(lambda x: torch.tensor(TL))
     loss, terms = kd.loss(Batch(None, torch.tensor(Y), torch.tensor([0, 1])), torch.tensor(S))
@@ -59,9 +60,10 @@ def test_kd_loss_with_a_teacher_run(teacher_dir, tmp_path):
 
 
 def test_kd_run_reports_its_teacher(teacher_dir, tmp_path):
-    res = run(compose_cfg(*TINY, "method=kd", f"method.teacher_run={teacher_dir}"), tmp_path)
+    res = run(tiny("method=kd", f"method.teacher_run={teacher_dir}"), tmp_path)
     teacher = json.loads((teacher_dir / "results.json").read_text())
-    assert res["teacher_dir"] == str(teacher_dir) and res["teacher_test_acc"] == teacher["test_acc_final"]
+    assert res["teacher_dir"] == str(teacher_dir)
+    assert res["teacher_test_acc"] == teacher["test_acc_final"]
     first = read_metrics(tmp_path)[0]
     assert first["teacher_test_acc"] == teacher["test_acc_final"]  # the loaded weights are the teacher's
     assert "loss_kd" in first
@@ -81,7 +83,8 @@ def test_an_explicit_teacher_run_replaces_the_default_teacher(teacher_dir, tmp_p
     """method=tfkd_self trains its own teacher unless method.teacher_run names one: then nothing is trained."""
     m = build("method=tfkd_self", f"method.teacher_run={teacher_dir}", f"method.teacher_cache={tmp_path / 'c'}",
               run_dir=tmp_path)
-    assert m.teacher_dir == str(teacher_dir) and not (tmp_path / "c").exists()
+    assert m.teacher_dir == str(teacher_dir)
+    assert not (tmp_path / "c").exists()
 
 
 @pytest.mark.parametrize("args,fragment", [
@@ -95,23 +98,27 @@ def test_an_explicit_teacher_run_replaces_the_default_teacher(teacher_dir, tmp_p
 def test_cli_bad_distillation_input(tmp_path, args, fragment):
     r = run_cli(*args, "trainer.epochs=1", f"hydra.run.dir={tmp_path}")
     lines = [l for l in r.stderr.splitlines() if l.strip()]
-    assert r.returncode == 2 and len(lines) == 1 and fragment in lines[0], r.stderr
+    assert r.returncode == 2, r.stderr
+    assert len(lines) == 1, r.stderr
+    assert fragment in lines[0], r.stderr
     assert not (tmp_path / "metrics.jsonl").exists()
 
 
 def test_teacher_trained_once_and_students_independent_of_the_cache(tmp_path):
     cache = tmp_path / "cache"
     args = ("method=tfkd_self", f"method.teacher_cache={cache}")
-    a = run(compose_cfg(*TINY, *args), tmp_path / "a", overrides=[*TINY, *args])  # trains the teacher
+    a = run(tiny(*args), tmp_path / "a", overrides=[*TINY, *args])  # trains the teacher
     (teacher,) = cache.iterdir()
     stamp = (teacher / "results.json").stat().st_mtime_ns
-    b = run(compose_cfg(*TINY, *args), tmp_path / "b", overrides=[*TINY, *args])  # finds it
-    assert (teacher / "results.json").stat().st_mtime_ns == stamp and len(list(cache.iterdir())) == 1
+    b = run(tiny(*args), tmp_path / "b", overrides=[*TINY, *args])  # finds it
+    assert (teacher / "results.json").stat().st_mtime_ns == stamp
+    assert len(list(cache.iterdir())) == 1
     assert read_metrics(tmp_path / "a") == read_metrics(tmp_path / "b")
     assert a["teacher_dir"] == b["teacher_dir"] == str(teacher)
     overrides = (teacher / "overrides.txt").read_text().split()
-    assert overrides[-1] == "method=vanilla" and "model=digits_cnn" in overrides  # the student's own architecture
-    vanilla = run(compose_cfg(*TINY), tmp_path / "v")  # the teacher is exactly the vanilla run of the student
+    assert overrides[-1] == "method=vanilla"
+    assert "model=digits_cnn" in overrides  # the student's own architecture
+    vanilla = run(tiny(), tmp_path / "v")  # the teacher is exactly the vanilla run of the student
     assert json.loads((teacher / "results.json").read_text())["test_acc_final"] == vanilla["test_acc_final"]
 
 
@@ -126,7 +133,7 @@ def test_label_smoothing_loss():
     assert loss.item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_tfkd_reg_loss(tmp_path):
+def test_tfkd_reg_loss_by_hand(tmp_path):
     m = build("method=tfkd_reg", "method.alpha=0.4", "method.temperature=5", "method.correct_prob=0.9",
               "method.multiplier=3", run_dir=tmp_path)
     pd = m.virtual_teacher(torch.tensor(Y), 4)
@@ -181,12 +188,15 @@ def test_dlb_batch_composition(tmp_path, monkeypatch):
 
     monkeypatch.setattr(MemoryLoader, "get", get)
     monkeypatch.setattr(DLB, "training_step", training_step)
-    run(compose_cfg(*TINY, "method=dlb"), tmp_path)  # 40 samples, batches of 16, 16, 8; 3 epochs
-    assert len(steps) == 9 and [len(s[1]) for s in steps] == [16, 16, 8] * 3
-    assert steps[0][2] is None and not steps[0][5]  # the first step of training: no repeated half, no KD
+    run(tiny("method=dlb"), tmp_path)  # 40 samples, batches of 16, 16, 8; 3 epochs
+    assert len(steps) == 9
+    assert [len(s[1]) for s in steps] == [16, 16, 8] * 3
+    assert steps[0][2] is None
+    assert not steps[0][5]  # the first step of training: no repeated half, no KD
     for prev, cur in zip(steps, steps[1:]):
         assert cur[2] == prev[1]  # the repeated half is the previous step's new half (across epochs too)
-        assert torch.equal(cur[3], prev[4]) and cur[5]  # its KD target: the previous step's logits
+        assert torch.equal(cur[3], prev[4])
+        assert cur[5]  # its KD target: the previous step's logits
     # the first step of epochs 2 and 3 repeats the previous epoch's partial last batch of 8
     assert [len(s[2]) for s in steps[1:]] == [16, 16, 8, 16, 16, 8, 16, 16]
     for e in range(3):
@@ -196,11 +206,13 @@ def test_dlb_batch_composition(tmp_path, monkeypatch):
         assert repeated == (Counter(range(40)) if e < 2 else Counter(range(40)) - Counter(steps[-1][1]))
 
 
-def test_dlb_loss():
+def test_dlb_loss_by_hand_on_the_repeated_half():
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 2)
 
     class Train:  # the training set: sample i is the vector (i, 1, -i)
+        rank = 0
+
         def get(self, index, generator):
             x = torch.stack([index.float(), torch.ones(len(index)), -index.float()], 1)
             return Batch(x, index % 2, index)
@@ -222,9 +234,11 @@ def test_dlb_loss():
     ce = -sum(log_softmax(o)[y] for o, y in zip(out_new + out_rep, ys)) / 4  # mean over both halves
     kd = 9 * sum(kl(softmax([v / 3 for v in z_prev[i].tolist()]), log_softmax([v / 3 for v in out_rep[i]]))
                  for i in range(2)) / 2
-    assert terms["ce"].item() == pytest.approx(ce, rel=1e-5) and terms["kd"].item() == pytest.approx(kd, rel=1e-5)
+    assert terms["ce"].item() == pytest.approx(ce, rel=1e-5)
+    assert terms["kd"].item() == pytest.approx(kd, rel=1e-5)
     assert loss.item() == pytest.approx(ce + 0.5 * kd, rel=1e-5)
-    assert logits.shape == (2, 2) and torch.allclose(logits, torch.tensor(out_new))  # the new half's logits
+    assert logits.shape == (2, 2)
+    assert torch.allclose(logits, torch.tensor(out_new))  # the new half's logits
 
 
 # The official code's per-model CIFAR-100 settings (alpha, T, multiplier), transcribed from its params.json files:
@@ -243,8 +257,10 @@ OFFICIAL_TFKD = {
 def test_tfkd_per_model_configs_are_the_official_settings(method):
     cfg = validate(compose_cfg(f"method={method}")).method
     assert (cfg.alpha, cfg.temperature, cfg.multiplier) == OFFICIAL_TFKD[method]
-    assert cfg.label == method and cfg.name == ("tfkd_reg" if method.startswith("tfkd_reg") else "kd")
+    assert cfg.label == method
+    assert cfg.name == ("tfkd_reg" if method.startswith("tfkd_reg") else "kd")
     if method.startswith("tfkd_reg"):
         assert cfg.correct_prob == 0.99  # hard-coded in the official loss_kd_regularization
     else:
-        assert list(cfg.teacher) == [] and cfg.teacher_run is None  # the student's own architecture
+        assert list(cfg.teacher) == []
+        assert cfg.teacher_run is None  # the student's own architecture

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 
-from conftest import REPO, assert_ddp_equals_one_process
+from helpers import REPO, assert_ddp_equals_one_process
 
 ARGS = ["method=lstsd", "method.minigen_epochs=1", "optim=sgd", "schedule=step", "dataset=synthetic", "dataset.num_train=48",
         "dataset.num_test=16", "dataset.shape=[1,28,28]", "dataset.num_classes=4", "model=lenet5",
@@ -39,12 +39,14 @@ def test_two_processes_equal_one_process_over_the_same_global_batches(tmp_path):
     assert [line.split(" - ", 1)[1].split()[0] for line in log] == ["epoch=1", "epoch=2", "epoch=3"]  # one copy
 
 
-def test_launch_detection(monkeypatch):
+def test_launched_by_torchrun_or_a_slurm_task_of_several(monkeypatch):
     from lstsd import distributed
 
     for var in ("WORLD_SIZE", "SLURM_NTASKS", "SUBMITIT_EXECUTOR"):
         monkeypatch.delenv(var, raising=False)
-    assert not distributed.launched() and distributed.world_size() == 1 and distributed.is_main()
+    assert not distributed.launched()
+    assert distributed.world_size() == 1
+    assert distributed.is_main()
     monkeypatch.setenv("SLURM_NTASKS", "4")
     assert not distributed.launched()  # a SLURM allocation alone: one process unless submitit or torchrun
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")

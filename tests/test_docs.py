@@ -48,8 +48,11 @@ def test_api_page_renders_the_public_names_from_their_docstrings(site):
     page = text(site / "reference" / "api.html")
     for name in lstsd.__all__:
         assert f"lstsd.{name}" in page, name
-    assert "compute_loss" in page and "IndexedDataset" in page and "after_optimizer_step" in page
-    assert ":func:" not in page and ":class:" not in page  # reST roles became links
+    assert "compute_loss" in page
+    assert "IndexedDataset" in page
+    assert "after_optimizer_step" in page
+    assert ":func:" not in page
+    assert ":class:" not in page  # reST roles became links
     assert 'href="#lstsd.method"' in (site / "reference" / "api.html").read_text()
     assert "Distillation" in text(site / "reference" / "lightning.html")
 
@@ -58,7 +61,9 @@ def test_config_page_is_generated_from_the_schemas(site):
     page = site / "reference" / "config.html"
     assert row(page, "method.lambda_long").split(" | ")[1:3] == ["float", "2.4"]
     save_best = row(page, "trainer.save_best")
-    assert "bool" in save_best and "false" in save_best and "best.pt" in save_best  # its comment in the schema
+    assert "bool" in save_best
+    assert "false" in save_best
+    assert "best.pt" in save_best  # its comment in the schema
     assert "experiment name" in row(page, "name")
     options = text(page)
     assert "method.lambda_long: 2.4" in options  # what method=lstsd sets
@@ -71,5 +76,6 @@ def test_rundir_page_and_links(site):
     assert "best.pt" in text(site / "reference" / "rundir.html")
     assert "metrics.jsonl" in text(site / "reference" / "rundir.html")
     overview = (site / "overview.html").read_text()  # the README, its docs/ links pointing at the site's pages
-    assert 'href="methods.html"' in overview and 'href="docs/' not in overview
+    assert 'href="methods.html"' in overview
+    assert 'href="docs/' not in overview
     assert 'href="overview.html' in (site / "index.html").read_text()

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torchvision
 
-from conftest import built_method, compose_cfg
+from helpers import built_method, compose_cfg
 from lstsd.errors import ConfigError
 from lstsd.models.lenet import build_lenet5
 from lstsd.models.digits_cnn import DigitsCNN
@@ -47,8 +47,10 @@ def files(tmp_path_factory):
 def test_kd_from_a_state_dict_of_the_students_architecture(files, tmp_path):
     d, states = files
     kd = build(*RGB, "method=kd", f"method.teacher_checkpoint={d / 'cnn4.pt'}", run_dir=tmp_path / "a")
-    assert same_weights(kd.teacher, states["cnn4"]) and not kd.teacher.training
-    assert not any(p.requires_grad for p in kd.teacher.parameters()) and kd.teacher_dir is None
+    assert same_weights(kd.teacher, states["cnn4"])
+    assert not kd.teacher.training
+    assert not any(p.requires_grad for p in kd.teacher.parameters())
+    assert kd.teacher_dir is None
     kd = build(*RGB, "method=kd", f"method.teacher_checkpoint={d / 'cnn4_last.pt'}", run_dir=tmp_path / "b")
     assert same_weights(kd.teacher, states["cnn4"])
 
@@ -56,7 +58,8 @@ def test_kd_from_a_state_dict_of_the_students_architecture(files, tmp_path):
 def test_kd_from_a_whole_module_as_it_is(files, tmp_path):
     d, states = files
     kd = build(*RGB, "method=kd", f"method.teacher_checkpoint={d / 'r18_module.pt'}", run_dir=tmp_path)
-    assert isinstance(kd.teacher, torchvision.models.ResNet) and same_weights(kd.teacher, states["r18"])
+    assert isinstance(kd.teacher, torchvision.models.ResNet)
+    assert same_weights(kd.teacher, states["r18"])
 
 
 @pytest.mark.parametrize("form", [
@@ -67,7 +70,8 @@ def test_kd_from_a_whole_module_as_it_is(files, tmp_path):
 def test_kd_from_a_state_dict_for_another_model_config(files, tmp_path, form):
     d, states = files
     kd = build(*RGB, "method=kd", f"method.teacher_checkpoint={d / 'r18.pt'}", *form, run_dir=tmp_path)
-    assert isinstance(kd.teacher, torchvision.models.ResNet) and same_weights(kd.teacher, states["r18"])
+    assert isinstance(kd.teacher, torchvision.models.ResNet)
+    assert same_weights(kd.teacher, states["r18"])
 
 
 def test_a_trained_kd_student_reports_the_checkpoint_teachers_accuracy(files, tmp_path):
@@ -81,7 +85,8 @@ def test_a_trained_kd_student_reports_the_checkpoint_teachers_accuracy(files, tm
         res = run(compose_cfg(*RGB, "method=kd", f"method.teacher_checkpoint={d / name}"), tmp_path / name)
         assert res["status"] == "completed"
         rows.append(json.loads((tmp_path / name / "metrics.jsonl").read_text().splitlines()[0]))
-    assert "teacher_test_acc" in rows[0] and rows[0]["teacher_test_acc"] == rows[1]["teacher_test_acc"]
+    assert "teacher_test_acc" in rows[0]
+    assert rows[0]["teacher_test_acc"] == rows[1]["teacher_test_acc"]
     assert rows[0]["train_loss"] == rows[1]["train_loss"]
 
 
@@ -107,7 +112,9 @@ def test_a_given_teacher_module_replaces_the_configured_one(tmp_path):
     torch.manual_seed(3)
     module = DigitsCNN(4, 3)
     kd = build(*RGB, "method=kd", run_dir=tmp_path / "kd", teacher=module)
-    assert same_weights(kd.teacher, module.state_dict()) and not kd.teacher.training and module.training
+    assert same_weights(kd.teacher, module.state_dict())
+    assert not kd.teacher.training
+    assert module.training
     with pytest.raises(ConfigError, match=r"the teacher module given to the run is invalid: it gives outputs of "
                                           r"shape \(2, 7\), not \(batch, 4\)"):
         build(*RGB, "method=kd", run_dir=tmp_path / "bad", teacher=DigitsCNN(7, 3))
@@ -121,13 +128,16 @@ def test_lwkd_from_a_checkpoint_and_from_a_given_module(files, tmp_path):
             "dataset.num_classes=4", "dataset.batch_size=16", "model=digits_cnn", "trainer.epochs=1",
             "trainer.progress=false", "method=lwkd_digits")
     m = build(*args, f"method.teacher_checkpoint={d / 'lenet4.pt'}", run_dir=tmp_path / "a")
-    assert same_weights(m.teacher, states["lenet4"]) and m.bank is not None and m.teacher_dir is None
+    assert same_weights(m.teacher, states["lenet4"])
+    assert m.bank is not None
+    assert m.teacher_dir is None
     with pytest.raises(ConfigError, match=r"method.teacher_checkpoint='.*lenet10.pt' is invalid: it holds a model of "
                                           r"10 classes \(11.weight: 10x84\), the student's dataset has 4"):
         build(*args, f"method.teacher_checkpoint={d / 'lenet10.pt'}", run_dir=tmp_path / "b")
     given = build_lenet5(None, 4, 1)
     m = build(*args, run_dir=tmp_path / "c", teacher=given)
-    assert same_weights(m.teacher, given.state_dict()) and m.bank is not None
+    assert same_weights(m.teacher, given.state_dict())
+    assert m.bank is not None
 
 
 BAD_TEACHERS = [

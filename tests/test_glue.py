@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from conftest import compose_cfg, read_metrics, run_cli
+from helpers import compose_cfg, read_metrics, run_cli
 from glue_fixtures import COLA_ROWS, MRPC_ROWS, N_DEV, RTE_ROWS, SST2_ROWS, write_glue, write_tiny_bert
 from lstsd.config import validate
 from lstsd.errors import ConfigError
@@ -47,7 +47,8 @@ def test_official_tsv_read_verbatim(glue, name):
     for split, file in (("train", "train.tsv"), ("test", "dev.tsv")):
         texts, y = read_tsv(glue / FOLDERS[name] / file, name)
         want_texts, want_y = expected(name, split)
-        assert texts == want_texts and y.tolist() == want_y
+        assert texts == want_texts
+        assert y.tolist() == want_y
     assert any('"' in s1 for s1, _ in texts)
 
 
@@ -67,7 +68,8 @@ def test_hf_copy_reads_like_the_tsv(glue, tmp_path):
         hf, tsv = load_glue(cfg, name), load_glue(validate(text_cfg(glue, f"dataset={name}", "model=textcnn")).dataset,
                                                   name)
         for split in ("train", "test"):
-            assert hf.sets[split][0] == tsv.sets[split][0] and torch.equal(hf.sets[split][1], tsv.sets[split][1])
+            assert hf.sets[split][0] == tsv.sets[split][0]
+            assert torch.equal(hf.sets[split][1], tsv.sets[split][1])
 
 
 def test_word_tokeniser_and_vocabulary(glue):
@@ -82,12 +84,14 @@ def test_word_tokeniser_and_vocabulary(glue):
     assert vocab[:3] == ["<pad>", "<unk>", "<sep>"]
     train_words = [w for s1, s2 in expected("glue_rte", "train")[0] for w in clean_str(s1) + clean_str(s2)]
     counts = [train_words.count(w) for w in vocab[3:]]
-    assert counts == sorted(counts, reverse=True) and set(vocab[3:]) == set(train_words)
+    assert counts == sorted(counts, reverse=True)
+    assert set(vocab[3:]) == set(train_words)
     x = data.train.x  # N x 3 x L, in the training split's order
     s1, s2 = expected("glue_rte", "train")[0][0]
     ids = [vocab.index(w) for w in clean_str(s1)] + [2] + [vocab.index(w) for w in clean_str(s2)]
     n = len(ids)
-    assert x[0, 0, :n].tolist() == ids and x[0, 0, n:].eq(0).all()
+    assert x[0, 0, :n].tolist() == ids
+    assert x[0, 0, n:].eq(0).all()
     assert x[0, 1, :n].tolist() == [0] * len(clean_str(s1)) + [1] * (n - len(clean_str(s1)))
     assert x[0, 2].tolist() == [1] * n + [0] * (x.shape[2] - n)
     assert x.shape[2] == max(int(r.sum()) for r in torch.cat([x[:, 2], data.evals["test"].x[:, 2]]))
@@ -106,7 +110,8 @@ def test_long_pairs_are_truncated_longest_first(glue):
     encoder = WordEncoder(conf.model, [("cat " * 200, "the dog"), ("a", None)], 8)
     (ids, types), = encoder([("cat " * 200, "the dog")])
     cat, the, dog = (encoder.ids[w] for w in ("cat", "the", "dog"))
-    assert ids == [cat] * 5 + [2, the, dog] and types == [0] * 5 + [1] * 3
+    assert ids == [cat] * 5 + [2, the, dog]
+    assert types == [0] * 5 + [1] * 3
 
 
 def test_bad_hugging_face_copies_are_one_line_errors(tmp_path):
@@ -133,9 +138,12 @@ def test_bert_tokeniser_pairs_and_segments(glue, bert_dir):
     s1, s2 = expected("glue_mrpc", "test")[0][1]
     enc = tok(s1, s2)
     row, n = data.evals["test"].x[1], len(enc["input_ids"])
-    assert row[0, :n].tolist() == enc["input_ids"] and row[1, :n].tolist() == enc["token_type_ids"]
-    assert enc["input_ids"][0] == tok.cls_token_id and enc["input_ids"].count(tok.sep_token_id) == 2
-    assert row[2].tolist() == [1] * n + [0] * (row.shape[1] - n) and row[0, n:].eq(tok.pad_token_id).all()
+    assert row[0, :n].tolist() == enc["input_ids"]
+    assert row[1, :n].tolist() == enc["token_type_ids"]
+    assert enc["input_ids"][0] == tok.cls_token_id
+    assert enc["input_ids"].count(tok.sep_token_id) == 2
+    assert row[2].tolist() == [1] * n + [0] * (row.shape[1] - n)
+    assert row[0, n:].eq(tok.pad_token_id).all()
 
 
 def test_tokenisation_is_cached(glue, monkeypatch):
@@ -146,7 +154,8 @@ def test_tokenisation_is_cached(glue, monkeypatch):
     assert any(p.name.startswith("glue_rte_textcnn_") for p in (glue / "cache").iterdir())
     monkeypatch.setattr(text.WordEncoder, "__call__", lambda self, texts: pytest.fail("tokenised again"))
     again = build_data(conf.dataset, 0, "cpu", model_cfg=conf.model)
-    assert torch.equal(first.train.x, again.train.x) and first.train.x.shape[2] == 8  # pairs truncated
+    assert torch.equal(first.train.x, again.train.x)
+    assert first.train.x.shape[2] == 8  # pairs truncated
 
 
 def test_pretrained_embeddings_file(glue, tmp_path):
@@ -159,8 +168,11 @@ def test_pretrained_embeddings_file(glue, tmp_path):
     f.write_text("3 4\ncat 1 2 3 4\nthe 0.5 0.5 0.5 0.5\nzebra 9 9 9 9\n")
     vocab = ["<pad>", "<unk>", "<sep>", "the", "cat", "dog"]
     e = read_embeddings(str(f), vocab, 4)
-    assert e[4].tolist() == [1, 2, 3, 4] and e[3].tolist() == [0.5] * 4 and e[0].eq(0).all()
-    assert e[[1, 2, 5]].abs().le(0.25).all() and e[5].abs().gt(0).all()
+    assert e[4].tolist() == [1, 2, 3, 4]
+    assert e[3].tolist() == [0.5] * 4
+    assert e[0].eq(0).all()
+    assert e[[1, 2, 5]].abs().le(0.25).all()
+    assert e[5].abs().gt(0).all()
     with pytest.raises(ConfigError, match=r"vectors.txt:2 has 4 values: allowed model.embed_dim=5"):
         read_embeddings(str(f), vocab, 5)
     conf = validate(text_cfg(glue, "dataset=glue_sst2", "model=textcnn", f"model.embeddings={f}", "model.embed_dim=4"))
@@ -195,15 +207,20 @@ def test_lstsd_end_to_end_on_text(glue, bert_dir, tmp_path, model):
     cfg = text_cfg(glue, "dataset=glue_cola", f"model={model}", "method=lstsd_t1", "method.minigen_epochs=1",
                    "trainer.epochs=3", *extra)
     res = run(cfg, tmp_path)
-    assert res["headline"] == "mcc" and res["method"] == "lstsd_t1" and res["model"] == model
+    assert res["headline"] == "mcc"
+    assert res["method"] == "lstsd_t1"
+    assert res["model"] == model
     rows = read_metrics(tmp_path)
     assert {"test_acc", "test_mcc", "loss_kd_short", "loss_kd_long"} <= set(rows[-1])
     best = max(rows, key=lambda r: r["test_mcc"])
-    assert res["test_mcc_best"] == best["test_mcc"] and res["best_epoch"] == best["epoch"]
-    assert res["test_mcc_final"] == rows[-1]["test_mcc"] and res["test_acc_final"] == rows[-1]["test_acc"]
+    assert res["test_mcc_best"] == best["test_mcc"]
+    assert res["best_epoch"] == best["epoch"]
+    assert res["test_mcc_final"] == rows[-1]["test_mcc"]
+    assert res["test_acc_final"] == rows[-1]["test_acc"]
     banks = torch.load(tmp_path / "last.pt", weights_only=False)["method"]
     n_train = len(COLA_ROWS) - N_DEV
-    assert banks["short"]["values"].shape == (n_train, 2) and banks["short"]["filled"].all()  # a teacher per sentence
+    assert banks["short"]["values"].shape == (n_train, 2)
+    assert banks["short"]["filled"].all()  # a teacher per sentence
     assert banks["long"]["filled"].all()
 
 
@@ -220,9 +237,11 @@ def test_mrpc_reports_f1_and_table2_reference(glue, tmp_path):
 
     cfg = text_cfg(glue, "dataset=glue_mrpc", "model=textcnn", "method=vanilla", "name=lstsd_table2")
     res = run(cfg, tmp_path / "run")
-    assert {"test_f1_final", "test_f1_best", "test_acc_final"} <= set(res) and res["headline"] == "acc"
+    assert {"test_f1_final", "test_f1_best", "test_acc_final"} <= set(res)
+    assert res["headline"] == "acc"
     table = report([tmp_path])
-    assert "| final f1 |" in table.splitlines()[0] and "| 70.83 |" in table  # Table 2: CNN vanilla MRPC
+    assert "| final f1 |" in table.splitlines()[0]
+    assert "| 70.83 |" in table  # Table 2: CNN vanilla MRPC
 
 
 def test_experiment_table2_composes_every_cell(glue):
@@ -235,7 +254,8 @@ def test_experiment_table2_composes_every_cell(glue):
                 conf = validate(compose_cfg("experiment=lstsd_table2", f"+recipe={recipe}", f"dataset={dataset}",
                                             f"method={method}", "model.path=bert-base-uncased", "model.download=true"))
                 assert (conf.optim._target_, conf.optim.lr, conf.dataset.batch_size) == (optim, lr, batch)
-                assert conf.trainer.epochs == 50 and conf.model.arch == recipe.split("_")[1]
+                assert conf.trainer.epochs == 50
+                assert conf.model.arch == recipe.split("_")[1]
                 assert conf.method.label == method
                 assert getattr(conf.method, "temperature", 1.0) == 1.0
 
@@ -269,8 +289,9 @@ def test_kd_teachers_on_text_read_the_students_tokens(glue, bert_dir, tmp_path):
     run(text_cfg(glue, "dataset=glue_rte", "model=textcnn"), tmp_path / "teacher")
     kd = ("method=kd", f"method.teacher_run={tmp_path / 'teacher'}")
     res = run(text_cfg(glue, "dataset=glue_rte", "model=textcnn", *kd), tmp_path / "student")
-    assert res["status"] == "completed" and res["vocab_sha256"] == json.loads(
-        (tmp_path / "teacher" / "results.json").read_text())["vocab_sha256"]
+    assert res["status"] == "completed"
+    assert (res["vocab_sha256"] == json.loads(
+        (tmp_path / "teacher" / "results.json").read_text())["vocab_sha256"])
     with pytest.raises(ConfigError, match=r"allowed a run with the student's vocabulary"):
         run(text_cfg(glue, "dataset=glue_cola", "model=textcnn", *kd), tmp_path / "other_task")
     with pytest.raises(ConfigError, match=r"allowed a run of the student's text model \(model.arch=bert"):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import TINY, compose_cfg, run_cli
+from helpers import TINY, compose_cfg, run_cli
 from lstsd import machine
 from lstsd.launch.workstation import GpuPool, job_return, run_at_most
 from lstsd.machine import plan, visible_gpus
@@ -74,10 +74,12 @@ def test_demo_runs_as_many_jobs_at_once_as_the_workstation_launcher(monkeypatch)
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     demo = compose_cfg("experiment=demo", return_hydra_config=True)
-    assert demo.trainer.threads == 1 and demo.hydra.launcher.n_jobs == CORES == plan([1] * 45).max_parallel
+    assert demo.trainer.threads == 1
+    assert demo.hydra.launcher.n_jobs == CORES == plan([1] * 45).max_parallel
     assert parallel_jobs(None) == 1  # null threads: a job uses every core
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
-    assert parallel_jobs(1) == 3 and parallel_jobs(1, "cpu") == CORES
+    assert parallel_jobs(1) == 3
+    assert parallel_jobs(1, "cpu") == CORES
 
 
 def test_the_workstation_preset_and_its_schema():
@@ -114,7 +116,10 @@ def test_never_more_than_max_parallel_jobs_each_started_as_soon_as_one_ends():
         finished.append(i)
 
     run_at_most(len(lengths), 2, start, ended, finish, poll_s=0)
-    assert most == 2 and order == sorted(order) and sorted(finished) == list(range(6)) and not running
+    assert most == 2
+    assert order == sorted(order)
+    assert sorted(finished) == list(range(6))
+    assert not running
     assert finished[:2] == [1, 2]  # the short jobs go by while job 0 runs
     assert pool.use == {"0": 0, "1": 0}
     shared = GpuPool(["0", "1"], per_job=1)
@@ -137,7 +142,8 @@ def test_a_job_that_ended_without_a_result_is_a_failed_result():
             raise self.error
 
     killed = job_return(Job(UncompletedJobError("Job 12 (task: 0) has not produced any output")), ["seed=1"], 3)
-    assert killed.status == JobStatus.FAILED and killed.overrides == ["seed=1"]
+    assert killed.status == JobStatus.FAILED
+    assert killed.overrides == ["seed=1"]
     assert str(killed._return_value) == "job #3 ended without a result (killed, or its process exited early); " \
                                         "its log: j_0_log.out"
     trace = "Job (task=0) failed during processing with trace:\n" + "-" * 22 + \
@@ -157,15 +163,19 @@ def test_at_most_max_parallel_jobs_with_their_threads_and_a_failed_job_never_hid
     assert r.returncode == 1, r.stderr[-3000:]
     assert f"lstsd: sweep of 3 jobs into {tmp_path}" in r.stdout.splitlines()
     runs = run_intervals(tmp_path)
-    assert len(runs) == 3 and most_at_once(runs.values()) <= 2
+    assert len(runs) == 3
+    assert most_at_once(runs.values()) <= 2
     assert all(OmegaConf.load(tmp_path / d / ".hydra" / "config.yaml").trainer.threads == max(1, CORES // 2)
                for d in runs)
     bad = json.loads(next(tmp_path.glob("*optim.lr=1e+30*/results.json")).read_text())
-    assert bad["status"] == "failed" and "non-finite loss" in bad["error"]
+    assert bad["status"] == "failed"
+    assert "non-finite loss" in bad["error"]
     table = r.stdout[r.stdout.index("| experiment"):]
     assert "| optim.lr=1e+30 | 0 | acc | - | - | 1 failed |" in table
-    assert "| optim.lr=0.05 | 1 | acc |" in table and "| optim.lr=0.02 | 1 | acc |" in table
-    assert "Failed (1 runs):" in table and "TrainingError: non-finite loss at step" in table
+    assert "| optim.lr=0.05 | 1 | acc |" in table
+    assert "| optim.lr=0.02 | 1 | acc |" in table
+    assert "Failed (1 runs):" in table
+    assert "TrainingError: non-finite loss at step" in table
     assert "Traceback" not in r.stdout + r.stderr
 
 

@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import lstsd
-from conftest import REPO, TINY, compose_cfg
+from helpers import REPO, TINY, compose_cfg
 from lstsd.config import validate
 from lstsd.data import build_data
 from lstsd.models import build_model
@@ -96,7 +96,9 @@ def test_the_configuration_is_the_command_lines():
     assert m.cfg == validate(compose_cfg("method=mean_teacher", "trainer.epochs=36")).method
     assert m.cfg.rampup_epochs == 1  # 5 of 180 epochs, in proportion to the run
     wo_long = lstsd.method("lstsd_wo_long", num_samples=10, num_classes=3, epochs=8, temperature=3)
-    assert type(wo_long).__name__ == "LSTSD" and wo_long.cfg.lambda_long == 0 and wo_long.cfg.temperature == 3.0
+    assert type(wo_long).__name__ == "LSTSD"
+    assert wo_long.cfg.lambda_long == 0
+    assert wo_long.cfg.temperature == 3.0
     assert set(wo_long.banks) == {"short"}
     sd = lstsd.method("sd", num_samples=10, num_classes=3, epochs=7, model=nn.Linear(2, 3), minigens=3)
     assert sd.lr_cycles == [3, 2, 2]  # the learning-rate cycles a loop of one's own runs its schedule in
@@ -129,7 +131,8 @@ def test_a_method_registered_from_outside_is_built_from_its_schema():
 
     try:
         m = lstsd.method("outside_toy", num_samples=4, num_classes=3, epochs=2, epsilon=0.2)
-        assert isinstance(m, Toy) and m.cfg == ToyConfig(name="outside_toy", label="outside_toy", epsilon=0.2)
+        assert isinstance(m, Toy)
+        assert m.cfg == ToyConfig(name="outside_toy", label="outside_toy", epsilon=0.2)
         m.on_epoch_start(0)
         logits, y = torch.randn(2, 3), torch.tensor([0, 2])
         expected = F.cross_entropy(logits, y, label_smoothing=0.2)
@@ -147,7 +150,8 @@ def test_it_composes_inside_another_hydra_application(tmp_path):
     (tmp_path / "config.yaml").write_text("lr: 0.1\n")
     with initialize_config_dir(str(tmp_path), version_base="1.3"):
         m = lstsd.method("lstsd", num_samples=10, num_classes=3, epochs=4, lambda_short=1)
-        assert m.cfg.lambda_short == 1.0 and GlobalHydra.instance().is_initialized()
+        assert m.cfg.lambda_short == 1.0
+        assert GlobalHydra.instance().is_initialized()
         assert compose("config").lr == 0.1  # the application's own configuration is still there
 
 
@@ -235,15 +239,17 @@ def test_compute_loss_writes_the_banks_by_sample_id():
     logits, y, index = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), torch.tensor([0, 2]), torch.tensor([4, 1])
     m.on_epoch_start(0)
     loss = m.compute_loss(logits, y, index)
-    assert loss.item() == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item()) and set(m.terms) == {"ce"}
+    assert loss.item() == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item())
+    assert set(m.terms) == {"ce"}
     m.after_optimizer_step()
     assert torch.equal(m.banks["short"].read(torch.tensor([1, 4])), logits.flip(0))
     assert m.banks["short"].filled.tolist() == [False, True, False, False, True, False]
     m.on_epoch_end(0)
     m.on_epoch_start(1)
     loss = m.compute_loss(logits, y, index)  # the same logits as their teacher: the KD term is 0
-    assert m.terms["kd_short"].item() == pytest.approx(0.0, abs=1e-6) and loss.item() == pytest.approx(
-        m.terms["ce"].item(), rel=1e-6)
+    assert m.terms["kd_short"].item() == pytest.approx(0.0, abs=1e-6)
+    assert (loss.item() == pytest.approx(
+        m.terms["ce"].item(), rel=1e-6))
 
 
 def test_indexed_dataset_gives_ids_and_re_reads_reproducibly():
@@ -256,19 +262,26 @@ def test_indexed_dataset_gives_ids_and_re_reads_reproducibly():
 
     data = lstsd.IndexedDataset(Noisy())
     x, y, index = next(iter(DataLoader(data, batch_size=5)))
-    assert index.dtype == torch.int64 and index.tolist() == [0, 1, 2, 3, 4] and y.tolist() == [0, 1, 0, 1, 0]
+    assert index.dtype == torch.int64
+    assert index.tolist() == [0, 1, 2, 3, 4]
+    assert y.tolist() == [0, 1, 0, 1, 0]
     state = torch.get_rng_state()
     a = data.get(torch.tensor([3, 1]), torch.Generator().manual_seed(7))
     b = data.get(torch.tensor([3, 1]), torch.Generator().manual_seed(7))
     c = data.get(torch.tensor([3, 1]), torch.Generator().manual_seed(8))
     assert torch.equal(torch.get_rng_state(), state)  # the global generator is left as it was
-    assert torch.equal(a.x, b.x) and not torch.equal(a.x, c.x) and a.index.tolist() == [3, 1]
-    assert a.y.tolist() == [1, 1] and torch.equal(a.x.floor(), torch.tensor([[3.0, 3.0], [1.0, 1.0]]))
-    assert data.num_samples == 5 and data.augment
+    assert torch.equal(a.x, b.x)
+    assert not torch.equal(a.x, c.x)
+    assert a.index.tolist() == [3, 1]
+    assert a.y.tolist() == [1, 1]
+    assert torch.equal(a.x.floor(), torch.tensor([[3.0, 3.0], [1.0, 1.0]]))
+    assert data.num_samples == 5
+    assert data.augment
     model = nn.Linear(2, 2)
     state = torch.get_rng_state()
     dlb = lstsd.method("dlb", num_samples=5, num_classes=2, epochs=1, model=model, dataset=data)
-    assert torch.equal(torch.get_rng_state(), state) and dlb.ctx.info.input_shape == (2,)  # nothing drawn
+    assert torch.equal(torch.get_rng_state(), state)
+    assert dlb.ctx.info.input_shape == (2,)  # nothing drawn
     with pytest.raises(TypeError, match=r"item 0 of TensorDataset is a tuple of 1, expected an \(input, target\) pair"):
         lstsd.IndexedDataset(TensorDataset(torch.zeros(3, 2)))[0]
 
@@ -278,7 +291,8 @@ def test_import_lstsd_is_light_and_lists_its_api():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert eval(out.stdout) == ["ConfigError", "IndexedDataset", "Method", "MethodConfig", "method", "register_method"]
-    assert lstsd.Method is lstsd.methods.base.Method and lstsd.ConfigError is lstsd.errors.ConfigError
+    assert lstsd.Method is lstsd.methods.base.Method
+    assert lstsd.ConfigError is lstsd.errors.ConfigError
     importers = [f.relative_to(REPO).as_posix() for f in (REPO / "lstsd").rglob("*.py")
                  if re.search(r"^\s*(import|from) (lightning|pytorch_lightning)\b", f.read_text(), re.M)]
     assert importers == ["lstsd/integrations/lightning.py"]  # the library never needs Lightning
@@ -291,4 +305,5 @@ def test_the_plain_loop_example_runs():
                          timeout=300, env=env, cwd=REPO)
     assert out.returncode == 0, out.stderr[-3000:]
     last = out.stdout.strip().splitlines()[-1]
-    assert last.startswith("epoch 7: test accuracy") and float(last.split()[-1].rstrip("%")) > 30, out.stdout
+    assert last.startswith("epoch 7: test accuracy"), out.stdout
+    assert float(last.split()[-1].rstrip("%")) > 30, out.stdout

@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 import lstsd
-from conftest import REPO
+from helpers import REPO
 
 L = pytest.importorskip("lightning")
 from lstsd.integrations.lightning import Distillation  # noqa: E402
@@ -121,7 +121,7 @@ def test_a_resumed_fit_equals_an_uninterrupted_one(tmp_path):
     assert not all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), cold_net.state_dict().values()))
 
 
-def test_misuse_is_refused(tmp_path):
+def test_the_callback_refuses_misuse(tmp_path):
     distillation = Distillation("lstsd", num_samples=N, num_classes=C)
     with pytest.raises(RuntimeError, match=r"is built when Trainer.fit starts"):
         distillation.method
@@ -138,4 +138,5 @@ def test_the_lightning_example_runs():
                          text=True, timeout=300, env=env, cwd=REPO)
     assert out.returncode == 0, out.stderr[-3000:]
     last = out.stdout.strip().splitlines()[-1]
-    assert last.startswith("epoch 2: test accuracy") and "EMA teacher" in last, out.stdout
+    assert last.startswith("epoch 2: test accuracy"), out.stdout
+    assert "EMA teacher" in last, out.stdout

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, TINY, run_cli
+from helpers import REPO, TINY, run_cli
 from lstsd.training import console
 
 
@@ -23,14 +23,17 @@ def test_a_piped_run_prints_its_folder_each_epoch_and_a_summary(tmp_path):
     assert lines[0] == f"vanilla on synthetic / digits_cnn, seed 0, 3 epochs: {tmp_path}"
     assert [line.split()[0] for line in lines[1:4]] == ["epoch=1", "epoch=2", "epoch=3"]
     assert all(" test_acc=" in line and " lr=" in line and " seconds=" in line for line in lines[1:4])
-    assert lines[4].startswith("done in ") and ": test acc final " in lines[4] and lines[4].endswith(str(tmp_path))
+    assert lines[4].startswith("done in ")
+    assert ": test acc final " in lines[4]
+    assert lines[4].endswith(str(tmp_path))
     assert len(lines) == 5
     assert info_lines((tmp_path / "cli.log").read_text()) == lines  # the run's log file: the same lines
 
 
 def test_quiet_keeps_the_console_to_warnings_and_the_log_file_complete(tmp_path):
     r = run_cli(*TINY, f"hydra.run.dir={tmp_path}", "hydra/job_logging=quiet")
-    assert r.returncode == 0 and info_lines(r.stdout) == [], r.stdout
+    assert r.returncode == 0, r.stdout
+    assert info_lines(r.stdout) == [], r.stdout
     assert len(info_lines((tmp_path / "cli.log").read_text())) == 5
 
 
@@ -39,10 +42,12 @@ def test_epoch_lines_leave_the_console_only_while_a_bar_shows_them():
     setattr(epoch, console.EPOCH, True)
     other = logging.LogRecord("lstsd.training.run", logging.INFO, "", 0, "done", None, None)
     keep = console.EpochLines()
-    assert keep.filter(epoch) and keep.filter(other)
+    assert keep.filter(epoch)
+    assert keep.filter(other)
     console.bar_shown(True)
     try:
-        assert not keep.filter(epoch) and keep.filter(other)
+        assert not keep.filter(epoch)
+        assert keep.filter(other)
     finally:
         console.bar_shown(False)
     assert keep.filter(epoch)
@@ -56,7 +61,9 @@ def test_on_a_terminal_the_bar_stays_and_replaces_the_epoch_lines(tmp_path):
                        text=True, cwd=REPO, timeout=300, env={"WANDB_MODE": "disabled", "PATH": "/usr/bin:/bin"})
     screen = r.stdout.replace("\r", "\n")
     assert r.returncode == 0, screen
-    assert "vanilla: 100%|" in screen and "3/3 [" in screen  # the bar, left in place at the end
+    assert "vanilla: 100%|" in screen
+    assert "3/3 [" in screen  # the bar, left in place at the end
     lines = info_lines(screen)
-    assert len(lines) == 2 and lines[1].startswith("done in ")  # the folder and the summary, no epoch line
+    assert len(lines) == 2
+    assert lines[1].startswith("done in ")  # the folder and the summary, no epoch line
     assert len(info_lines((tmp_path / "cli.log").read_text())) == 5

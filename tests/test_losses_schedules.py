@@ -78,7 +78,7 @@ def test_step_schedule_divides_by_10_at_25_50_75_percent():
         assert out[t] == pytest.approx(lr), t
 
 
-def test_cosine_values():
+def test_cosine_schedule_by_hand_with_and_without_lr_min():
     out = lrs("cosine", 8)
     assert out == pytest.approx([0.05 * (1 + math.cos(math.pi * t / 8)) for t in range(8)])
     out = lrs("cosine", 8, lr_min=0.01)
@@ -90,7 +90,8 @@ def test_cosine_restarted_per_minigeneration_equal_cycles():
     out = lrs("cosine", 12, cycles=[2, 2, 2], steps_per_epoch=2)
     assert out == pytest.approx([0.05 * (1 + math.cos(math.pi * (t % 4) / 4)) for t in range(12)])
     assert out[3] == pytest.approx(0.05 * (1 + math.cos(3 * math.pi / 4)))  # last update of cycle 1
-    assert out[4] == pytest.approx(0.1) and out[8] == pytest.approx(0.1)  # first update of cycles 2 and 3
+    assert out[4] == pytest.approx(0.1)
+    assert out[8] == pytest.approx(0.1)  # first update of cycles 2 and 3
     assert out[5] == pytest.approx(0.05 * (1 + math.cos(math.pi / 4)))
 
 
@@ -99,7 +100,8 @@ def test_restarts_with_unequal_cycles_and_step_schedule():
     out = lrs("cosine", 40, cycles=[1, 3], steps_per_epoch=10)
     assert out[:10] == pytest.approx([0.05 * (1 + math.cos(math.pi * t / 10)) for t in range(10)])
     assert out[10:] == pytest.approx([0.05 * (1 + math.cos(math.pi * t / 30)) for t in range(30)])
-    assert out[9] == pytest.approx(0.05 * (1 + math.cos(0.9 * math.pi))) and out[10] == pytest.approx(0.1)
+    assert out[9] == pytest.approx(0.05 * (1 + math.cos(0.9 * math.pi)))
+    assert out[10] == pytest.approx(0.1)
     # a step schedule restarted per cycle: milestones are fractions of each cycle
     out = lrs("step", 24, cycles=[2, 4], steps_per_epoch=4, milestones=[0.5])
     assert out == pytest.approx([0.1] * 4 + [0.01] * 4 + [0.1] * 8 + [0.01] * 8)

@@ -9,7 +9,7 @@ from lstsd.methods.banks import SampleBank
 from lstsd.methods.losses import teacher_probs
 from lstsd.methods.lstsd import LSTSD, LSTSDSingle
 from lstsd.training.run import run
-from conftest import read_metrics
+from helpers import read_metrics
 
 E = 2  # epochs per mini-generation
 TINY_LSTSD = ("method=lstsd", f"method.minigen_epochs={E}", "trainer.epochs=6", "dataset.num_train=10",
@@ -60,10 +60,12 @@ def test_no_kd_term_in_first_minigeneration(tiny_cfg, tmp_path):
     run(tiny_cfg(*TINY_LSTSD), tmp_path)
     rows = read_metrics(tmp_path)
     for row in rows[:E]:
-        assert "loss_kd_long" not in row and "loss_kd_short" not in row
+        assert "loss_kd_long" not in row
+        assert "loss_kd_short" not in row
         assert row["train_loss"] == pytest.approx(row["loss_ce"])
     for row in rows[E:]:
-        assert row["loss_kd_long"] > 0 and row["loss_kd_short"] > 0
+        assert row["loss_kd_long"] > 0
+        assert row["loss_kd_short"] > 0
         assert row["train_loss"] == pytest.approx(row["loss_ce"] + 2.4 * row["loss_kd_long"] + 4.0 * row["loss_kd_short"],
                                                   rel=1e-5)
 
@@ -84,7 +86,8 @@ def test_ablations_allocate_and_apply_only_their_teacher(tiny_cfg, tmp_path, rec
     _, reads = recorder
     res = run(tiny_cfg(*TINY_LSTSD, f"method={variant}"), tmp_path)
     assert {kind for _, kind, _, _ in reads} == banks
-    assert res["method"] == variant and res["bank_bytes"] == 10 * 4 * 4  # one 10 x 4 float32 bank
+    assert res["method"] == variant
+    assert res["bank_bytes"] == 10 * 4 * 4  # one 10 x 4 float32 bank
 
 
 def test_probability_banks_store_the_tempered_teacher(tiny_cfg, tmp_path, recorder):
@@ -106,7 +109,8 @@ def test_post_update_banks_hold_the_prediction_after_the_step(tiny_cfg, tmp_path
             expected = self.model(batch.x)
         self.model.train()
         stored = self.banks["short"].read(batch.index)
-        assert torch.allclose(stored, expected, atol=1e-6) and not torch.allclose(stored, logits, atol=1e-3)
+        assert torch.allclose(stored, expected, atol=1e-6)
+        assert not torch.allclose(stored, logits, atol=1e-3)
         checked.append(len(batch.index))
 
     monkeypatch.setattr(LSTSD, "after_step", after_step)
@@ -136,7 +140,9 @@ def test_single_teachers_are_frozen_snapshots(tiny_cfg, tmp_path, monkeypatch):
     monkeypatch.setattr(LSTSDSingle, "on_epoch_end", on_epoch_end)
     monkeypatch.setattr(LSTSDSingle, "on_epoch_start", on_epoch_start)
     res = run(tiny_cfg(*TINY_LSTSD, "method=lstsd_single"), tmp_path)
-    assert len(checks) == 8 and res["bank_bytes"] == 0 and res["method"] == "lstsd_single"
+    assert len(checks) == 8
+    assert res["bank_bytes"] == 0
+    assert res["method"] == "lstsd_single"
 
 
 def test_bank_memory_and_round_trip():
@@ -161,7 +167,8 @@ def test_padded_duplicates_keep_their_last_row():
 
     rows = torch.arange(10.0).view(5, 2)
     index, kept = last_of_each(torch.tensor([3, 1, 3, 2, 1]), rows)
-    assert index.tolist() == [1, 2, 3] and torch.equal(kept, rows[[4, 3, 2]])
+    assert index.tolist() == [1, 2, 3]
+    assert torch.equal(kept, rows[[4, 3, 2]])
     ids = torch.randint(0, 500, (4096,), generator=torch.Generator().manual_seed(0))
     index, kept = last_of_each(ids, torch.arange(4096.0)[:, None])
     assert all(ids[int(k)] == i and not (ids[int(k) + 1:] == i).any() for i, k in zip(index, kept))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, compose_cfg
+from helpers import TINY, built_method, compose_cfg
 from lstsd.config import validate
 from lstsd.errors import ConfigError
 from lstsd.data import build_data
@@ -47,11 +47,15 @@ def synmnist(root, k, n):
 
 def test_idx_reader_and_sources(mnist_root, tmp_path):
     images = read_idx(mnist_root / "MNIST" / "raw" / "train-images-idx3-ubyte.gz")
-    assert images.shape == (30, 28, 28) and images[4, 0, 0] == 30  # image 4 is a 1
+    assert images.shape == (30, 28, 28)
+    assert images[4, 0, 0] == 30  # image 4 is a 1
     sources, name = digit_sources(str(mnist_root))
-    assert name == "mnist" and sources["test"][0].shape == (30, 28, 28)
+    assert name == "mnist"
+    assert sources["test"][0].shape == (30, 28, 28)
     sources, name = digit_sources(str(tmp_path))  # no MNIST here: scikit-learn's digits
-    assert name == "sklearn_digits" and sources["train"][0].shape == (899, 8, 8) and sources["train"][0].max() == 255
+    assert name == "sklearn_digits"
+    assert sources["train"][0].shape == (899, 8, 8)
+    assert sources["train"][0].max() == 255
 
 
 @pytest.mark.parametrize("k,columns", [
@@ -62,7 +66,9 @@ def test_idx_reader_and_sources(mnist_root, tmp_path):
 def test_synmnist_renders_the_zero_padded_digits(mnist_root, k, columns):
     data = synmnist(mnist_root, k, 3 * k)
     x, y = data.train.x, data.train.y
-    assert x.shape == (3 * k, 1, 28, 28) and x.dtype == torch.uint8 and data.info.num_classes == k
+    assert x.shape == (3 * k, 1, 28, 28)
+    assert x.dtype == torch.uint8
+    assert data.info.num_classes == k
     assert Counter(y.tolist()) == Counter({c: 3 for c in range(k)})  # balanced
     width = len(str(k - 1))
     for i in [0, 1, 7, len(y) // 2, len(y) - 1]:
@@ -73,7 +79,8 @@ def test_synmnist_renders_the_zero_padded_digits(mnist_root, k, columns):
 
 def test_synmnist_is_reproducible_and_offline(tmp_path):
     a, b = synmnist(tmp_path, 100, 200), synmnist(tmp_path, 100, 200)  # scikit-learn's digits
-    assert torch.equal(a.train.x, b.train.x) and a.info.input_shape == (1, 28, 28)
+    assert torch.equal(a.train.x, b.train.x)
+    assert a.info.input_shape == (1, 28, 28)
 
 
 def test_lenet5_parameter_counts():
@@ -96,24 +103,9 @@ T28 = (*[o for o in TINY if not o.startswith("dataset.shape")], "dataset.shape=[
 
 
 def build_lwkd(tmp_path, *overrides):
-    from lstsd.training import trainer as engine
-
-    captured, orig = {}, engine.Trainer.fit
-
-    def fit(self):  # the student is built, not trained; its teacher's run trains normally
-        if self.method.name != "lwkd":
-            return orig(self)
-        captured["method"] = self.method
-        return {}
-
-    engine.Trainer.fit = fit
-    try:
-        ov = [*T28, "method=lwkd", f"method.teacher_cache={tmp_path / 'cache'}", f"method.teacher={TEACHER}",
-              *overrides]
-        run(compose_cfg(*ov), tmp_path / "run", overrides=ov)
-    finally:
-        engine.Trainer.fit = orig
-    return captured["method"]
+    """The LW-KD student's method, built (its teacher's run trains), not trained."""
+    ov = [*T28, "method=lwkd", f"method.teacher_cache={tmp_path / 'cache'}", f"method.teacher={TEACHER}", *overrides]
+    return built_method(ov, tmp_path / "run")
 
 
 def test_teacher_targets_map_each_sample_to_a_synthetic_twin_of_its_class(tmp_path):
@@ -154,7 +146,8 @@ def test_lwkd_loss_is_eq8(tmp_path):
     ce = -(s[0, 1].item() - math.log(sum(math.exp(v) for v in s[0].tolist())))
     d = 1.0 - 1.0  # D's logit: sum of the probabilities (1) - 1 = 0
     adv = math.log(1 - 1 / (1 + math.exp(-d)))  # log(1 - sigmoid(0)) = log 0.5
-    assert terms["kl"].item() == pytest.approx(kl, rel=1e-5) and terms["adv"].item() == pytest.approx(adv)
+    assert terms["kl"].item() == pytest.approx(kl, rel=1e-5)
+    assert terms["adv"].item() == pytest.approx(adv)
     assert loss.item() == pytest.approx(0.7 * ce + 0.3 * kl + 0.2 * adv, rel=1e-5)
     m.cfg.t2_scale = False  # the default: Eq. 4 and Eq. 1 as printed, no tau^2
     loss, terms = m.loss(Batch(None, torch.tensor([1]), torch.tensor([0])), s)
@@ -184,7 +177,8 @@ def test_student_and_discriminator_update_only_their_own_parameters(tmp_path):
 def test_lwkd_runs_and_resumes_its_discriminator(tmp_path):
     ov = [*T28, "method=lwkd", f"method.teacher_cache={tmp_path / 'cache'}", f"method.teacher={TEACHER}"]
     res = run(compose_cfg(*ov), tmp_path / "a", overrides=ov)
-    assert res["teacher_dataset"] == "synmnist" and "teacher_test_acc" in res
+    assert res["teacher_dataset"] == "synmnist"
+    assert "teacher_test_acc" in res
     state = torch.load(tmp_path / "a" / "last.pt", weights_only=False)["method"]
     assert set(state) == {"disc", "disc_opt"}
 

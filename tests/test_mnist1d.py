@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import compose_cfg
+from helpers import compose_cfg
 from lstsd.config import validate
 from lstsd.errors import ConfigError
 from lstsd.data.readers import mnist1d
@@ -31,15 +31,19 @@ def canonical():
 def test_the_canonical_dataset_is_the_published_layout_and_identical_on_every_generation(canonical):
     states = random.getstate(), np.random.get_state()[1].copy()
     again = mnist1d.generate(GeneratorArgs())
-    assert random.getstate() == states[0] and np.array_equal(np.random.get_state()[1], states[1])  # restored
-    assert canonical["x"].shape == (4000, 40) and canonical["x_test"].shape == (1000, 40)
-    assert canonical["y"].shape == (4000,) and canonical["y_test"].shape == (1000,)
+    assert random.getstate() == states[0]
+    assert np.array_equal(np.random.get_state()[1], states[1])  # restored
+    assert canonical["x"].shape == (4000, 40)
+    assert canonical["x_test"].shape == (1000, 40)
+    assert canonical["y"].shape == (4000,)
+    assert canonical["y_test"].shape == (1000,)
     for key in canonical:
         assert np.array_equal(canonical[key], again[key])
     labels = np.concatenate([canonical["y"], canonical["y_test"]])
     assert np.bincount(labels).tolist() == [500] * 10  # num_samples // 10 sequences of each template
     x = np.concatenate([canonical["x"], canonical["x_test"]])
-    assert abs(x.mean()) < 1e-6 and abs(x.std() - 1) < 1e-6  # the package standardises the whole set
+    assert abs(x.mean()) < 1e-6
+    assert abs(x.std() - 1) < 1e-6  # the package standardises the whole set
 
 
 def test_every_generator_argument_changes_the_cache_key():
@@ -49,7 +53,8 @@ def test_every_generator_argument_changes_the_cache_key():
                "shuffle_seq": True, "final_seq_length": 50, "seed": 1}
     assert set(changed) == set(base.__dataclass_fields__)
     keys = {replace(base, **{k: v}).key() for k, v in changed.items()} | {base.key()}
-    assert len(keys) == len(changed) + 1 and base.key() == GeneratorArgs().key()
+    assert len(keys) == len(changed) + 1
+    assert base.key() == GeneratorArgs().key()
 
 
 def test_cache_is_written_read_back_and_regenerated_when_corrupt_or_foreign(tmp_path, monkeypatch, caplog):
@@ -59,17 +64,23 @@ def test_cache_is_written_read_back_and_regenerated_when_corrupt_or_foreign(tmp_
     monkeypatch.setattr(mnist1d, "generate", lambda a: calls.append(a) or real(a))
     first = load_arrays(cfg)
     cache = tmp_path / "mnist1d" / f"{GeneratorArgs.of(cfg).key()}.npz"
-    assert cache.is_file() and len(calls) == 1 and first["x"].shape == (160, 40)
+    assert cache.is_file()
+    assert len(calls) == 1
+    assert first["x"].shape == (160, 40)
     again = load_arrays(cfg)
-    assert len(calls) == 1 and all(np.array_equal(first[k], again[k]) for k in first)  # from the cache
+    assert len(calls) == 1
+    assert all(np.array_equal(first[k], again[k]) for k in first)  # from the cache
     cache.write_bytes(b"not an npz file")
     regenerated = load_arrays(cfg)
-    assert len(calls) == 2 and np.array_equal(regenerated["x"], first["x"]) and "generating it again" in caplog.text
+    assert len(calls) == 2
+    assert np.array_equal(regenerated["x"], first["x"])
+    assert "generating it again" in caplog.text
     np.savez(cache, x=first["x"][:10], y=first["y"][:10], x_test=first["x_test"], y_test=first["y_test"])
     load_arrays(cfg)  # arrays that do not fit the arguments: not trusted either
     assert len(calls) == 3
     other = load_arrays(args_cfg(tmp_path, num_samples=200, iid_noise_scale=0.03))  # another key: generated
-    assert len(calls) == 4 and not np.array_equal(other["x"], first["x"])
+    assert len(calls) == 4
+    assert not np.array_equal(other["x"], first["x"])
 
 
 def test_the_published_pickle_is_read_when_present_and_refused_when_corrupt(tmp_path, canonical):
@@ -80,7 +91,8 @@ def test_the_published_pickle_is_read_when_present_and_refused_when_corrupt(tmp_
     with open(published, "wb") as f:
         pickle.dump(data, f, protocol=3)  # as mnist1d.utils.to_pickle writes it
     read = load_arrays(cfg)
-    assert np.array_equal(read["x"], canonical["x"].astype(np.float32)) and read["x"].dtype == np.float32
+    assert np.array_equal(read["x"], canonical["x"].astype(np.float32))
+    assert read["x"].dtype == np.float32
     assert not (tmp_path / "mnist1d").exists()  # nothing generated
     published.write_bytes(pickle.dumps(data)[:100])
     with pytest.raises(ConfigError, match=r"dataset.root: .*mnist1d_data.pkl is not a readable copy of the "
@@ -115,7 +127,8 @@ def test_cnn_is_the_reference_convbase():
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv1d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size[0], c.stride[0], c.padding[0]) for c in convs] == \
         [(1, 25, 5, 2, 1), (25, 25, 3, 2, 1), (25, 25, 3, 2, 1)]
-    assert model.features(torch.zeros(2, 1, 40)).shape == (2, 125) and model.linear.in_features == 125
+    assert model.features(torch.zeros(2, 1, 40)).shape == (2, 125)
+    assert model.linear.in_features == 125
 
 
 def test_reference_recipe_two_epochs(tmp_path):
@@ -123,12 +136,16 @@ def test_reference_recipe_two_epochs(tmp_path):
 
     res = run(compose_cfg("experiment=mnist1d", "trainer.epochs=2", "trainer.progress=false",
                           f"dataset.root={tmp_path}"), tmp_path / "run")
-    assert res["status"] == "completed" and res["dataset"] == "mnist1d" and res["input_shape"] == [1, 40]
-    assert res["num_classes"] == 10 and res["test_acc_final"] > 30  # 10 % is chance; two epochs reach ~45 %
+    assert res["status"] == "completed"
+    assert res["dataset"] == "mnist1d"
+    assert res["input_shape"] == [1, 40]
+    assert res["num_classes"] == 10
+    assert res["test_acc_final"] > 30  # 10 % is chance; two epochs reach ~45 %
     conf = validate(compose_cfg("experiment=mnist1d"))
     assert (conf.optim.lr, conf.optim.weight_decay, conf.dataset.batch_size, conf.trainer.epochs,
             conf.schedule.name) == (1e-2, 0.0, 100, 200, "constant")
-    assert conf.optim._target_ == "torch.optim.Adam" and 4000 // 100 * 200 == 8000  # the reference 8,000 steps
+    assert conf.optim._target_ == "torch.optim.Adam"
+    assert 4000 // 100 * 200 == 8000  # the reference 8,000 steps
 
 
 @pytest.mark.parametrize("overrides,message", [

@@ -70,7 +70,8 @@ def test_option_a_shortcut_is_parameter_free_padded_identity():
     out = shortcuts[0](x)
     assert out.shape == (2, 32, 16, 16)
     assert torch.equal(out[:, 8:24], x[:, :, ::2, ::2])
-    assert out[:, :8].abs().sum() == 0 and out[:, 24:].abs().sum() == 0
+    assert out[:, :8].abs().sum() == 0
+    assert out[:, 24:].abs().sum() == 0
 
 
 @pytest.mark.parametrize("cfg", [resnet_cfg(21), resnet_cfg(2), densenet_cfg(depth=99)])

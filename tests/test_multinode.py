@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, compose_cfg
+from helpers import REPO, compose_cfg
 from lstsd import distributed
 
 SLURM_VARIABLES = ("SUBMITIT_EXECUTOR", "SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_NTASKS",
@@ -37,13 +37,15 @@ def test_two_node_allocation_maps_to_ranks_local_ranks_and_one_rendezvous(monkey
     seen = []
     for procid in range(8):
         two_node_task(monkeypatch, procid)
-        assert distributed.launched() and distributed.slurm_task()
+        assert distributed.launched()
+        assert distributed.slurm_task()
         env = distributed.slurm_environment()
         assert (env["RANK"], env["LOCAL_RANK"], env["WORLD_SIZE"], env["LOCAL_WORLD_SIZE"]) == \
             (str(procid), str(procid % 4), "8", "4")
         assert env["MASTER_ADDR"] == "gpu017"  # the first host of the node list, on every node
         seen.append(env["MASTER_PORT"])
-    assert len(set(seen)) == 1 and 20000 <= int(seen[0]) <= 60000  # one rendezvous for the job's 8 tasks
+    assert len(set(seen)) == 1
+    assert 20000 <= int(seen[0]) <= 60000  # one rendezvous for the job's 8 tasks
     two_node_task(monkeypatch, 0, array_task="4")  # another job of the sweep's array: its own port
     assert distributed.slurm_environment()["MASTER_PORT"] != seen[0]
     two_node_task(monkeypatch, 5, nodes="cn001,cn[005-006]")
@@ -68,7 +70,8 @@ def test_torchrun_processes_keep_torchruns_ranks(monkeypatch):
     two_node_task(monkeypatch, 6)
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "abc")  # torchrun started this process inside the allocation
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert distributed.launched() and not distributed.slurm_task()
+    assert distributed.launched()
+    assert not distributed.slurm_task()
 
 
 @pytest.mark.parametrize("visible,expected", [(4, [0, 1, 2, 3]), (1, [0, 0, 0, 0]), (8, [0, 1, 2, 3])])
@@ -131,7 +134,8 @@ def test_two_nodes_of_two_tasks_train_as_one_process(tmp_path):
     assert one.returncode == 0, one.stderr[-3000:]
     a = torch.load(Path(tmp_path / "ddp" / "last.pt"), weights_only=False)
     b = torch.load(Path(tmp_path / "one" / "last.pt"), weights_only=False)
-    assert a["world_size"] == 4 and a["global_step"] == b["global_step"] == 4  # 2 epochs of 64 / 32
+    assert a["world_size"] == 4
+    assert a["global_step"] == b["global_step"] == 4  # 2 epochs of 64 / 32
     for k in b["model"]:
         assert torch.allclose(a["model"][k], b["model"][k], atol=1e-5), k
     for kind in ("short", "long"):

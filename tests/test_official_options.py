@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import compose_cfg
+from helpers import compose_cfg
 from lstsd.config import validate
 from lstsd.data.types import Batch, DataInfo
 from lstsd.methods import build_method
@@ -64,8 +64,9 @@ def test_dlb_separate_forwards_equal_the_official_step():
     ce = F.cross_entropy(torch.cat((out_pre, out)), torch.cat((rep.y, new.y)))
     dml = F.kl_div(F.log_softmax(out_pre / 3, dim=1), F.softmax(z_prev / 3, dim=1), reduction="batchmean") * 9
     (ce + dml).backward()
-    assert loss.item() == pytest.approx((ce + dml).item(), rel=1e-6) and terms["ce"].item() == pytest.approx(
-        ce.item(), rel=1e-6)
+    assert loss.item() == pytest.approx((ce + dml).item(), rel=1e-6)
+    assert (terms["ce"].item() == pytest.approx(
+        ce.item(), rel=1e-6))
     for (name, a), b in zip(ours.named_parameters(), official.parameters()):
         assert torch.allclose(a.grad, b.grad, atol=1e-6), name
     for (name, a), b in zip(ours.named_buffers(), official.buffers()):
@@ -150,7 +151,8 @@ def test_a_frozen_teachers_outputs_are_precomputed_without_augmentation(tiny_cfg
     sd, loader = trainer.method, trainer.data.train
     sd.snapshots.append(copy.deepcopy(trainer.model).eval())
     sd.teacher_outputs.set(sd.snapshots[-1])
-    assert sd.teacher_outputs.bank is not None and sd.teacher_outputs.bank.shape == (40, 4)
+    assert sd.teacher_outputs.bank is not None
+    assert sd.teacher_outputs.bank.shape == (40, 4)
     for batch in loader.epoch(1):
         with torch.no_grad():
             assert torch.allclose(sd.teacher_outputs(batch), sd.snapshots[-1](batch.x), atol=1e-5)
@@ -176,4 +178,5 @@ def test_mode_invariance_is_detected_structurally_and_by_probing():
 
     model = FunctionalDropout()
     state = torch.get_rng_state()
-    assert not mode_invariant(model, x) and torch.equal(torch.get_rng_state(), state)  # generators untouched
+    assert not mode_invariant(model, x)
+    assert torch.equal(torch.get_rng_state(), state)  # generators untouched

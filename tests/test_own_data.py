@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import test_preemption
-from conftest import compose_cfg, read_metrics
+from helpers import SignalAt, compose_cfg, read_metrics
 from lstsd.config import validate
 from lstsd.data import build_data
 from lstsd.data.loaders.memory import MemoryLoader
@@ -82,7 +82,8 @@ def test_imagefolder_is_torchvisions_imagefolder(folder):
     reference = ImageFolder(str(folder / "train"))
     assert (data.info.num_classes, data.info.num_train, data.info.num_test) == (4, 48, 12)
     assert data.info.input_shape == (3, SIZE, SIZE)
-    assert data.train.y.tolist() == reference.targets and isinstance(data.train, StreamLoader)
+    assert data.train.y.tolist() == reference.targets
+    assert isinstance(data.train, StreamLoader)
     assert [data.train.samples.where(i) for i in range(48)] == [p for p, _ in reference.samples]
     batch = data.train.get(torch.tensor([5, 17]), None)
     mean, std = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
@@ -93,13 +94,15 @@ def test_imagefolder_is_torchvisions_imagefolder(folder):
     assert not data.train.augment
     # a validation split carved from the files: read lazily as well, the same files as their labels say
     val = build_data(folder_cfg(folder, "dataset.val_fraction=0.25").dataset, 0, "cpu")
-    assert (val.info.num_train, val.info.num_val) == (36, 12) and isinstance(val.evals["val"], StreamLoader)
+    assert (val.info.num_train, val.info.num_val) == (36, 12)
+    assert isinstance(val.evals["val"], StreamLoader)
     names = [val.evals["val"].samples.where(i) for i in range(12)]
     assert val.evals["val"].y.tolist() == [CLASSES.index(n.split("/")[-2]) for n in names]
     assert not set(names) & {val.train.samples.where(i) for i in range(36)}
     # top-5 accuracy is what the evaluation adds where a dataset has more than five classes
-    assert data.info.metrics(["acc"]) == ("acc",) and replace(data.info, num_classes=10).metrics(["acc", "f1"]) == \
-        ("acc", "f1", "top5")
+    assert data.info.metrics(["acc"]) == ("acc",)
+    assert (replace(data.info, num_classes=10).metrics(["acc", "f1"]) == \
+        ("acc", "f1", "top5"))
 
 
 def test_npz_arrays_channels_last_and_training_statistics(tmp_path):
@@ -111,7 +114,8 @@ def test_npz_arrays_channels_last_and_training_statistics(tmp_path):
     data = build_data(validate(compose_cfg("dataset=npz", f"dataset.path={tmp_path / 'd.npz'}",
                                            "model=digits_cnn")).dataset, 0, "cpu")
     assert (data.info.num_classes, data.info.num_train, data.info.input_shape) == (3, 30, (3, 8, 8))
-    assert isinstance(data.train, MemoryLoader) and data.train.x.dtype == torch.uint8
+    assert isinstance(data.train, MemoryLoader)
+    assert data.train.x.dtype == torch.uint8
     assert torch.equal(data.evals["test"].x, torch.from_numpy(x_test).permute(0, 3, 1, 2))
     x = torch.cat([b.x for b in data.train.epoch(0)])  # normalised with the training split's statistics
     assert torch.allclose(x.mean((0, 2, 3)), torch.zeros(3), atol=1e-5)
@@ -120,7 +124,8 @@ def test_npz_arrays_channels_last_and_training_statistics(tmp_path):
     np.savez(tmp_path / "s.npz", x_train=rng.normal(size=(20, 1, 40)), y_train=np.arange(20) % 2,
              x_test=rng.normal(size=(4, 1, 40)), y_test=np.arange(4) % 2)
     seq = build_data(validate(compose_cfg("dataset=npz", f"dataset.path={tmp_path / 's.npz'}")).dataset, 0, "cpu")
-    assert seq.info.input_shape == (1, 40) and seq.train.x.dtype == torch.float32
+    assert seq.info.input_shape == (1, 40)
+    assert seq.train.x.dtype == torch.float32
 
 
 def write_hf(path, n_train=24, n_test=8):
@@ -194,7 +199,7 @@ def test_a_torchvision_class_by_target(tmp_path):
     assert data.train.y.tolist() == [int(FakeData(12, (3, 8, 8), 3)[i][1]) for i in range(12)]
 
 
-def test_imagenet_recipe(tmp_path):
+def test_imagenet_reader_crops_images_of_any_size_to_224(tmp_path):
     """dataset=imagenet: the ImageFolder reader with RandomResizedCrop 224 + flip for training and resize 256 +
     centre crop 224 for evaluation, on images of any size."""
     from PIL import Image
@@ -210,10 +215,12 @@ def test_imagenet_recipe(tmp_path):
                                "dataset.num_workers=0"))
     assert [t["_target_"].rsplit(".", 1)[1] for t in cfg.dataset.train_transforms] == \
         ["RandomResizedCrop", "RandomHorizontalFlip"]
-    assert [(t["_target_"].rsplit(".", 1)[1], t["size"]) for t in cfg.dataset.eval_transforms] == \
-        [("Resize", 256), ("CenterCrop", 224)] and cfg.dataset.train_transforms[0]["size"] == 224
+    assert ([(t["_target_"].rsplit(".", 1)[1], t["size"]) for t in cfg.dataset.eval_transforms] == \
+        [("Resize", 256), ("CenterCrop", 224)])
+    assert cfg.dataset.train_transforms[0]["size"] == 224
     data = build_data(cfg.dataset, 0, "cpu")
-    assert data.info.input_shape == (3, 224, 224) and data.train.augment
+    assert data.info.input_shape == (3, 224, 224)
+    assert data.train.augment
     assert [b.x.shape for b in data.evals["test"].epoch(0)] == [(4, 3, 224, 224)]
 
 
@@ -233,16 +240,19 @@ def test_stream_fast_path_equals_the_memory_loader(folder, source):
         return build_data(cfg.dataset, 0, "cpu")
 
     memory = make("memory", 0)
-    assert memory.train.augment and isinstance(memory.train, MemoryLoader)
+    assert memory.train.augment
+    assert isinstance(memory.train, MemoryLoader)
     for workers in (0, 2):
         stream = make("stream", workers)
-        assert stream.train.fast and isinstance(stream.train, StreamLoader)
+        assert stream.train.fast
+        assert isinstance(stream.train, StreamLoader)
         for epoch in (0, 1):
             assert same(batches(stream.train, epoch), batches(memory.train, epoch))
         assert same(batches(stream.evals["test"]), batches(memory.evals["test"]))
     index = torch.tensor([3, 1, 4, 1, 5])
     a, b = (d.train.get(index, torch.Generator().manual_seed(7)) for d in (stream, memory))
-    assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+    assert torch.equal(a.x, b.x)
+    assert torch.equal(a.y, b.y)
 
 
 def test_stream_transforms_are_seeded_per_sample(folder):
@@ -251,20 +261,26 @@ def test_stream_transforms_are_seeded_per_sample(folder):
     random generators are left as they were."""
     zero, two = (build_data(folder_cfg(folder, RESIZED_CROP, CENTRE, f"dataset.num_workers={w}").dataset, 0, "cpu")
                  for w in (0, 2))
-    assert zero.train.augment and not zero.train.fast and zero.info.input_shape == (3, 12, 12)
+    assert zero.train.augment
+    assert not zero.train.fast
+    assert zero.info.input_shape == (3, 12, 12)
     state = torch.get_rng_state()
     full = batches(zero.train, 1)
     assert torch.equal(torch.get_rng_state(), state)
     assert same(batches(two.train, 1), full)
-    assert same(batches(zero.train, 1, start_step=4), full[4:]) and same(batches(two.train, 1, start_step=4), full[4:])
-    assert len(full) == 6 and not torch.equal(torch.cat([x for x, _, _ in full]),
-                                              torch.cat([x for x, _, _ in batches(zero.train, 2)]))
+    assert same(batches(zero.train, 1, start_step=4), full[4:])
+    assert same(batches(two.train, 1, start_step=4), full[4:])
+    assert len(full) == 6
+    assert (not torch.equal(torch.cat([x for x, _, _ in full]),
+                                              torch.cat([x for x, _, _ in batches(zero.train, 2)])))
     order = torch.cat([i for _, _, i in full])
     assert sorted(order.tolist()) == list(range(48))
     # the same sample in two epochs: other crops; the index fixes the label
     ev = batches(zero.evals["test"])
-    assert same(batches(two.evals["test"]), ev) and ev[0][0].shape == (12, 3, 12, 12)
-    assert sample_seed(5, 1) != sample_seed(5, 2) and sample_seed(5, 1) != sample_seed(6, 1)
+    assert same(batches(two.evals["test"]), ev)
+    assert ev[0][0].shape == (12, 3, 12, 12)
+    assert sample_seed(5, 1) != sample_seed(5, 2)
+    assert sample_seed(5, 1) != sample_seed(6, 1)
 
 
 def test_stream_shards_of_the_global_batches(folder):
@@ -302,7 +318,8 @@ def test_corrupt_image_named_or_skipped_with_a_warning(tmp_path, caplog):
                             f"it, or set dataset.on_corrupt=skip to leave unreadable images out with a warning")
     with caplog.at_level(logging.WARNING):
         data = build_data(folder_cfg(root, "dataset.on_corrupt=skip").dataset, 0, "cpu")
-    assert data.info.num_train == 7 and f"left out {bad}" in caplog.text
+    assert data.info.num_train == 7
+    assert f"left out {bad}" in caplog.text
     assert str(bad) not in [data.train.samples.where(i) for i in range(7)]
     # verify=none: found while training, the run stops naming the file (exit code 1)
     data = build_data(folder_cfg(root, "dataset.verify=none", "dataset.num_workers=0").dataset, 0, "cpu")
@@ -333,25 +350,27 @@ def test_lstsd_top_k_banks_through_the_stream_loader(folder, topk_run, tmp_path)
     """It trains, its banks hold 2 classes of every sample, and the run is the same with the files read in the
     main process."""
     run_dir, res = topk_run
-    assert res["status"] == "completed" and res["dataset"] == "imagefolder" and res["input_shape"] == [3, 12, 12]
+    assert res["status"] == "completed"
+    assert res["dataset"] == "imagefolder"
+    assert res["input_shape"] == [3, 12, 12]
     state = torch.load(run_dir / "last.pt", weights_only=False)
     for kind in ("short", "long"):
         bank = state["method"][kind]
-        assert bank["filled"].all() and bank["values"].shape == (48, 2) and bank["classes"].shape == (48, 2)
+        assert bank["filled"].all()
+        assert bank["values"].shape == (48, 2)
+        assert bank["classes"].shape == (48, 2)
     run(compose_cfg(*topk_args(folder, 0)), tmp_path)
     assert read_metrics(tmp_path) == read_metrics(run_dir)
 
 
-def test_stop_inside_an_epoch_resumes_exactly_on_the_stream_loader(folder, topk_run, tmp_path, stop_signal_at):
+def test_stop_inside_an_epoch_resumes_exactly_on_the_stream_loader(folder, topk_run, tmp_path):
     """A stop signal at step 8 (inside epoch 2, 2 workers reading ahead): the checkpoint records the position;
     the relaunched run reads the rest of the epoch from there and ends as the uninterrupted one (as
     tests/test_engine.py checks the in-memory loader)."""
-    disarm = stop_signal_at(8)
     with pytest.raises(KeyboardInterrupt):
-        run(compose_cfg(*topk_args(folder, 2)), tmp_path)
+        run(compose_cfg(*topk_args(folder, 2)), tmp_path, callbacks=[SignalAt(8)])
     state = torch.load(tmp_path / "last.pt", weights_only=False)
     assert (state["epoch"], state["global_step"], state["in_epoch"]["step"]) == (1, 8, 2)
-    disarm()
     resumed = run(compose_cfg(*topk_args(folder, 2)), tmp_path)
     assert test_preemption.strip_time(resumed) == test_preemption.strip_time(topk_run[1])
     assert read_metrics(tmp_path) == read_metrics(topk_run[0])
@@ -367,7 +386,9 @@ def test_stop_signal_inside_an_epoch_resumes_exactly_in_a_real_process(folder, t
     code = test_preemption.interrupt(tmp_path / "cut", signal.SIGTERM, after_epochs=1, delay=0.05)
     assert code == -signal.SIGTERM
     state = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)
-    assert state["epoch"] == 1 and state["in_epoch"] is not None and 0 < state["in_epoch"]["step"] < 24
+    assert state["epoch"] == 1
+    assert state["in_epoch"] is not None
+    assert 0 < state["in_epoch"]["step"] < 24
     proc = test_preemption.launch(tmp_path / "cut")
     assert proc.wait(timeout=300) == 0, proc.stderr.read()
     resumed = json.loads((tmp_path / "cut" / "results.json").read_text())
@@ -455,4 +476,6 @@ def test_stream_loader_on_any_split_in_memory():
     kw = dict(augment=False, shuffle=True, seed=4)
     a = MemoryLoader("train", splits, 4, "cpu", **kw)
     b = StreamLoader("train", splits, 4, "cpu", num_workers=0, **kw)
-    assert same(batches(a, 3), batches(b, 3)) and len(a) == len(b) == 6 and b.num_samples == 21
+    assert same(batches(a, 3), batches(b, 3))
+    assert len(a) == len(b) == 6
+    assert b.num_samples == 21

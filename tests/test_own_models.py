@@ -8,7 +8,7 @@ import pytest
 import torch
 import torchvision
 
-from conftest import compose_cfg
+from helpers import compose_cfg
 from lstsd.config import compose, validate
 from lstsd.errors import ConfigError
 from lstsd.models import build_model
@@ -46,7 +46,8 @@ def test_a_torchvision_model_by_target_trains(tmp_path):
     """torchvision.models.resnet18 on 8x8 synthetic images, one epoch: built by instantiate with num_classes=4."""
     cfg = compose_cfg(*TINY_RGB, "model=target", "model._target_=torchvision.models.resnet18")
     res = run(cfg, tmp_path)
-    assert res["status"] == "completed" and res["model"] == "torchvision.models.resnet18"
+    assert res["status"] == "completed"
+    assert res["model"] == "torchvision.models.resnet18"
     state = torch.load(tmp_path / "last.pt", weights_only=False)["model"]
     reference = torchvision.models.resnet18(num_classes=4).state_dict()
     assert {k: tuple(v.shape) for k, v in state.items()} == {k: tuple(v.shape) for k, v in reference.items()}
@@ -77,7 +78,8 @@ def test_a_users_class_by_target_gets_classes_channels_and_kwargs(tmp_path, monk
                  "model._target_=user_nets.TinyNet", "model.num_classes_key=classes", "model.kwargs={width: 5}",
                  "model.name=tiny"]
     res = run(compose_cfg(*overrides), tmp_path / "run")
-    assert res["status"] == "completed" and res["model"] == "tiny"
+    assert res["status"] == "completed"
+    assert res["model"] == "tiny"
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["model"]
     assert tuple(state["body.0.weight"].shape) == (5, 2, 3, 3)  # width 5, the data's 2 channels (in_channels: auto)
     assert tuple(state["head.weight"].shape) == (3, 5)  # 3 classes under the keyword "classes"
@@ -102,7 +104,8 @@ def test_torchvision_option_by_name_and_pretrained_from_the_cache_offline(weight
             else:
                 assert torch.equal(own[k], v), k
     conf = validate(compose.compose([*TINY_RGB, "model=torchvision", "model.name=resnet101"]))
-    assert conf.model.name == "resnet101" and not conf.model.pretrained  # ImageNet's ResNet-101, random init
+    assert conf.model.name == "resnet101"
+    assert not conf.model.pretrained  # ImageNet's ResNet-101, random init
 
 
 BAD_MODELS = [

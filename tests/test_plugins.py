@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from conftest import REPO, run_cli
+from helpers import REPO, run_cli
 from lstsd.config import compose
 from lstsd.registry import DATASETS, METHODS, MODELS
 from lstsd.methods.teacher import student_overrides
@@ -40,13 +40,17 @@ def test_imports_register_the_components_and_store_their_schemas_before_composin
     from lstsd.training.run import run
 
     cfg = compose.compose([*ARGS, "method=confidence_penalty", "method.beta=0.2"])
-    assert {"blobs"} <= DATASETS.keys() and "mlp" in MODELS.keys() and "confidence_penalty" in METHODS.keys()
+    assert {"blobs"} <= DATASETS.keys()
+    assert "mlp" in MODELS.keys()
+    assert "confidence_penalty" in METHODS.keys()
     conf = validate(cfg)
     assert (conf.dataset.name, conf.model.arch, conf.method.name, conf.method.beta) == \
         ("blobs", "mlp", "confidence_penalty", 0.2)
     assert conf.imports == ["my_plugin.components"]
     res = run(cfg, tmp_path / "run", overrides=list(ARGS))
-    assert res["status"] == "completed" and res["method"] == "confidence_penalty" and res["model"] == "mlp"
+    assert res["status"] == "completed"
+    assert res["method"] == "confidence_penalty"
+    assert res["model"] == "mlp"
     from lstsd.config.identity import RELAUNCH_KEYS
 
     assert "imports" in RELAUNCH_KEYS  # where the components are found, not what is trained
@@ -68,11 +72,13 @@ def test_the_example_plugin_runs_under_submitit_local(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     (job,) = [p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(".")]
     res = json.loads((job / "results.json").read_text())
-    assert res["status"] == "completed" and (res["dataset"], res["model"], res["method"]) == \
+    assert res["status"] == "completed"
+    assert (res["dataset"], res["model"], res["method"]) == \
         ("blobs", "mlp", "confidence_penalty")
     assert list(tmp_path.glob(".submitit/*/*_result.pkl"))  # the job ran through submitit
     rows = [json.loads(line) for line in (job / "metrics.jsonl").read_text().splitlines()]
-    assert len(rows) == 2 and "loss_entropy" in rows[0]  # the plugin's method computed its terms
+    assert len(rows) == 2
+    assert "loss_entropy" in rows[0]  # the plugin's method computed its terms
 
 
 @pytest.mark.slow
@@ -96,4 +102,5 @@ def test_without_imports_a_worker_never_sees_components_registered_in_the_launch
     r = subprocess.run([sys.executable, str(wrapper), "-m", "hydra/launcher=submitit_local",
                         "hydra.launcher.timeout_min=5", *args, f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=REPO,
                        env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 1 and "model.arch='mlp' is invalid" in r.stdout + r.stderr, r.stderr[-3000:]
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert "model.arch='mlp' is invalid" in r.stdout + r.stderr, r.stderr[-3000:]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, compose_cfg, run_cli
+from helpers import REPO, compose_cfg, run_cli
 from glue_fixtures import write_glue
 from lstsd.config import DatasetConfig, validate
 from lstsd.data import build_data
@@ -36,7 +36,8 @@ def refused(call, *fragments) -> str:
     with pytest.raises(ConfigError) as info:
         call()
     message = str(info.value)
-    assert "\n" not in message and "\r" not in message, message
+    assert "\n" not in message, message
+    assert "\r" not in message, message
     for fragment in fragments:
         assert fragment in message, message
     return message
@@ -98,7 +99,8 @@ def test_text_splits_are_counted_like_images(monkeypatch):
 
 def test_integer_labels_are_int64_and_floats_are_never_truncated():
     x, y = tensors(np.zeros((2, 1)), np.array([1, 2], dtype=np.uint8))
-    assert y.dtype == torch.int64 and y.tolist() == [1, 2]
+    assert y.dtype == torch.int64
+    assert y.tolist() == [1, 2]
     assert tensors(np.zeros((2, 1)), [1.7, 0.2])[1].tolist() == [1.7, 0.2]  # left for check_splits to refuse
 
 
@@ -117,7 +119,8 @@ def test_cli_reports_the_validation_fraction_in_one_line(tmp_path):
     r = run_cli("dataset=synthetic", "dataset.num_train=5", "dataset.val_fraction=0.9999", "model=digits_cnn",
                 "dataset.shape=[1,8,8]", "trainer.epochs=1", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
     lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert r.returncode == 2, r.stderr
+    assert len(lines) == 1, r.stderr
     assert lines[0] == ("lstsd: error: dataset.val_fraction=0.9999 is invalid: it leaves 0 training samples of 5 "
                         "(all 5 go to the validation split): allowed a smaller fraction")
 
@@ -191,8 +194,10 @@ def test_malformed_gzipped_idx_file(tmp_path, contents, fragment):
 def test_well_formed_idx_files_still_read(tmp_path):
     write_mnist(tmp_path, gz=True)
     sources, name = digit_sources(str(tmp_path))
-    assert name == "mnist" and sources["train"][0].shape == (30, 28, 28) and sources["test"][1].tolist() == \
-        LABELS.tolist()
+    assert name == "mnist"
+    assert sources["train"][0].shape == (30, 28, 28)
+    assert (sources["test"][1].tolist() == \
+        LABELS.tolist())
 
 
 # ------------------------------------------------------------------------------------------------ GLUE TSV
@@ -256,7 +261,10 @@ def test_corrupt_token_cache_is_rebuilt(glue, tmp_path, monkeypatch, caplog):
     moved = spy_on_replace(monkeypatch)
     first = build_data(conf.dataset, 0, "cpu", model_cfg=conf.model)
     (path,) = tmp_path.iterdir()
-    assert len(moved) == 1 and moved[0].startswith(f"{path}.") and f".{os.getpid()}." in moved[0] and moved[0].endswith(".tmp")
+    assert len(moved) == 1
+    assert moved[0].startswith(f"{path}.")
+    assert f".{os.getpid()}." in moved[0]
+    assert moved[0].endswith(".tmp")
     good = path.read_bytes()
     cases = corruptions(path, good, lambda: torch.save({"train": torch.zeros(3, 3, 8)}, path))
     cases["wrong_shapes"] = lambda: torch.save({k: v[:, :2] for k, v in torch.load(
@@ -267,7 +275,8 @@ def test_corrupt_token_cache_is_rebuilt(glue, tmp_path, monkeypatch, caplog):
         caplog.clear()
         with caplog.at_level(logging.WARNING):
             again = build_data(conf.dataset, 0, "cpu", model_cfg=conf.model)
-        assert f"tokenised cache {path}: " in caplog.text and "encoding again" in caplog.text, case
+        assert f"tokenised cache {path}: " in caplog.text, case
+        assert "encoding again" in caplog.text, case
         assert torch.equal(again.train.x, first.train.x), case
         assert torch.equal(again.evals["test"].x, first.evals["test"].x), case
         assert torch.equal(torch.load(path, weights_only=True)["train"], first.train.x.cpu()), case  # replaced
@@ -279,7 +288,10 @@ def test_corrupt_mnist1d_cache_is_rebuilt(tmp_path, monkeypatch, caplog):
     moved = spy_on_replace(monkeypatch)
     first = load_arrays(cfg)
     path = tmp_path / "mnist1d" / f"{GeneratorArgs.of(cfg).key()}.npz"
-    assert len(moved) == 1 and moved[0].startswith(f"{path}.") and f".{os.getpid()}." in moved[0] and moved[0].endswith(".tmp")
+    assert len(moved) == 1
+    assert moved[0].startswith(f"{path}.")
+    assert f".{os.getpid()}." in moved[0]
+    assert moved[0].endswith(".tmp")
     good = path.read_bytes()
     cases = corruptions(path, good, lambda: np.savez(path, x=first["x"][:, :5], y=first["y"],
                                                      x_test=first["x_test"], y_test=first["y_test"]))
@@ -289,8 +301,10 @@ def test_corrupt_mnist1d_cache_is_rebuilt(tmp_path, monkeypatch, caplog):
         caplog.clear()
         with caplog.at_level(logging.WARNING):
             again = load_arrays(cfg)
-        assert f"{path} is not a usable MNIST-1D cache" in caplog.text and "generating it again" in caplog.text, case
-        assert all(np.array_equal(first[k], again[k]) for k in first) and path.read_bytes() == good, case
+        assert f"{path} is not a usable MNIST-1D cache" in caplog.text, case
+        assert "generating it again" in caplog.text, case
+        assert all(np.array_equal(first[k], again[k]) for k in first), case
+        assert path.read_bytes() == good, case
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left
 
 
@@ -301,7 +315,8 @@ def test_a_cache_that_cannot_be_written_is_a_warning(tmp_path, caplog):
 
     with caplog.at_level(logging.WARNING):
         write_cache(tmp_path / "c.pt", fail, "tokenised text")
-    assert "tokenised text not cached at" in caplog.text and "No space left on device" in caplog.text
+    assert "tokenised text not cached at" in caplog.text
+    assert "No space left on device" in caplog.text
     assert list(tmp_path.iterdir()) == []  # neither the cache nor its temporary
 
 
@@ -332,7 +347,9 @@ def test_embeddings_with_a_bom_blank_lines_and_crlf(tmp_path):
     f = tmp_path / "vectors.txt"
     f.write_bytes("\ufeff2 3\r\nthe 1 2 3\r\n\r\ncat 4 5 6 \r\n".encode())
     e = read_embeddings(str(f), VOCAB, 3)
-    assert e[3].tolist() == [1, 2, 3] and e[4].tolist() == [4, 5, 6] and e[0].eq(0).all()
+    assert e[3].tolist() == [1, 2, 3]
+    assert e[4].tolist() == [4, 5, 6]
+    assert e[0].eq(0).all()
 
 
 # ------------------------------------------------------------------------------ the published MNIST-1D pickle
@@ -369,14 +386,18 @@ def test_bench_arguments_are_argparse_errors(capsys, args, fragment):
     with pytest.raises(SystemExit) as info:
         main(args)
     err = capsys.readouterr().err
-    assert info.value.code == 2 and err.splitlines()[-1].startswith("lstsd-bench: error: "), err
-    assert fragment in err.splitlines()[-1] and "Traceback" not in err
+    assert info.value.code == 2, err
+    assert err.splitlines()[-1].startswith("lstsd-bench: error: "), err
+    assert fragment in err.splitlines()[-1]
+    assert "Traceback" not in err
 
 
 def test_bench_unknown_method_exits_2_without_a_traceback():
     r = subprocess.run([sys.executable, "-m", "lstsd.bench", "--smoke", "--methods", "vanilla,nonesuch"], cwd=REPO,
                        capture_output=True, text=True, timeout=120, env={**os.environ, "WANDB_MODE": "disabled"})
-    assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 2, r.stderr
+    assert r.stdout == "", r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
     assert r.stderr.splitlines()[-1].startswith("lstsd-bench: error: argument --methods: 'nonesuch' is invalid")
 
 
@@ -386,5 +407,7 @@ def test_bench_bad_method_override_is_one_line(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--smoke", "--no-loader", "--methods", "vanilla,lstsd:method.nonesuch=1"])
     err = capsys.readouterr().err
-    assert info.value.code == 2 and err.count("\n") == 1 and err.startswith("lstsd-bench: error: "), err
+    assert info.value.code == 2, err
+    assert err.count("\n") == 1, err
+    assert err.startswith("lstsd-bench: error: "), err
     assert "method.nonesuch" in err

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY, compose_cfg, run_cli
+from helpers import TINY, compose_cfg, run_cli, tiny
 from lstsd.errors import ConfigError, TrainingError
 from lstsd.fileio import atomic_write
 from lstsd.training.rundir import RunDir
@@ -22,10 +22,6 @@ from lstsd.training.run import run
 def snapshot(d: Path) -> dict:
     """Every file of a folder (dot files included) with its bytes, the lock file aside."""
     return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file() and p.name != ".lock"}
-
-
-def tiny(*overrides):
-    return compose_cfg(*TINY, *overrides)
 
 
 def test_relaunch_with_another_configuration_is_refused_and_changes_nothing(tmp_path):
@@ -39,7 +35,8 @@ def test_relaunch_with_another_configuration_is_refused_and_changes_nothing(tmp_
             run(tiny("trainer.epochs=2", *overrides), tmp_path)
         assert snapshot(tmp_path) == before  # .hydra/, metrics.jsonl, results.json, last.pt as they were
     again = run(tiny("trainer.epochs=2", "trainer.device=cpu", "trainer.progress=true"), tmp_path)  # RELAUNCH_KEYS
-    assert again["status"] == "completed" and snapshot(tmp_path) == before
+    assert again["status"] == "completed"
+    assert snapshot(tmp_path) == before
 
 
 def test_an_unfinished_run_resumes_only_its_own_configuration(tmp_path):
@@ -48,16 +45,19 @@ def test_an_unfinished_run_resumes_only_its_own_configuration(tmp_path):
     results.unlink()  # as if stopped after epoch 1
     with pytest.raises(ConfigError, match="seed: 0 -> 7"):
         run(tiny("trainer.epochs=2", "seed=7"), tmp_path)
-    assert not results.exists() and len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
+    assert not results.exists()
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
     out = run(tiny("trainer.epochs=2"), tmp_path)
-    assert out["epochs"] == 2 and len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
+    assert out["epochs"] == 2
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
 
 
 def test_extending_a_finished_run_and_refusing_to_shorten_it(tmp_path):
     run(tiny("trainer.epochs=2"), tmp_path / "a")
     longer = run(tiny("trainer.epochs=3"), tmp_path / "a")  # trainer.epochs is a relaunch key: the run goes on
     straight = run(tiny("trainer.epochs=3"), tmp_path / "b")
-    assert longer["epochs"] == 3 and longer["test_acc_final"] == straight["test_acc_final"]
+    assert longer["epochs"] == 3
+    assert longer["test_acc_final"] == straight["test_acc_final"]
     with pytest.raises(ConfigError, match="trainer.epochs=2 is invalid: .* holds a completed run of 3 epochs"):
         run(tiny("trainer.epochs=2"), tmp_path / "a")
 
@@ -104,7 +104,9 @@ def test_hydra_folder_is_written_once_by_the_cli(tmp_path):
     hydra = {p.name: p.read_bytes() for p in (tmp_path / ".hydra").iterdir()}
     assert sorted(hydra) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
     r = run_cli(*args, "method=lstsd")
-    assert r.returncode == 2 and r.stderr.startswith("lstsd: error: ") and "method.name: vanilla -> lstsd" in r.stderr
+    assert r.returncode == 2
+    assert r.stderr.startswith("lstsd: error: ")
+    assert "method.name: vanilla -> lstsd" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert run_cli(*args).returncode == 0  # the same configuration: skipped, nothing rewritten
     assert {p.name: p.read_bytes() for p in (tmp_path / ".hydra").iterdir()} == hydra
@@ -120,8 +122,10 @@ def test_a_second_process_is_refused_while_one_holds_the_folder(tmp_path):
                                               "process per run folder"):
             run(tiny("trainer.epochs=1"), tmp_path)
         r = run_cli(*TINY, f"hydra.run.dir={tmp_path}")
-        assert r.returncode == 2 and f"is in use by process {holder.pid}" in r.stderr
-        assert not (tmp_path / "results.json").exists() and not (tmp_path / ".hydra").exists()
+        assert r.returncode == 2
+        assert f"is in use by process {holder.pid}" in r.stderr
+        assert not (tmp_path / "results.json").exists()
+        assert not (tmp_path / ".hydra").exists()
     finally:
         holder.send_signal(signal.SIGKILL)  # a holder that dies leaves no stale lock
         holder.wait()
@@ -137,7 +141,8 @@ def test_two_concurrent_launches_one_trains(tmp_path):
     codes = [p.wait(timeout=300) for p in procs]
     errors = [p.stderr.read() for p in procs]
     assert sorted(codes) in ([0, 0, 0], [0, 0, 2], [0, 2, 2]), errors  # a late one finds the run completed
-    assert 0 in codes and all("is in use by process" in e for c, e in zip(codes, errors) if c == 2)
+    assert 0 in codes
+    assert all("is in use by process" in e for c, e in zip(codes, errors) if c == 2)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == list(range(1, 31))  # one history, no duplicated epoch
     assert not list(tmp_path.glob("*.tmp"))
@@ -154,8 +159,11 @@ def test_temporary_files_are_unique_per_process_and_a_failed_write_keeps_the_fil
 
     with pytest.raises(OSError):
         atomic_write(target, failing)
-    assert target.read_text() == "previous" and list(tmp_path.iterdir()) == [target]
-    assert seen[0].startswith("results.json.") and f".{os.getpid()}." in seen[0] and seen[0].endswith(".tmp")
+    assert target.read_text() == "previous"
+    assert list(tmp_path.iterdir()) == [target]
+    assert seen[0].startswith("results.json.")
+    assert f".{os.getpid()}." in seen[0]
+    assert seen[0].endswith(".tmp")
 
 
 def test_teacher_cache_key_does_not_depend_on_the_order_of_overrides(tmp_path):
@@ -174,7 +182,8 @@ def test_teacher_cache_key_does_not_depend_on_the_order_of_overrides(tmp_path):
     b = train("method=vanilla", "dataset=digits", "seed=1")
     c = train("method=vanilla", "dataset=digits", "seed=2", "seed=1")
     d = train("method=vanilla", "dataset=digits", "seed=1", "seed=2")
-    assert a == b == c != d and len(trained) == 2
+    assert a == b == c != d
+    assert len(trained) == 2
 
 
 def test_only_rank_0_writes_log_files(tmp_path):
@@ -221,12 +230,15 @@ def test_disk_full_is_one_line_and_marks_the_run_failed(tmp_path):
                  after=f"echo; ls -a {mount}/run; cat {mount}/run/results.json")
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 1, r.stderr
-    assert len(lines) == 1 and lines[0].startswith(f"lstsd: training failed: cannot write the checkpoint "
-                                                   f"{mount}/run/last.pt: No space left on device (errno 28)")
+    assert len(lines) == 1
+    assert (lines[0].startswith(f"lstsd: training failed: cannot write the checkpoint "
+                                                   f"{mount}/run/last.pt: No space left on device (errno 28)"))
     listing, record = r.stdout.split("{", 1)
-    assert "last.pt" not in listing and ".tmp" not in listing  # no half-written checkpoint left behind
+    assert "last.pt" not in listing
+    assert ".tmp" not in listing  # no half-written checkpoint left behind
     record = json.loads("{" + record)  # the run is marked failed with the same error
-    assert record["status"] == "failed" and "No space left on device" in record["error"]
+    assert record["status"] == "failed"
+    assert "No space left on device" in record["error"]
 
 
 @pytest.mark.skipif(bool(tmpfs_available()), reason=tmpfs_available() or "-")
@@ -236,7 +248,8 @@ def test_read_only_run_folder_is_one_line_exit_2(tmp_path):
     r = in_tmpfs(mount, "size=1m,ro", *TINY, f"hydra.run.dir={mount}/run")
     assert r.returncode == 2, r.stderr
     lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0] == f"lstsd: error: {mount}/run: Read-only file system", r.stderr
+    assert len(lines) == 1, r.stderr
+    assert lines[0] == f"lstsd: error: {mount}/run: Read-only file system", r.stderr
 
 
 # --------------------------------------------------------------------------- lstsd-report on damaged folders
@@ -252,7 +265,8 @@ def test_report_lists_unreadable_runs_and_goes_on(tmp_path, capsys):
     (tmp_path / "bad_config" / ".hydra" / "config.yaml").write_bytes(b"\xff\xfe: [")
     main([str(tmp_path)])
     out = capsys.readouterr().out
-    assert "| vanilla |" in out and "Unreadable (3 run folders left out):" in out
+    assert "| vanilla |" in out
+    assert "Unreadable (3 run folders left out):" in out
     assert f"- {tmp_path / 'bad_results' / 'results.json'}: not a readable JSON file (JSONDecodeError" in out
     assert f"- {tmp_path / 'bad_metrics' / 'metrics.jsonl'}:2: not a JSON row" in out
     assert f"- {tmp_path / 'bad_config' / '.hydra' / 'config.yaml'}: not a readable YAML file" in out
@@ -261,8 +275,9 @@ def test_report_lists_unreadable_runs_and_goes_on(tmp_path, capsys):
 def test_report_on_a_path_that_does_not_exist_is_exit_2(tmp_path):
     r = subprocess.run([sys.executable, "-c", "from lstsd.report import main; main()", str(tmp_path / "nowhere")], capture_output=True,
                        text=True)
-    assert r.returncode == 2 and r.stderr == f"lstsd-report: error: {tmp_path / 'nowhere'}: no such file or " \
-                                             "directory (allowed a run or sweep folder)\n"
+    assert r.returncode == 2
+    assert (r.stderr == f"lstsd-report: error: {tmp_path / 'nowhere'}: no such file or " \
+                                             "directory (allowed a run or sweep folder)\n")
 
 
 def test_the_non_finite_message_names_a_checkpoint_only_when_there_is_one(tmp_path):
@@ -270,3 +285,20 @@ def test_the_non_finite_message_names_a_checkpoint_only_when_there_is_one(tmp_pa
         run(tiny("optim.lr=1e30"), tmp_path / "a")
     with pytest.raises(TrainingError, match="no checkpoint was written before it"):
         run(tiny("optim.lr=1e30", "trainer.checkpoint=false"), tmp_path / "b")
+
+
+def test_folder_names_leave_out_the_keys_a_relaunch_may_change():
+    """One list of "where and how, not what": a job folder's name leaves out the keys a relaunch may change
+    (RELAUNCH_KEYS), so that the relaunch finds its folder; the differences are the ones named here."""
+    import dataclasses
+
+    from lstsd.config import ReportConfig
+    from lstsd.config.identity import RELAUNCH_KEYS
+
+    exclude = set(compose_cfg(return_hydra_config=True).hydra.job.config.override_dirname.exclude_keys)
+    report = {f"report.{f.name}" for f in dataclasses.fields(ReportConfig) if f.name != "better_of"}
+    folders = {"experiment", "name"}  # the sweep folder is named after them already
+    files = {"model.path", "method.teacher_run", "method.teacher_checkpoint"}  # a model or teacher file
+    relaunch = set(RELAUNCH_KEYS) - {"trainer.epochs", "dataset.path"}  # a sweep over them: a folder each
+    assert exclude == (relaunch - {"hydra", "report"}) | report | folders | files
+

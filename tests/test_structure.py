@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from conftest import REPO, TINY
+from helpers import REPO, TINY
 
 PACKAGE = REPO / "lstsd"
 
@@ -100,7 +100,8 @@ resolved)."""
     up = [f"{m} -> {n}" for m, ns in edges.items() for n in ns if floor(n) > floor(m)]
     assert up == []
     assert edges["lstsd.errors"] == edges["lstsd.fileio"] == set()
-    assert edges["lstsd.registry"] == {"lstsd.errors"} and edges["lstsd.machine"] <= {"lstsd.errors"}
+    assert edges["lstsd.registry"] == {"lstsd.errors"}
+    assert edges["lstsd.machine"] <= {"lstsd.errors"}
     assert not [f"{m} -> {n}" for m, ns in edges.items() if m.startswith("lstsd.data") for n in ns
                 if n.startswith("lstsd.models")]
     trainer = [f"lstsd.training.{m}" for m in ("trainer", "checkpoint", "signals", "step_stats", "evaluation")]
@@ -143,9 +144,11 @@ def test_print_only_commands_import_neither_torch_nor_timm(tmp_path, args):
     assert out.returncode == 0, out.stderr
     assert "IMPORTED []" in out.stdout, out.stdout[-2000:]
     if args[0] == "--cfg":
-        assert "lambda_long: 2.4" in out.stdout and "bank_store:" in out.stdout  # the schema's defaults too
+        assert "lambda_long: 2.4" in out.stdout
+        assert "bank_store:" in out.stdout  # the schema's defaults too
     if args[0] == "--help":
-        assert "method: dlb, kd," in out.stdout and "base_" not in out.stdout  # options, not schemas
+        assert "method: dlb, kd," in out.stdout
+        assert "base_" not in out.stdout  # options, not schemas
     if args[0] == "-sc":
         assert "method=lstsd_wo_long" in out.stdout
 
@@ -193,9 +196,21 @@ def test_a_method_is_its_module_and_its_yaml(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
         cfg = compose.compose([*TINY, "method=toy", f"hydra.searchpath=[file://{tmp_path / 'conf'}]"])
-        assert cfg.method.name == "toy" and cfg.method.label == "toy" and cfg.method.epsilon == 0.1
+        assert cfg.method.name == "toy"
+        assert cfg.method.label == "toy"
+        assert cfg.method.epsilon == 0.1
         res = run(cfg, tmp_path / "run")
-        assert res["status"] == "completed" and res["method"] == "toy"
+        assert res["status"] == "completed"
+        assert res["method"] == "toy"
     finally:
         METHODS.entries.pop("toy", None)
         sys.modules.pop("lstsd.methods.toy", None)
+
+
+def test_no_function_is_longer_than_fifty_lines():
+    long = []
+    for f in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 50:
+                long.append(f"{f.relative_to(REPO)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert long == []

@@ -7,7 +7,7 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import REPO, run_cli
+from helpers import REPO, run_cli
 
 JOBS = ("method=lstsd,seed=0,trainer.epochs=2", "method=vanilla,seed=0,trainer.epochs=2")
 
@@ -38,7 +38,8 @@ def test_sweeps_started_together_get_their_own_folders(tmp_path):
              for _ in range(2)]
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
     sweeps = list((tmp_path / "multirun" / "twins").iterdir())
-    assert len(sweeps) == 2 and all((s / "seed=0,trainer.epochs=1" / "results.json").exists() for s in sweeps)
+    assert len(sweeps) == 2
+    assert all((s / "seed=0,trainer.epochs=1" / "results.json").exists() for s in sweeps)
 
 
 def test_submitit_local_launcher(tmp_path):
@@ -52,10 +53,11 @@ def test_submitit_local_launcher(tmp_path):
 
 
 def test_launcher_presets_and_the_git_ignored_site_file(monkeypatch):
-    from conftest import compose_cfg
+    from helpers import compose_cfg
 
     launcher = compose_cfg("hydra/launcher=slurm", return_hydra_config=True).hydra.launcher
-    assert launcher._target_.endswith("SlurmLauncher") and launcher.max_num_timeout == 10
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.max_num_timeout == 10
     assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.partition) == (1, 1, None)
     site = REPO / "lstsd" / "conf" / "hydra" / "launcher" / "site"
     local = site / "slurm_local.yaml"
@@ -76,18 +78,20 @@ def test_slurm_preset_documents_every_key_and_runs_without_gpus():
     tests run it on a cluster, make test-slurm); the site example shows partition, account, QOS and constraint."""
     import re
 
-    from conftest import compose_cfg
+    from helpers import compose_cfg
 
     preset = REPO / "lstsd" / "conf" / "hydra" / "launcher" / "slurm.yaml"
     lines = preset.read_text().splitlines()
     keys = [(i, m[1]) for i, line in enumerate(lines) if (m := re.match(r"^(\w+):", line))]
     assert {k for _, k in keys} >= {"_target_", "timeout_min", "gpus_per_node", "max_num_timeout", "signal_delay_s"}
     for i, key in keys:
-        assert lines[i - 1].startswith("#") and not lines[i - 1].startswith("# @package"), key
+        assert lines[i - 1].startswith("#"), key
+        assert not lines[i - 1].startswith("# @package"), key
     launcher = compose_cfg("hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0",
                            return_hydra_config=True).hydra.launcher
     assert launcher._target_ == "hydra_plugins.lstsd_sweeper.lstsd_launcher.LstsdSlurmLauncher"
-    assert launcher.gpus_per_node == 0 and launcher.additional_parameters == {}
+    assert launcher.gpus_per_node == 0
+    assert launcher.additional_parameters == {}
     from hydra_plugins.lstsd_sweeper.lstsd_launcher import LstsdSlurmLauncher  # importable, a Hydra launcher
     from hydra.plugins.launcher import Launcher
 
@@ -108,7 +112,8 @@ def test_optuna_hparams_search_maximises_validation_accuracy_and_resumes(tmp_pat
     trials = sorted(tmp_path.glob("*/results.json"))
     results = [json.loads(f.read_text()) for f in trials]
     methods = [OmegaConf.load(f.parent / ".hydra" / "config.yaml").method for f in trials]
-    assert len(results) == 3 and all(m.minigen_epochs in (1, 2) for m in methods)
+    assert len(results) == 3
+    assert all(m.minigen_epochs in (1, 2) for m in methods)
     assert all(0.5 <= m.lambda_short <= 8.0 and 0.3 <= m.lambda_long <= 4.8 for m in methods)
     assert len({m.lambda_short for m in methods}) == 3
     best = OmegaConf.load(tmp_path / "optimization_results.yaml")
@@ -118,7 +123,8 @@ def test_optuna_hparams_search_maximises_validation_accuracy_and_resumes(tmp_pat
     stamps = [f.stat().st_mtime_ns for f in trials]
     again = run_cli(*args)
     assert again.returncode == 0, again.stderr
-    assert sorted(tmp_path.glob("*/results.json")) == trials and [f.stat().st_mtime_ns for f in trials] == stamps
+    assert sorted(tmp_path.glob("*/results.json")) == trials
+    assert [f.stat().st_mtime_ns for f in trials] == stamps
     assert OmegaConf.load(tmp_path / "optimization_results.yaml") == best
 
 
@@ -159,19 +165,23 @@ def test_a_failed_job_never_hides_the_others(tmp_path):
     assert r.returncode == 1, r.stderr
     ok = json.loads((tmp_path / "optim.lr=0.01,trainer.epochs=1" / "results.json").read_text())
     bad = json.loads((tmp_path / "optim.lr=1e+30,trainer.epochs=1" / "results.json").read_text())
-    assert ok["status"] == "completed" and bad["status"] == "failed" and "non-finite loss" in bad["error"]
+    assert ok["status"] == "completed"
+    assert bad["status"] == "failed"
+    assert "non-finite loss" in bad["error"]
     table = r.stdout[r.stdout.index("| experiment"):]
     assert "| optim.lr=1e+30 | 0 | acc | - | - | - | - | 1 failed |" in table  # paper unstated: 94 and "| optim.lr=0.01 | 1 | acc |" in table
     assert "| final | best | final top5 | paper unstated | not completed |" in table  # MNIST-1D has 10 classes: top-5 beside top-1
-    assert "Failed (1 runs):" in table and "non-finite loss at step" in table
+    assert "Failed (1 runs):" in table
+    assert "non-finite loss at step" in table
 
 
 def test_a_bad_value_in_any_job_stops_the_sweep_before_training(tmp_path):
     r = run_cli("-m", "method=vanilla,lstsd", "method.lambda_long=-1", "trainer.epochs=1",
                 f"hydra.sweep.dir={tmp_path}")
     lines = [l for l in r.stderr.splitlines() if l.strip() and not l.startswith("[")]
-    assert r.returncode == 2 and lines == ["lstsd: error: method.lambda_long=-1.0 is invalid: allowed a number >= 0 "
-                                           "(in the job method=lstsd method.lambda_long=-1 trainer.epochs=1)"]
+    assert r.returncode == 2
+    assert (lines == ["lstsd: error: method.lambda_long=-1.0 is invalid: allowed a number >= 0 "
+                                           "(in the job method=lstsd method.lambda_long=-1 trainer.epochs=1)"])
     assert not list(tmp_path.glob("*/metrics.jsonl"))  # nothing trained
 
 
@@ -180,7 +190,7 @@ def test_the_baselines_grid_gives_each_method_its_own_weights():
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from conftest import CONFIG_DIR
+    from helpers import CONFIG_DIR
     from lstsd.launch.sweeper import method_of, sweep_jobs
 
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
@@ -188,5 +198,6 @@ def test_the_baselines_grid_gives_each_method_its_own_weights():
         params = [f"{k}={v}" for k, v in master.hydra.sweeper.params.items()]
         jobs = sweep_jobs(params, GlobalHydra.instance().config_loader(), master)
     counts = {m: sum(method_of(j) == m for j in jobs) for m in ("mean_teacher", "temporal_ensembling", "sd")}
-    assert counts == {"mean_teacher": 7, "temporal_ensembling": 7, "sd": 5} and len(jobs) == 19
+    assert counts == {"mean_teacher": 7, "temporal_ensembling": 7, "sd": 5}
+    assert len(jobs) == 19
     assert all(not any(o.startswith("method.lambda_teacher") for o in j) for j in jobs if method_of(j) != "sd")

@@ -4,7 +4,7 @@ import json
 import struct
 from pathlib import Path
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 def wandb_records(path: Path):
@@ -53,22 +53,27 @@ def test_wandb_offline_one_run_per_job(tmp_path):
     for method in ("vanilla", "lstsd"):
         run = read_run(tmp_path / f"method={method},trainer.epochs=2")
         assert run["group"] == f"wbtest/{tmp_path.name}"  # the sweep's group: this sweep's jobs only
-        assert run["job_type"] == method and run["exit_code"] == 0
+        assert run["job_type"] == method
+        assert run["exit_code"] == 0
         assert json.loads(run["config"]["method"])["name"] == method  # the resolved config
         assert json.loads(run["config"]["trainer"])["epochs"] == 2
         steps = [h for h in run["history"] if "test_acc" in h]
         assert [h["_step"] for h in steps] == ["1", "2"]
-        assert run["summary"]["status"] == '"completed"' and "test_acc_final" in run["summary"]
+        assert run["summary"]["status"] == '"completed"'
+        assert "test_acc_final" in run["summary"]
 
 
 def test_wandb_run_is_finished_when_the_job_fails(tmp_path):
     r = run_cli("logger=wandb", "optim.lr=1e30", "trainer.epochs=2", f"hydra.run.dir={tmp_path}",
                 WANDB_MODE="offline")
-    assert r.returncode == 1 and "non-finite loss at step" in r.stderr
+    assert r.returncode == 1
+    assert "non-finite loss at step" in r.stderr
     run = read_run(tmp_path)
-    assert run["exit_code"] == 1 and run["group"] == f"default/{tmp_path.name}"  # a single run: its folder
+    assert run["exit_code"] == 1
+    assert run["group"] == f"default/{tmp_path.name}"  # a single run: its folder
 
 
 def test_wandb_disabled_writes_nothing(tmp_path):
     r = run_cli("logger=wandb", "trainer.epochs=1", f"hydra.run.dir={tmp_path}", WANDB_MODE="disabled")
-    assert r.returncode == 0 and not list(tmp_path.glob("wandb/*run-*"))
+    assert r.returncode == 0
+    assert not list(tmp_path.glob("wandb/*run-*"))

@@ -173,9 +173,8 @@ class TrainerConfig:
 class LoggerConfig:
     """Where a run reports besides its files. Each tracker is a switch of its own, so that the options of the
     logger group merge instead of replacing one another: ``logger=[wandb,tensorboard]`` turns both on, and
-    ``logger=none`` none. ``name`` is the older single-choice key: ``logger.name=csv`` turns csv on too."""
+    ``logger=none`` none."""
     TRACKERS: ClassVar[tuple[str, ...]] = ("wandb", "tensorboard", "csv")  # the group's options besides none
-    name: Optional[str] = None  # one tracker (none, wandb, tensorboard, csv) besides the switches; null: none
     wandb: bool = False  # a Weights & Biases run per job (the keys below)
     tensorboard: bool = False  # event files under <run_dir>/tensorboard/
     csv: bool = False  # <run_dir>/metrics.csv: a row per epoch, the columns of metrics.jsonl
@@ -188,14 +187,12 @@ class LoggerConfig:
     mode: Optional[str] = None  # online, offline, disabled; null: WANDB_MODE or wandb's default
 
     def __post_init__(self) -> None:
-        require(self.name is None or self.name in ("none",) + self.TRACKERS, "logger.name",
-                "null or one of " + ", ".join(("none",) + self.TRACKERS), self.name)
         require(self.mode in (None, "online", "offline", "disabled"), "logger.mode",
                 "null, online, offline or disabled", self.mode)
 
     def trackers(self) -> tuple[str, ...]:
         """The trackers this run reports to, in the order of :attr:`TRACKERS`."""
-        return tuple(t for t in self.TRACKERS if getattr(self, t) or self.name == t)
+        return tuple(t for t, on in zip(self.TRACKERS, (self.wandb, self.tensorboard, self.csv)) if on)
 
 
 @dataclass

@@ -230,14 +230,25 @@ def group_options(group: str) -> list[str]:
 
 
 def compose(overrides: list[str] = (), return_hydra_config: bool = False) -> DictConfig:
-    """``lstsd/conf/config.yaml`` with ``overrides``, inside or outside a running Hydra application."""
+    """``lstsd/conf/config.yaml`` with ``overrides``, the one way a configuration is composed: inside the lstsd
+    application (a job composing its teacher's run, the sweeper) with that application's search path; anywhere
+    else (a test, a loop of one's own, another Hydra application) from lstsd's own config directory, any Hydra
+    state there was put back afterwards."""
     from hydra import compose as hydra_compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
 
     overrides = prepare(list(overrides))
     if _state is None:  # set up already (fast for a print-only command line): as it is
         setup()
-    if GlobalHydra.instance().is_initialized():
+    hydra = GlobalHydra.instance()
+    if hydra.is_initialized() and any(s.provider == "main" and s.path == CONFIG_DIR
+                                      for s in hydra.config_loader().get_sources()):
         return hydra_compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        return hydra_compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+    outer = get_gh_backup()
+    hydra.clear()
+    try:
+        with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+            return hydra_compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+    finally:
+        restore_gh_from_backup(outer)

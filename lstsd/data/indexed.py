@@ -23,6 +23,8 @@ class IndexedDataset(Dataset):
     each batch, and lets Mean Teacher's ``teacher_input=own`` read the student's batch instead of re-reading it.
     """
 
+    rank, world_size = 0, 1  # a loop of one's own reads every sample in one process (the TrainingSet protocol)
+
     def __init__(self, dataset: Dataset, augment: bool = True):
         self.dataset, self.augment = dataset, augment
 

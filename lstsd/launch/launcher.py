@@ -89,23 +89,10 @@ class WorkstationLaunch:
         import submitit
         from hydra.core.singleton import Singleton
         from hydra.core.utils import filter_overrides
-        from omegaconf import OmegaConf
 
-        from lstsd.launch.workstation import GpuPool, job_return, run_at_most, threads_override
-        from lstsd.machine import plan
+        from lstsd.launch.workstation import GpuPool, job_return, run_at_most
 
-        assert self.config is not None
-        base_threads = OmegaConf.select(self.config, "trainer.threads")
-
-        def own_threads(overrides: Sequence[str]) -> Optional[int]:
-            value = threads_override(overrides)
-            if value is None:
-                return base_threads
-            return int(value) if value.isdigit() else None
-
-        device = str(OmegaConf.select(self.config, "trainer.device", default="auto"))
-        p = plan([own_threads(o) for o in job_overrides], self.max_parallel, self.params.get("cpus_per_task"),
-                 self.params.get("gpus_per_node"), device)
+        p = self.plan(job_overrides)
         log.info(f"workstation: {p.describe(len(job_overrides))}")
         executor = submitit.AutoExecutor(cluster="local", folder=self.params["submitit_folder"])
         params = {k: v for k, v in self.params.items() if k != "submitit_folder"}
@@ -138,3 +125,24 @@ class WorkstationLaunch:
                     job._process.send_signal(signal.SIGTERM)
             raise
         return returns
+
+    def plan(self, job_overrides: Sequence[Sequence[str]]):
+        """How the launch shares the machine (:func:`lstsd.machine.plan`), from each job's ``trainer.threads``
+        (its override, else the sweep's) and ``trainer.device``."""
+        from omegaconf import OmegaConf
+
+        from lstsd.launch.workstation import threads_override
+        from lstsd.machine import plan
+
+        assert self.config is not None
+        base_threads = OmegaConf.select(self.config, "trainer.threads")
+
+        def own_threads(overrides: Sequence[str]) -> Optional[int]:
+            value = threads_override(overrides)
+            if value is None:
+                return base_threads
+            return int(value) if value.isdigit() else None
+
+        device = str(OmegaConf.select(self.config, "trainer.device", default="auto"))
+        return plan([own_threads(o) for o in job_overrides], self.max_parallel, self.params.get("cpus_per_task"),
+                    self.params.get("gpus_per_node"), device)

@@ -57,6 +57,11 @@ class Method:
     minigen_ends: Optional[list[int]] = None  # epochs at which mini-generations end (snapshots)
     teacher_forwards = 0  # forward passes of the student's architecture a step adds (lstsd-bench's inherent cost)
     images_per_step = 1  # images a step trains on per new image (lstsd-bench)
+    steps_after = False  # whether after_step does anything (the trainer calls it only then); set per subclass
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.steps_after = cls.after_step is not Method.after_step
 
     def __init__(self, cfg, ctx: RunContext):
         self.cfg, self.ctx, self.model = cfg, ctx, ctx.model

@@ -139,14 +139,13 @@ class MeanTeacher(Consistency):
                               warmup_power=1.0)
         self.ema.module.requires_grad_(False)
         self.updates = 0
-        self.own_input = cfg.teacher_input == "own" and getattr(ctx.train, "augment", False)
+        self.own_input = cfg.teacher_input == "own" and ctx.train is not None and ctx.train.augment
         self.generator: Optional[torch.Generator] = None
 
     def on_epoch_start(self, epoch: int) -> None:
         super().on_epoch_start(epoch)
         if self.own_input:  # each process its own draws, as DLB's repeated half
-            rank = getattr(self.ctx.train, "rank", 0)
-            self.generator = epoch_generator(self.ctx.seed, epoch, TEACHER_STREAM + 1000 * rank)
+            self.generator = epoch_generator(self.ctx.seed, epoch, TEACHER_STREAM + 1000 * self.ctx.train.rank)
 
     @property
     def decay(self) -> float:

@@ -72,8 +72,8 @@ class DLB(Method):
 
     def on_epoch_start(self, epoch: int) -> None:
         super().on_epoch_start(epoch)
-        rank = getattr(self.ctx.train, "rank", 0)  # each process its own repeated-half augmentation
-        self.generator = epoch_generator(self.ctx.seed, epoch, REPEAT_STREAM + 1000 * rank)
+        # each process its own repeated-half augmentation
+        self.generator = epoch_generator(self.ctx.seed, epoch, REPEAT_STREAM + 1000 * self.ctx.train.rank)
 
     def training_step(self, batch) -> tuple[Tensor, Tensor, dict]:
         if self.cfg.forward == "separate" or self.last is None:

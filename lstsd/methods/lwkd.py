@@ -178,8 +178,7 @@ class LWKD(Method):
             self.disc.requires_grad_(False)
 
     def bank_bytes(self) -> int:
-        bank = getattr(self, "bank", None)  # the precomputed synthetic-twin logits (none for w/o SYN)
-        return 0 if bank is None else bank.nbytes
+        return 0 if self.bank is None else self.bank.nbytes  # the synthetic-twin logits (none for w/o SYN)
 
     def state_dict(self) -> dict:
         return {"disc": self.disc.state_dict(), "disc_opt": self.disc_opt.state_dict()}

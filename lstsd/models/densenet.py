@@ -85,4 +85,4 @@ class DenseNetBCConfig(ModelConfig):
 @register_model("densenet_bc", DenseNetBCConfig)
 def build_densenet_bc(cfg, num_classes: int, in_channels: int) -> nn.Module:
     return DenseNetBC(cfg.depth, cfg.growth_rate, cfg.compression, num_classes, in_channels,
-                      dropout=getattr(cfg, "dropout", 0.0) or 0.0)
+                      dropout=cfg.dropout)

@@ -27,4 +27,4 @@ class DigitsCNN(nn.Module):
 
 @register_model("digits_cnn", ModelConfig)
 def build_digits_cnn(cfg, num_classes: int, in_channels: int) -> nn.Module:
-    return DigitsCNN(num_classes, in_channels, dropout=getattr(cfg, "dropout", 0.0) or 0.0)
+    return DigitsCNN(num_classes, in_channels, dropout=cfg.dropout)

@@ -10,7 +10,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from lstsd.errors import ConfigError
-from lstsd.training.rundir import CONFIG, RESULTS, RunDir, identity
+from lstsd.training.rundir import CONFIG, RESULTS, RunDir, labels
 
 
 def natural_key(path: Path) -> list:
@@ -38,7 +38,7 @@ def read_run(d: Path) -> dict:
     its saved config (None when absent)."""
     files = RunDir(d)
     config = files.read_config()
-    run = files.read_results() or {"status": "running", **identity(config)}
+    run = files.read_results() or {"status": "running", **labels(config)}
     run["run_dir"], run["config"] = str(d), config
     # the job's command-line overrides (Hydra writes them)
     run["overrides"] = dict(o.lstrip("+~").partition("=")[::2] for o in files.read_overrides())

@@ -87,34 +87,9 @@ def summarize(runs: list[dict], baseline: str = BASELINE, sort: str = "launch", 
                cells_}
     table = []
     for key, variant, group, varying in cells_:
-        done = done_of[(key, variant)]
-        metric = headline(done[0]) if done else "acc"
-        row = dict(zip(KEYS, key)) | {"variant": variant, "metric": metric, "n": len(done)}
-        for stat in STATS:
-            values = [r[statistic_key(stat, metric)] for r in done if statistic_key(stat, metric) in r]
-            if values:
-                row |= {f"{stat}_{k}": v for k, v in describe(values).items() if k != "n"}
-        others = sorted({k[5:-6] for r in done for k in r if k.startswith("test_") and k.endswith("_final")}
-                        - {metric})  # the task's other metrics (MRPC's F1 beside its accuracy)
-        for m in others:
-            row |= {f"final_{m}_{k}": v for k, v in describe([r[f"test_{m}_final"] for r in done
-                                                              if f"test_{m}_final" in r]).items() if k != "n"}
-        row["scores"] = {stat: by_seed(done, statistic_key(stat, metric)) for stat in ("final", "best")}
-        # the method option and the overrides that make this variant (a selected grid cell is written from them)
-        row["option"] = group[0].get("overrides", {}).get("method", key[3])
-        row["settings"] = {k: group[0].get("overrides", {}).get(k) for k in varying}
         base = done_of.get(((*key[:3], baseline), variant)) or done_of.get(((*key[:3], baseline), "-"))
-        if base and key[3] != baseline:
-            for stat in ("final", "best"):
-                name = statistic_key(stat, metric)
-                diff = paired(by_seed(done, name), by_seed(base, name))
-                if diff is not None:
-                    row |= {f"vs_{baseline}_{stat}_{k}": diff[k] for k in ("n", "mean", "ci_low", "ci_high")}
-        row |= published_columns(key, done)
-        row["failed"] = sum(r.get("status") == "failed" for r in group)
-        row["running"] = sum(r.get("status") == "running" for r in group)
-        row["errors"] = [f"{r['run_dir']}: {r.get('error', '?')}" for r in group if r.get("status") == "failed"]
-        table.append(row)
+        table.append(group_row(key, variant, group, varying, done_of[(key, variant)],
+                               base if key[3] != baseline else None, baseline))
     if select:
         mark_selected(table, select)
     for name, labels in (better_of or {}).items():
@@ -134,6 +109,38 @@ def summarize(runs: list[dict], baseline: str = BASELINE, sort: str = "launch", 
         table = [row for rows in blocks.values() for row in
                  sorted(rows, key=lambda r: -r["final_mean"] if r.get("final_mean") is not None else math.inf)]
     return table
+
+
+def group_row(key: tuple, variant: str, group: list[dict], varying: list[str], done: list[dict],
+              base: Optional[list[dict]], baseline: str) -> dict:
+    """The row of one group and variant: its statistics over the completed runs ``done``, the paired difference to
+    the baseline's runs ``base`` (point estimate and interval; tests belong to families), the published cells,
+    and the runs that failed or are running."""
+    metric = headline(done[0]) if done else "acc"
+    row = dict(zip(KEYS, key)) | {"variant": variant, "metric": metric, "n": len(done)}
+    for stat in STATS:
+        values = [r[statistic_key(stat, metric)] for r in done if statistic_key(stat, metric) in r]
+        if values:
+            row |= {f"{stat}_{k}": v for k, v in describe(values).items() if k != "n"}
+    others = sorted({k[5:-6] for r in done for k in r if k.startswith("test_") and k.endswith("_final")}
+                    - {metric})  # the task's other metrics (MRPC's F1 beside its accuracy)
+    for m in others:
+        row |= {f"final_{m}_{k}": v for k, v in describe([r[f"test_{m}_final"] for r in done
+                                                          if f"test_{m}_final" in r]).items() if k != "n"}
+    row["scores"] = {stat: by_seed(done, statistic_key(stat, metric)) for stat in ("final", "best")}
+    # the method option and the overrides that make this variant (a selected grid cell is written from them)
+    row["option"] = group[0].get("overrides", {}).get("method", key[3])
+    row["settings"] = {k: group[0].get("overrides", {}).get(k) for k in varying}
+    for stat in ("final", "best") if base else ():
+        name = statistic_key(stat, metric)
+        diff = paired(by_seed(done, name), by_seed(base, name))
+        if diff is not None:
+            row |= {f"vs_{baseline}_{stat}_{k}": diff[k] for k in ("n", "mean", "ci_low", "ci_high")}
+    row |= published_columns(key, done)
+    row["failed"] = sum(r.get("status") == "failed" for r in group)
+    row["running"] = sum(r.get("status") == "running" for r in group)
+    row["errors"] = [f"{r['run_dir']}: {r.get('error', '?')}" for r in group if r.get("status") == "failed"]
+    return row
 
 
 def mark_selected(table: list[dict], stat: str) -> None:

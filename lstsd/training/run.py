@@ -11,7 +11,7 @@ import contextlib
 import logging
 import random
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -23,9 +23,9 @@ from lstsd.config import Config, compose, validate
 from lstsd.config.identity import differences, run_identity
 from lstsd.data import build_data
 from lstsd.training import checkpoint
-from lstsd.training.trainer import Trainer, autocast
+from lstsd.training.trainer import Callback, Trainer, autocast
 from lstsd.errors import ConfigError, TrainingError, one_line
-from lstsd.training.trackers import build_logger
+from lstsd.training.trackers import build_trackers
 from lstsd.methods import build_method
 from lstsd.methods.base import RunContext
 from lstsd.methods.teacher import TeacherConfig
@@ -66,8 +66,10 @@ def check_before_data(conf: Config, teacher: Optional[torch.nn.Module] = None) -
         conf.method.require_teacher()
 
 
-def assemble(conf: Config, run_dir: Path, overrides: list[str], teacher: Optional[torch.nn.Module] = None) -> Trainer:
-    """Seed, then build data, model, optimiser, method and schedule into a :class:`Trainer` (no logger)."""
+def assemble(conf: Config, run_dir: Path, overrides: list[str], teacher: Optional[torch.nn.Module] = None,
+             identity: Optional[dict] = None, callbacks: Sequence[Callback] = ()) -> Trainer:
+    """Seed, then build data, model, optimiser, the method (with the teacher it resolves first), schedule and
+    trackers into a :class:`Trainer` (ready to fit; nothing trained yet but a teacher run)."""
     check_before_data(conf, teacher)
     device = distributed.local_device(resolve_device(conf.trainer.device))
     if conf.trainer.threads is not None:
@@ -100,7 +102,8 @@ def assemble(conf: Config, run_dir: Path, overrides: list[str], teacher: Optiona
                      eval_batch_size=conf.dataset.eval_batch_size)
     method = build_method(conf.method, ctx)
     scheduler = build_schedule(conf.schedule, optimizer, steps, conf.trainer.epochs, method.lr_cycles)
-    return Trainer(conf, model, method, data, optimizer, scheduler, run_dir)
+    tracker = build_trackers(conf, run_dir) if distributed.is_main() else None  # only rank 0 reports
+    return Trainer(conf, model, method, data, optimizer, scheduler, run_dir, identity, tracker, callbacks)
 
 
 def dry_forward(model, data, conf: Config) -> None:
@@ -160,12 +163,13 @@ def claim(files: RunDir, cfg: DictConfig, conf: Config, overrides: list[str], jo
 
 
 def run(cfg: DictConfig, run_dir: Optional[str | Path] = None, overrides: Optional[list[str]] = None,
-        teacher: Optional[torch.nn.Module] = None) -> dict:
+        teacher: Optional[torch.nn.Module] = None, callbacks: Sequence[Callback] = ()) -> dict:
     """Validate ``cfg``, build data, model, method, optimiser and schedule, train; return results.json's dict.
 
     ``run_dir`` and ``overrides`` (the command line ``cfg`` was composed with; a teacher trained on the fly
     starts from it) default to Hydra's output directory and task overrides. ``teacher``: a teacher module for
-    the methods that distil from one (KD, LW-KD), in place of the teacher their configuration names. The modules
+    the methods that distil from one (KD, LW-KD), in place of the teacher their configuration names. ``callbacks``:
+    hooks into the fit (:class:`~lstsd.training.trainer.Callback`). The modules
     of ``cfg.imports`` are imported first, in whatever process runs this. Raises :class:`ConfigError` for bad
     input, before any training.
     """
@@ -199,7 +203,7 @@ def run(cfg: DictConfig, run_dir: Optional[str | Path] = None, overrides: Option
                 raise problem
             if refused is not None:
                 raise ConfigError(refused)
-            results = run_validated(conf, files, overrides, ident, teacher)
+            results = run_validated(conf, files, overrides, ident, teacher, callbacks)
         ok = True
         return results
     finally:
@@ -227,7 +231,7 @@ def only_rank_0_writes_logs() -> None:
 
 
 def run_validated(conf: Config, files: RunDir, overrides: list[str], ident: Optional[dict] = None,
-                  teacher: Optional[torch.nn.Module] = None) -> dict:
+                  teacher: Optional[torch.nn.Module] = None, callbacks: Sequence[Callback] = ()) -> dict:
     done = distributed.broadcast(files.completed())  # rank 0's view, for every rank
     if done is not None and done.get("epochs", conf.trainer.epochs) > conf.trainer.epochs:
         raise ConfigError(f"trainer.epochs={conf.trainer.epochs} is invalid: {files.path} holds a completed run of "
@@ -241,18 +245,15 @@ def run_validated(conf: Config, files: RunDir, overrides: list[str], ident: Opti
     trainer, results, failed = None, None, True
     try:
         try:
-            trainer = assemble(conf, files.path, overrides, teacher)
+            trainer = assemble(conf, files.path, overrides, teacher, ident, callbacks)
         except OSError as e:  # an unreadable data file or folder: bad input
             raise ConfigError(f"{e.filename or 'a file'}: {e.strerror or e}") from None
-        trainer.identity = ident
         if distributed.is_main():  # only rank 0 writes files and logs
-            trainer.logger = build_logger(conf, files.path)
-        if distributed.is_main():
             log.info(f"{conf.method.label} on {conf.dataset.name} / {conf.model.name}, seed {conf.seed}, "
                      f"{conf.trainer.epochs} epochs: {files.path}")
         try:
             results = trainer.fit()
-            if distributed.is_main() and "headline" in results:  # a fit replaced in tests may return less
+            if distributed.is_main():
                 log.info(summary(results, files.path))
         except OSError as e:  # a full disk or a folder gone read-only while training: one line
             raise TrainingError(f"cannot write {e.filename or files.path}: {e.strerror or e} (errno {e.errno})") from e
@@ -267,6 +268,6 @@ def run_validated(conf: Config, files: RunDir, overrides: list[str], ident: Opti
         raise
     finally:
         if trainer is not None:
-            trainer.logger.finish(results, failed)
+            trainer.tracker.finish(results, failed)
         del trainer  # the traceback of a failure keeps this frame: the DDP model and optimiser must not outlive
         # the process group (gloo can abort at exit)

@@ -187,7 +187,7 @@ class RunDir:
         write_json(record, self.results)
 
 
-def identity(config) -> dict:
+def labels(config) -> dict:
     """What identifies a run in tables: experiment, method (its label), method_name, model, dataset, seed; from a
     validated :class:`~lstsd.config.Config` or a saved config (``.hydra/config.yaml``)."""
     method = config.method
@@ -198,7 +198,7 @@ def identity(config) -> dict:
 
 def failure_record(config, error: BaseException) -> dict:
     """The record of a failed run: ``status`` failed, the error's type and line, and the run's identity."""
-    return {"status": "failed", "error": f"{type(error).__name__}: {error}", **identity(config)}
+    return {"status": "failed", "error": f"{type(error).__name__}: {error}", **labels(config)}
 
 
 def results_record(config, info, history: list[dict], method, seconds: tuple[float, float], steps: int) -> dict:
@@ -211,13 +211,10 @@ def results_record(config, info, history: list[dict], method, seconds: tuple[flo
     ``headline`` naming the one tables show. With a validation split, the best validation epoch and the test
     scores there too."""
     h, metric = history, config.dataset.headline
-    # the configured metrics, and top-5 where the dataset adds it (not in rows of a run resumed from before it was)
-    configured = tuple(config.dataset.metrics)
-    metrics = configured + tuple(m for m in info.metrics(configured) if m not in configured
-                                 and all(f"test_{m}" in r for r in h))
+    metrics = info.metrics(config.dataset.metrics)  # the configured metrics, and top-5 where the dataset adds it
     train_seconds, wall_seconds = seconds
     best = max(h, key=lambda r: r[f"test_{metric}"])
-    out = {"status": "completed", **identity(config), "num_classes": info.num_classes,
+    out = {"status": "completed", **labels(config), "num_classes": info.num_classes,
            "input_shape": list(info.input_shape), "epochs": config.trainer.epochs, "headline": metric,
            "best_epoch": best["epoch"], "train_loss_final": h[-1]["train_loss"], "wall_seconds": wall_seconds,
            "train_seconds": train_seconds, "steps_per_second": steps / max(train_seconds, 1e-9)}

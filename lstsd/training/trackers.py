@@ -27,7 +27,7 @@ import contextlib
 import csv
 import dataclasses
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Protocol
 
 from lstsd.errors import ConfigError
 from lstsd.fileio import atomic_write
@@ -38,8 +38,16 @@ TENSORBOARD_DIR = "tensorboard"
 SWEEP_FILE = "multirun.yaml"  # what Hydra's sweepers write into a sweep folder when it is launched
 
 
-class NoLogger:
-    """``logger=none``, and the interface every tracker implements."""
+class Tracker(Protocol):
+    """What every tracker implements: a row per epoch, and the end of the run (its results, or a failure)."""
+
+    def log_epoch(self, row: dict) -> None: ...
+
+    def finish(self, results: Optional[dict], failed: bool) -> None: ...
+
+
+class NoTracker:
+    """``logger=none``: files only."""
 
     def log_epoch(self, row: dict) -> None:
         pass
@@ -48,22 +56,22 @@ class NoLogger:
         pass
 
 
-class Loggers(NoLogger):
+class Trackers:
     """Several trackers at once (``logger=[wandb,tensorboard]``): each gets every row, and each is finished even
     when another one's finish fails (the first error is raised afterwards)."""
 
-    def __init__(self, loggers: list):
-        self.loggers = loggers
+    def __init__(self, trackers: list):
+        self.trackers = trackers
 
     def log_epoch(self, row: dict) -> None:
-        for logger in self.loggers:
-            logger.log_epoch(row)
+        for tracker in self.trackers:
+            tracker.log_epoch(row)
 
     def finish(self, results: Optional[dict], failed: bool) -> None:
         error = None
-        for logger in self.loggers:
+        for tracker in self.trackers:
             try:
-                logger.finish(results, failed)
+                tracker.finish(results, failed)
             except Exception as e:  # noqa: BLE001 - the other trackers are finished first
                 error = error or e
         if error is not None:
@@ -96,7 +104,7 @@ def default_group(conf, run_dir: Path) -> str:
     return f"{conf.name}/{(sweep_folder(run_dir) or Path(run_dir).resolve()).name}"
 
 
-class WandbLogger(NoLogger):
+class WandbTracker:
     """``logger=wandb``: one wandb run per job (see the module's docstring)."""
 
     def __init__(self, cfg, conf, run_dir: Path):
@@ -128,7 +136,7 @@ def numeric(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-class TensorBoardLogger(NoLogger):
+class TensorBoardTracker:
     """``logger=tensorboard``: every numeric key of each epoch's row as a scalar (step = epoch) in event files under
     ``<run_dir>/tensorboard/``. The writer opens at the first row, with ``purge_step`` = its epoch: the steps a
     resumed run trains again (the epochs after its checkpoint) are purged from the earlier event files. A folder
@@ -162,7 +170,7 @@ class TensorBoardLogger(NoLogger):
             self.writer.close()
 
 
-class CSVLogger(NoLogger):
+class CSVTracker:
     """``logger=csv``: ``<run_dir>/metrics.csv``, one row per epoch, the keys of metrics.jsonl as columns (in
     their order of first appearance; a key an epoch lacks is an empty cell). Rows are appended; the file is
     written whole (atomically) at a launch's first row, from the earlier epochs of metrics.jsonl (a resumed run
@@ -194,23 +202,26 @@ class CSVLogger(NoLogger):
             with open(self.path, "a", newline="") as f:
                 csv.DictWriter(f, fieldnames=self.columns, restval="", extrasaction="ignore").writerow(row)
 
+    def finish(self, results: Optional[dict], failed: bool) -> None:
+        pass  # every row is on disk already
 
-def build_logger(conf, run_dir: Path):
-    """The trackers ``conf.logger`` turns on, for the run in ``run_dir``: one, several (:class:`Loggers`) or
-    :class:`NoLogger`."""
+
+def build_trackers(conf, run_dir: Path) -> Tracker:
+    """The trackers ``conf.logger`` turns on, for the run in ``run_dir``: one, several (:class:`Trackers`) or
+    :class:`NoTracker`."""
     built = []
     try:
         for name in conf.logger.trackers():
             if name == "wandb":
-                built.append(WandbLogger(conf.logger, conf, run_dir))
+                built.append(WandbTracker(conf.logger, conf, run_dir))
             elif name == "tensorboard":
-                built.append(TensorBoardLogger(run_dir))
+                built.append(TensorBoardTracker(run_dir))
             elif name == "csv":
-                built.append(CSVLogger(run_dir))
+                built.append(CSVTracker(run_dir))
     except BaseException:
         with contextlib.suppress(Exception):  # a wandb run already opened is not left running
-            Loggers(built).finish(None, failed=True)
+            Trackers(built).finish(None, failed=True)
         raise
     if not built:
-        return NoLogger()
-    return built[0] if len(built) == 1 else Loggers(built)
+        return NoTracker()
+    return built[0] if len(built) == 1 else Trackers(built)

@@ -1,30 +1,33 @@
 """The training loop: epochs of steps, evaluation, metrics.jsonl, checkpoints, results.json.
 
 It knows nothing of any method: a method adds its behaviour through the hooks of
-:class:`lstsd.methods.base.Method`. The parts with a job of their own sit beside it: the step statistics
-(:mod:`.stats`), the checkpoint state and its atomic I/O (:mod:`.checkpoint`), the stop-signal guard
-(:mod:`.signals`), evaluation (:mod:`.evaluation`) and the run directory (:mod:`lstsd.training.rundir`).
+:class:`lstsd.methods.base.Method`. The trainer owns its state (:meth:`Trainer.state_dict`,
+:meth:`Trainer.load_state_dict`: what a checkpoint holds); the parts with a job of their own sit beside it: the
+step statistics (:mod:`.step_stats`), the checkpoint files (:mod:`.checkpoint`), the stop-signal guard
+(:mod:`.signals`), evaluation (:mod:`.evaluation`) and the run folder (:mod:`lstsd.training.rundir`).
+:class:`Callback` is the one seam into a fit (``run(cfg, callbacks=[...])``).
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import time
 from pathlib import Path
-from typing import Callable, ContextManager
+from typing import Callable, ContextManager, Optional, Sequence
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from lstsd import distributed
-from lstsd.training import console
 from lstsd.config.identity import fingerprint
-from lstsd.training import checkpoint
+from lstsd.training import checkpoint, console
 from lstsd.training.evaluation import evaluate
+from lstsd.training.rundir import RunDir, results_record
 from lstsd.training.signals import StopGuard
 from lstsd.training.step_stats import StepStats, non_finite_error
-from lstsd.training.trackers import NoLogger
-from lstsd.training.rundir import RunDir, results_record
+from lstsd.training.trackers import NoTracker, Tracker
 
 log = logging.getLogger("lstsd.training")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -37,16 +40,38 @@ def autocast(device_type: str, precision: str) -> Callable[[], ContextManager]:
     return (lambda: torch.autocast(device_type, dtype=dtype)) if dtype else contextlib.nullcontext
 
 
+class Callback:
+    """A seam into a fit: each hook gets the trainer (the default does nothing). An exception a hook raises ends
+    the fit as that exception; what was checkpointed before stays."""
+
+    def on_epoch_start(self, trainer: "Trainer", epoch: int) -> None:
+        """Before epoch ``epoch`` (0-based) trains, after the checkpoints of the epochs before it."""
+
+    def on_step_end(self, trainer: "Trainer") -> None:
+        """After each optimisation step (``trainer.global_step`` counts it)."""
+
+    def on_checkpoint(self, trainer: "Trainer") -> None:
+        """After ``last.pt`` was written (``trainer.start_epoch``: the epochs it holds)."""
+
+    def on_stop(self, trainer: "Trainer", where: str) -> None:
+        """After a stop signal's checkpoint, before the signal goes on to its previous handler (which ends the
+        process, or requeues the job)."""
+
+
 class Trainer:
-    def __init__(self, cfg, model, method, data, optimizer, scheduler, run_dir: Path, logger=None):
+    def __init__(self, cfg, model, method, data, optimizer, scheduler, run_dir: Path, identity: Optional[dict] = None,
+                 tracker: Optional[Tracker] = None, callbacks: Sequence[Callback] = ()):
+        """``identity``: the run's identity (:func:`lstsd.config.identity.run_identity`), saved in checkpoints
+        and results; ``tracker``: where epochs are reported besides the files (rank 0's)."""
         self.cfg, self.model, self.method, self.data = cfg, model, method, data
-        self.optimizer, self.scheduler, self.logger = optimizer, scheduler, logger or NoLogger()
-        self.files, self.epochs = RunDir(run_dir), cfg.trainer.epochs
+        self.optimizer, self.scheduler, self.tracker = optimizer, scheduler, tracker or NoTracker()
+        self.files, self.epochs, self.identity = RunDir(run_dir), cfg.trainer.epochs, identity
+        self.callbacks = list(callbacks)
+        self.step_callbacks = [c for c in self.callbacks if type(c).on_step_end is not Callback.on_step_end]
         self.start_epoch = self.global_step = 0
         self.in_epoch = None  # the position inside an epoch of a checkpoint taken there (on a signal)
         self.method_state = None  # the method's state of such a checkpoint, applied after on_epoch_start
         self.history: list[dict] = []
-        self.identity = None  # the run's identity (lstsd.config.identity.run_identity), saved in checkpoints and results
         self.train_seconds = self.wall_seconds = 0.0
         self.device = device = next(model.parameters()).device
         self.guard = StopGuard(device)
@@ -54,8 +79,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.trainer.precision == "fp16")
         # per step, only what applies: no call (nor autocast context) for a method without an after_step of its
         # own, no buffer broadcast without a process group (set up before the trainer is built)
-        own = getattr(type(method).after_step, "__qualname__", "") != "Method.after_step"
-        self.after_step = method.after_step if own else None
+        self.after_step = method.after_step if method.steps_after else None
         self.parallel = distributed.active()
 
     def step(self, batch, stats: StepStats) -> None:
@@ -79,6 +103,8 @@ class Trainer:
                 self.after_step(batch, logits)
         stats.record(loss, terms, logits, batch.y)
         self.global_step += 1
+        for callback in self.step_callbacks:
+            callback.on_step_end(self)
 
     def train_epoch(self, epoch: int) -> dict:
         self.model.train()
@@ -100,7 +126,7 @@ class Trainer:
                     raise non_finite_error(first_bad, epoch, totals, self.last_checkpoint())
                 self.in_epoch = {"step": i + 1, "lr": lr, "stats": distributed.gather_objects(stats.state())}
                 self.save_checkpoint()
-                self.guard.stop(self.position())
+                self.stop()
         self.in_epoch = None
         self.method.on_epoch_end(epoch)
         totals, first_bad = stats.reduce()
@@ -120,8 +146,9 @@ class Trainer:
         return row
 
     def fit(self) -> dict:
+        """Resume from ``last.pt`` where there is one, train the remaining epochs, write and return the results."""
         if distributed.broadcast(self.cfg.trainer.resume and self.files.checkpoint.exists()):  # rank 0's view
-            checkpoint.restore(self, self.files.checkpoint)
+            self.resume(self.files.checkpoint)
         main = distributed.is_main()  # only rank 0 writes files and logs
         if main:
             self.files.write_metrics(self.history)
@@ -131,25 +158,7 @@ class Trainer:
         with self.guard, contextlib.ExitStack() as shown:
             shown.callback(console.bar_shown, False)
             for epoch in range(self.start_epoch, self.epochs):
-                t0 = time.perf_counter()
-                row = self.train_epoch(epoch)
-                t1 = time.perf_counter()
-                row |= self.evaluate_all()
-                row["seconds"] = time.perf_counter() - t0
-                self.train_seconds += t1 - t0
-                self.wall_seconds += row["seconds"]
-                self.history.append(row)
-                if main:
-                    self.files.append_metrics(row)
-                    self.logger.log_epoch(row)
-                if self.cfg.trainer.save_best:
-                    checkpoint.save_best(self, self.files.best)
-                self.start_epoch = epoch + 1
-                stop = self.guard.requested(self.global_step, now=True)  # during the last steps or evaluation
-                if stop or self.start_epoch % self.cfg.trainer.checkpoint_every == 0 or epoch + 1 == self.epochs:
-                    self.save_checkpoint()
-                if stop:
-                    self.guard.stop(self.position())
+                row = self.run_epoch(epoch, main)
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{row['test_acc']:.2f}")
                 log.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
@@ -163,9 +172,106 @@ class Trainer:
             self.files.write_results(results)
         return results
 
+    def run_epoch(self, epoch: int, main: bool) -> dict:
+        """Train and evaluate one epoch, record it (metrics.jsonl, the tracker, best.pt), checkpoint when due."""
+        for callback in self.callbacks:
+            callback.on_epoch_start(self, epoch)
+        t0 = time.perf_counter()
+        row = self.train_epoch(epoch)
+        t1 = time.perf_counter()
+        row |= self.evaluate_all()
+        row["seconds"] = time.perf_counter() - t0
+        self.train_seconds += t1 - t0
+        self.wall_seconds += row["seconds"]
+        self.history.append(row)
+        if main:
+            self.files.append_metrics(row)
+            self.tracker.log_epoch(row)
+        if self.cfg.trainer.save_best:
+            checkpoint.save_best(self.history, self.cfg.dataset.headline, self.model.state_dict(), self.identity,
+                                 self.files.best)
+        self.start_epoch = epoch + 1
+        stop = self.guard.requested(self.global_step, now=True)  # during the last steps or evaluation
+        if stop or self.start_epoch % self.cfg.trainer.checkpoint_every == 0 or epoch + 1 == self.epochs:
+            self.save_checkpoint()
+        if stop:
+            self.stop()
+        return row
+
+    def stop(self) -> None:
+        """After a stop signal's checkpoint: the callbacks, then the signal to its previous handler."""
+        where = self.position()
+        for callback in self.callbacks:
+            callback.on_stop(self, where)
+        self.guard.stop(where)
+
+    # ------------------------------------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        """Everything the run needs to go on exactly (collective: with several processes every rank calls it):
+        weights, optimiser, loss scale, the method's state (banks, snapshots, EMA teacher; per rank: DLB's last
+        batch), every random generator, the history and the position (the epoch, and for a checkpoint taken
+        inside an epoch the steps done in it and their statistics; the epoch's batch order and augmentation follow
+        from (seed, epoch), so the position is enough), and the run's identity."""
+        return {
+            "epoch": self.start_epoch,
+            "global_step": self.global_step,
+            "in_epoch": self.in_epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "method": self.method.state_dict(),
+            "rank_states": distributed.gather_objects(self.method.rank_state()),
+            "world_size": distributed.world_size(),
+            "history": self.history,
+            "rng_cpu": torch.get_rng_state(),
+            "rng_python": random.getstate(),
+            "rng_numpy": np.random.get_state(),
+            # this process's device only: with several processes each rank restores its own GPU's stream
+            "rng_cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
+            "seconds": (self.train_seconds, self.wall_seconds),
+            "config": self.identity,  # a relaunch of another configuration refuses this file
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Put back a :meth:`state_dict` (a checkpoint taken inside an epoch needs the same number of processes)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("in_epoch") is not None and state["world_size"] != distributed.world_size():
+            raise ValueError(f"it was taken inside an epoch by {state['world_size']} processes, not "
+                             f"{distributed.world_size()}")
+        rank = distributed.rank()
+        rank_state = state["rank_states"][rank] if len(state["rank_states"]) > rank else {}
+        self.method.load_state_dict(state["method"])
+        self.method.load_rank_state(rank_state)
+        if state.get("in_epoch") is not None:  # inside an epoch: applied again after on_epoch_start, which
+            self.method_state = (state["method"], rank_state)  # sees the saved state but resets per-epoch parts
+        self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch, self.global_step = state["epoch"], state["global_step"]
+        self.in_epoch = state.get("in_epoch")
+        self.history = state["history"]
+        self.train_seconds, self.wall_seconds = state["seconds"]
+        torch.set_rng_state(state["rng_cpu"])
+        if state.get("rng_cuda") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"])
+        random.setstate(state["rng_python"])
+        np.random.set_state(state["rng_numpy"])
+
+    def resume(self, path: Path) -> None:
+        """Load ``path``; any mismatch is a :class:`~lstsd.errors.TrainingError` saying how to start afresh."""
+        from lstsd.errors import TrainingError
+
+        state = checkpoint.load(path)
+        try:
+            self.load_state_dict(state)
+        except Exception as e:  # noqa: BLE001 - any failure here means the file does not fit this run
+            raise TrainingError(f"cannot resume from {path}: {type(e).__name__}: {e} {checkpoint.START_AFRESH}") from e
+        log.info(f"resumed from {path} after {self.position()}")
+
     def save_checkpoint(self) -> None:
         if self.cfg.trainer.checkpoint:
-            checkpoint.save(self, self.files.checkpoint)
+            checkpoint.save(self.state_dict(), self.files.checkpoint)
+            for callback in self.callbacks:
+                callback.on_checkpoint(self)
 
     def last_checkpoint(self):
         return self.files.checkpoint if self.cfg.trainer.checkpoint else None

@@ -50,7 +50,8 @@ def test_cluster_is_private_and_idle(slurm):
         assert re.search(rf"^{key}={re.escape(folder)}/", conf, re.M), key
     assert f"AuthInfo=socket={folder}/munge/munge.socket.2" in conf
     ports = [int(p) for p in re.findall(r"^Slurm(?:ctld|d)Port=(\d+)$", conf, re.M)]
-    assert len(ports) == 2 and not {6817, 6818} & set(ports)  # not a real cluster's ports
+    assert len(ports) == 2
+    assert not {6817, 6818} & set(ports)  # not a real cluster's ports
     r = subprocess.run(["sinfo", "--noheader", "--format=%P %T %D"], env=environment(slurm), capture_output=True,
                        text=True, timeout=30)
     assert r.stdout.split() == ["debug*", "idle", "1"], r.stdout + r.stderr
@@ -72,15 +73,19 @@ def test_array_of_four_runs_never_more_than_two_at_once(four_runs):
     sweep_dir, r, watch = four_runs
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     runs = job_dirs(sweep_dir)
-    assert len(runs) == 4 and all(results(d)["status"] == "completed" for d in runs)
+    assert len(runs) == 4
+    assert all(results(d)["status"] == "completed" for d in runs)
     script = next(sweep_dir.glob(".submitit/*/*_submission.sh")).read_text()
-    assert "#SBATCH --array=0-3%2" in script and "--gpus-per-node=0" in script  # one array, throttled
+    assert "#SBATCH --array=0-3%2" in script
+    assert "--gpus-per-node=0" in script  # one array, throttled
     # the queue: 2 running at once at most, and the others held back by the array's limit (the node has more CPUs)
-    assert watch.polls > 10 and watch.max_running == 2, (watch.max_running, watch.polls)
+    assert watch.polls > 10, (watch.max_running, watch.polls)
+    assert watch.max_running == 2, (watch.max_running, watch.polls)
     assert "JobArrayTaskLimit" in watch.reasons, watch.reasons
     # the jobs' own start and end times (submitit's log in each allocation): 2 at once, never 3
     spans = list(job_spans(sweep_dir).values())
-    assert len(spans) == 4 and max(sum(a <= t < b for a, b in spans) for t, _ in spans) == 2, spans
+    assert len(spans) == 4, spans
+    assert max(sum(a <= t < b for a, b in spans) for t, _ in spans) == 2, spans
     assert "| default | mnist1d | mnist1d_cnn | vanilla | 4 | acc |" in r.stdout  # the end-of-sweep table
     sacct_said_at_most_once(r.stdout + r.stderr)
 
@@ -122,10 +127,14 @@ def test_preempted_run_is_requeued_and_resumes_exactly(slurm, tmp_path):
     (run,) = job_dirs(sweep_dir)
     log = run_log(run)  # submitit's messages too
     stop = re.search(r"SIGUSR2: checkpointed at step (\d+) of epoch (\d+); stopping", log)
-    assert stop and 0 < int(stop[1]) < 160 and int(stop[2]) >= 4, log[-2000:]  # inside an epoch (160 steps)
+    assert stop, log[-2000:]
+    assert 0 < int(stop[1]) < 160, log[-2000:]
+    assert int(stop[2]) >= 4, log[-2000:]  # inside an epoch (160 steps)
     resumed = RESUMED.findall(log)
-    assert len(resumed) == 1 and resumed[0][1:3] == stop.groups(), (resumed, stop.groups())  # at that step
-    assert log.count("this job is preempted") == 1 and f"Requeued job {job} (10 remaining timeouts)" in log
+    assert len(resumed) == 1, (resumed, stop.groups())
+    assert resumed[0][1:3] == stop.groups(), (resumed, stop.groups())  # at that step
+    assert log.count("this job is preempted") == 1
+    assert f"Requeued job {job} (10 remaining timeouts)" in log
     assert untimed(results(run)) == untimed(results(tmp_path / "reference"))
     assert metrics(run) == metrics(tmp_path / "reference")
     sacct_said_at_most_once(out)
@@ -155,7 +164,8 @@ def test_time_limit_requeues_resumes_exactly_and_respects_max_num_timeout(slurm,
     log = run_log(run)  # submitit's messages too, once each (its own logs have them twice: stdout and stderr)
     assert log.count("this job is timed-out") == 2, log[-3000:]
     (job,) = slurm_job_ids(sweep_dir)
-    assert log.count("Requeued job") == 1 and f"Requeued job {job} (0 remaining timeouts)" in log
+    assert log.count("Requeued job") == 1
+    assert f"Requeued job {job} (0 remaining timeouts)" in log
     assert "Job not requeued because: timed-out too many times." in log
     assert len(re.findall(r"SIGUSR2: checkpointed at ", log)) == 2
     resumed = RESUMED.findall(log)
@@ -163,8 +173,10 @@ def test_time_limit_requeues_resumes_exactly_and_respects_max_num_timeout(slurm,
     epoch = int(resumed[0][2] or resumed[0][3])
     assert len(done) > epoch  # the epoch it resumed inside, and more, were finished after the requeue
     assert done == metrics(tmp_path / "reference")[:len(done)]
-    assert results(run)["status"] == "failed" and "timed-out too many times" in results(run)["error"]
-    assert "1 of 1 jobs failed" in out and "| 0 | acc | - | - | 1 failed |" in out
+    assert results(run)["status"] == "failed"
+    assert "timed-out too many times" in results(run)["error"]
+    assert "1 of 1 jobs failed" in out
+    assert "| 0 | acc | - | - | 1 failed |" in out
     sacct_said_at_most_once(out)
 
 
@@ -175,13 +187,15 @@ def test_failed_job_is_reported_others_finish_exit_code_1(slurm, tmp_path):
     assert r.returncode == 1, out[-3000:]
     by_lr = {d.name: results(d) for d in job_dirs(tmp_path)}
     bad = next(k for k in by_lr if "optim.lr=1e+30" in k)  # Hydra names the folder by the parsed float
-    assert by_lr[bad]["status"] == "failed" and "non-finite loss at step" in by_lr[bad]["error"]
+    assert by_lr[bad]["status"] == "failed"
+    assert "non-finite loss at step" in by_lr[bad]["error"]
     assert sorted(v["status"] for k, v in by_lr.items() if k != bad) == ["completed", "completed"]
     # through submitit: the job's result came back as a pickled JobReturn marked FAILED, with its exception
     from hydra.core.utils import JobReturn, JobStatus
 
     returns = [pickle.loads(p.read_bytes())[1] for p in sorted(tmp_path.glob(".submitit/*/*_result.pkl"))]
-    assert all(isinstance(x, JobReturn) for x in returns) and len(returns) == 3
+    assert all(isinstance(x, JobReturn) for x in returns)
+    assert len(returns) == 3
     assert sorted(x.status.name for x in returns) == ["COMPLETED", "COMPLETED", "FAILED"]
     failed = next(x for x in returns if x.status == JobStatus.FAILED)
     assert "non-finite loss" in str(failed._return_value)
@@ -216,19 +230,23 @@ def test_cancelled_array_relaunched_resumes_the_unfinished_runs(slurm, tmp_path)
     # the running jobs get SIGTERM (checkpoint, failed); the third never starts and ends without a result: the
     # launcher waits for all three, counts that one failed with its SLURM state, prints the table, exits 1
     out, _ = launcher.communicate(timeout=120)
-    assert launcher.returncode == 1 and "Traceback" not in out, out[-3000:]
+    assert launcher.returncode == 1, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
     assert "3 of 3 jobs failed" in out, out[-3000:]
     assert out.count("TrainingError: stopped by SIGTERM after checkpointing") == 2 + 2  # the list and the table
     assert re.search(rf"seed=2: JobEnded: SLURM job {arrays[0]}_2 ended without a result \(state: CANCELLED\)", out)
-    assert "| 0 | acc | - | - | 2 failed |" in out and "Missing (1 jobs of the sweep never started)" in out
+    assert "| 0 | acc | - | - | 2 failed |" in out
+    assert "Missing (1 jobs of the sweep never started)" in out
     sacct_said_at_most_once(out)
     started = [d for d in job_dirs(tmp_path) if (d / "last.pt").exists()]
-    assert len(started) == 2 and all(results(d)["status"] == "failed" for d in started)  # stopped by SIGTERM
+    assert len(started) == 2
+    assert all(results(d)["status"] == "failed" for d in started)  # stopped by SIGTERM
     assert len(job_dirs(tmp_path)) == 2  # the third run's folder: never made
     r = sweep(slurm, tmp_path, *args, timeout=300)  # the same command, the same folder
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     runs = job_dirs(tmp_path)
-    assert len(runs) == 3 and all(results(d)["status"] == "completed" for d in runs)
+    assert len(runs) == 3
+    assert all(results(d)["status"] == "completed" for d in runs)
     for d in runs:
         resumed = RESUMED.findall(run_log(d))
         assert len(resumed) == (1 if d in started else 0), (d.name, resumed)
@@ -246,7 +264,7 @@ DDP = ("method=lstsd", "method.minigen_epochs=1", "optim=sgd", "schedule=step", 
 def test_ddp_in_a_job_equals_one_process_over_the_same_global_batch(slurm, tmp_path):
     """tasks_per_node=2 on CPU: two processes (gloo) through submitit's environment, batch 8 each, against one
     process with batch 16, as tests/test_distributed.py does with torchrun (same check)."""
-    from conftest import assert_ddp_equals_one_process
+    from helpers import assert_ddp_equals_one_process
 
     one = lstsd(slurm, *DDP, *FAST, "dataset.batch_size=16", f"hydra.run.dir={tmp_path / 'one'}",
                 log=tmp_path / "one.out")
