@@ -195,18 +195,6 @@ def test_bad_logger_name_exits_2(refused, args, fragment):
     assert fragment in refused(*args, "trainer.epochs=1")
 
 
-def test_cli_bad_logger_name_exits_2(tmp_path):
-    """The same as a separate process: the exit status a shell sees."""
-    args, fragment = BAD_NAMES[0]
-    r = run_cli(*args, "trainer.epochs=1", f"hydra.run.dir={tmp_path}")
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert r.returncode == 2, r.stderr
-    assert len(lines) == 1, r.stderr
-    assert lines[0].startswith("lstsd: error:"), r.stderr
-    assert fragment in lines[0], r.stderr
-    assert not (tmp_path / "metrics.jsonl").exists()
-
-
 def test_cli_multirun_with_two_trackers(tmp_path):
     """``logger=[csv,tensorboard]`` in a sweep: every job writes both, and the logger choice stays out of the job
     folders' names."""

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import REPO, compose_cfg, run_cli
+from helpers import REPO, compose_cfg
 from glue_fixtures import write_glue
 from lstsd.config import DatasetConfig, validate
 from lstsd.data import build_data
@@ -115,14 +115,11 @@ def test_a_validation_fraction_that_leaves_no_training_sample(n, fraction):
     assert build_data(keeps_one, 0, "cpu").info.num_train == 1
 
 
-def test_cli_reports_the_validation_fraction_in_one_line(tmp_path):
-    r = run_cli("dataset=synthetic", "dataset.num_train=5", "dataset.val_fraction=0.9999", "model=digits_cnn",
-                "dataset.shape=[1,8,8]", "trainer.epochs=1", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert r.returncode == 2, r.stderr
-    assert len(lines) == 1, r.stderr
-    assert lines[0] == ("lstsd: error: dataset.val_fraction=0.9999 is invalid: it leaves 0 training samples of 5 "
-                        "(all 5 go to the validation split): allowed a smaller fraction")
+def test_a_validation_fraction_that_leaves_no_training_sample_is_one_line(refused):
+    line = refused("dataset=synthetic", "dataset.num_train=5", "dataset.val_fraction=0.9999", "model=digits_cnn",
+                   "dataset.shape=[1,8,8]", "trainer.epochs=1")
+    assert line == ("lstsd: error: dataset.val_fraction=0.9999 is invalid: it leaves 0 training samples of 5 "
+                    "(all 5 go to the validation split): allowed a smaller fraction")
 
 
 # ------------------------------------------------------------------------------------------- MNIST IDX files
