@@ -1,24 +1,7 @@
-"""How ``hydra/launcher=workstation`` shares one machine among a sweep's jobs (``lstsd/conf/hydra/launcher/
-workstation.yaml``; the launcher class is :class:`lstsd.launch.launcher.LstsdLocalLauncher`).
-
-submitit's local executor starts every job of a sweep at once, and a job left at ``trainer.threads=null`` uses
-every core: 45 jobs on 2 cores would be 45 processes of 2 threads each, all of them in memory. The workstation
-launcher runs at most ``max_parallel`` jobs at a time instead, starting the next one as soon as one ends, and
-gives each job a thread count (and its own GPUs) so that the jobs running together fit the machine:
-
-* **How many at once** (``hydra.launcher.max_parallel``; null: the policy): one job per GPU
-  (``hydra.launcher.gpus_per_node`` GPUs each) on a machine with GPUs, unless the jobs run on the CPU
-  (``trainer.device=cpu``); otherwise the machine's cores divided by the threads per job (``trainer.threads``
-  where the jobs set it, else ``hydra.launcher.cpus_per_task``, else 1).
-* **Threads per job**: a job that sets ``trainer.threads`` keeps it; the others get ``cpus_per_task`` where it is
-  set, else the machine's cores divided by the jobs that run together (``max_parallel``, or the number of jobs
-  where there are fewer).
-* **GPUs per job** (``gpus_per_node``; null: 1 where the machine has GPUs, else 0): each job sees only its own
-  (``CUDA_VISIBLE_DEVICES``); with more jobs at once than GPUs, they share the GPUs evenly.
-
-The count itself is :func:`lstsd.machine.plan`, which :func:`~lstsd.config.compose.parallel_jobs` (the
-``lstsd_parallel`` resolver, which gives the joblib launcher of ``experiment=demo`` its ``n_jobs``) applies too.
-"""
+"""``hydra/launcher=workstation``: a sweep's jobs share one machine, at most ``max_parallel`` at a time, each with
+its thread count and its own GPUs (the count: :func:`lstsd.machine.plan`); the next job starts as soon as one
+ends, and a job that ended without a result is counted as failed instead of stopping the launch. The policy:
+docs/clusters.md, "Launchers"."""
 from __future__ import annotations
 
 import time

@@ -1,26 +1,6 @@
-"""Where a run reports besides metrics.jsonl and results.json: the trackers of the ``logger`` group.
-
-Each tracker is a switch of :class:`~lstsd.config.LoggerConfig` that one option of the group turns on, so that
-several options merge: ``logger=wandb``, ``logger=tensorboard``, ``logger=csv``, ``logger=[wandb,tensorboard]``
-(Hydra's list of options of a config group), ``logger=none`` (the default: files only). Every tracker writes one
-run per job into the job's run folder and gets every epoch's metrics row (the row of metrics.jsonl, step =
-epoch) and, at the end, the results:
-
-- ``wandb``: one wandb run per Hydra job (``reinit="finish_previous"``: a multirun never appends to the previous
-  job's run) with the resolved config; ``group`` = ``<experiment name>/<sweep folder>`` for a job of a sweep and
-  ``<experiment name>/<run folder>`` for a single run unless ``logger.group`` is set (a sweep folder's name holds
-  its launch time and a unique id: two sweeps never share a group by default, and a re-launch into the same
-  folder keeps it), ``job_type`` = the method's label unless set; the results are the run's summary, and it is
-  finished in any case, with exit code 1 when training failed. ``WANDB_MODE`` (offline, disabled) and the other
-  ``WANDB_*`` variables are honoured; ``logger.mode`` overrides ``WANDB_MODE`` only when set.
-- ``tensorboard``: a scalar per numeric key of the row under ``<run_dir>/tensorboard/``. A resumed run purges
-  the steps it trains again (``purge_step``), so the event files never hold an epoch twice.
-- ``csv``: ``<run_dir>/metrics.csv``, one row per epoch with the keys of metrics.jsonl as columns. A resumed run
-  keeps the rows before the epoch it resumes at and replaces the rest.
-
-The epochs before the one a launch starts at are those of metrics.jsonl (which the trainer has rewritten from the
-checkpoint's history by then): a tracker turned on only when a run is resumed or extended gets them too.
-"""
+"""Where a run reports besides metrics.jsonl and results.json: the trackers of the ``logger`` group (wandb,
+tensorboard, csv, several at once), each one run per job in the job's run folder, fed every epoch's row and, at
+the end, the results. What each records, and how a resumed run keeps one history: docs/clusters.md, "Trackers"."""
 from __future__ import annotations
 
 import contextlib

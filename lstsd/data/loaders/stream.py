@@ -1,30 +1,8 @@
-"""The streaming loader: samples read from disk (or a table, or a dataset object) by DataLoader workers.
-
-A split of a file-backed dataset is a :class:`Samples` object instead of a tensor: it holds only what locates
-each sample (relative file names in a NumPy byte array, a memory-mapped Hugging Face table, a dataset object),
-and its :meth:`Samples.read` decodes one sample. Labels stay in memory (one int64 per sample); images never do,
-so host memory does not grow with the dataset (the file names aside: about 30 bytes a sample).
-
-:class:`StreamLoader` presents the interface of :class:`~lstsd.data.loaders.memory.MemoryLoader` (``epoch``, ``get``,
-``num_samples``, ``len``, ``augment``, ``y``, ``rank`` / ``world_size``), so the trainer and every method run on
-it unchanged:
-
-- each epoch's order is the in-memory loader's: a permutation drawn from the (seed, epoch) generator, every
-  index once, the last partial batch kept, each global batch cut into ``world_size`` consecutive shards;
-- ``dataset.num_workers`` processes decode and transform the samples of this rank's shards, batch by batch, in
-  order; the batch is copied to the device as it is stored (uint8 pixels), then normalised there;
-- the random draws of a sample's transforms come from a seed of its own, a hash of (seed, epoch, index), so an
-  epoch's batches do not depend on the number of workers, and a run resumed inside an epoch
-  (``epoch(epoch, start_step)``) gets exactly the batches the uninterrupted run got;
-- when the training transforms are the pad-crop-flip of the in-memory path (``RandomCrop(size, padding=p)``
-  and ``RandomHorizontalFlip()`` on images of that size), the workers only decode and the crop and flip run on
-  the device with the in-memory loader's draws: both loaders then give the same batches, bit for bit.
-
-Before training, :func:`check_samples` reads every file's header (``dataset.verify=header``), decodes every
-file (``decode``) or trusts them (``none``); a file that fails stops the run with one line naming it
-(``dataset.on_corrupt=error``), or is left out with a warning (``skip``). A file that fails later, while
-training, stops the run naming the file (exit code 1).
-"""
+"""The streaming loader: the in-memory loader's interface (``epoch``, ``get``, ``num_samples``, ``augment``,
+``y``, ``rank``; :class:`~lstsd.data.types.TrainingSet`) over a file-backed split read by DataLoader workers
+(:mod:`lstsd.data.workers`): the same epoch order and sharding, each sample's transforms seeded by (seed, epoch,
+index) so the batches do not depend on the number of workers and a run resumes exactly inside an epoch, and the
+pad-crop-flip on the device bit for bit as the in-memory loader's. docs/own-data.md, "The streaming loader"."""
 from __future__ import annotations
 
 import logging
