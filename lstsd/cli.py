@@ -69,6 +69,20 @@ def fail(e: ConfigError | TrainingError) -> NoReturn:
     sys.exit(2)
 
 
+def composition_error(e: Exception, argv: list[str]) -> ConfigError:
+    """A configuration error (Hydra's, OmegaConf's or lstsd's) as one line: the options of a group where an option
+    is unknown (inside a list too), the closest key where a key is misspelt, the extra to install."""
+    missing = getattr(e, "missing_cfg_file", None)
+    if missing and "/" in missing and getattr(e, "options", None) is None:  # inside a list of options
+        e.options = compose.group_options(missing.rpartition("/")[0])
+    cause = e.__cause__ if isinstance(e.__cause__, (ConfigError, OmegaConfBaseException)) else None
+    detail = one_line(e) + (f" ({one_line(cause)})" if cause is not None and str(cause) not in str(e) else "")
+    detail = misspelt_key(detail, argv)
+    if "hydra/sweeper=optuna" in detail:  # the Optuna plugin is not installed
+        detail += "; experiment=hparams_search needs the search extra: pip install -e '.[search]'"
+    return ConfigError(detail)
+
+
 def in_sweep() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -136,12 +150,29 @@ def complete() -> None:
     print(" ".join(words))
 
 
+def refuse_early(argv: list[str], multirun: bool, debug: bool) -> None:
+    """What can be refused before torch is imported: a name that is no folder name, and (a single run's) a
+    misspelt key or an unknown option, composed from the schema snapshot."""
+    from lstsd.config import require_name
+
+    try:
+        for a in argv:  # before Hydra makes the output folder, which holds the name
+            if a.startswith("name=") and not ("," in a and multirun):
+                require_name(a.partition("=")[2])
+        if not multirun:
+            compose.compose([a for a in argv if not a.startswith("-")])
+    except (ConfigError, HydraException, OmegaConfBaseException) as e:
+        if debug:
+            raise
+        fail(composition_error(e, argv))
+
+
 def main() -> None:
     try:  # the modules of imports=[...] before anything composes; model._target_=... alone chooses model=target
         argv = sys.argv[1:] = compose.prepare(sys.argv[1:])
     except ConfigError as e:
         fail(e)
-    compose.setup(fast=bool(PRINT_ONLY & {a.partition("=")[0] for a in argv}))
+    compose.setup(fast=True)  # the schemas from their snapshot: nothing imports torch yet
     if {"--help", "-h"} & set(argv):
         try:
             return print_help(argv)
@@ -149,16 +180,12 @@ def main() -> None:
             fail(ConfigError(one_line(e)))
     if {"--shell-completion", "-sc"} & set(argv) and any(a.startswith("query") for a in argv):
         return complete()
-    for a in argv:  # before Hydra makes the output folder, which holds the name
-        if a.startswith("name=") and not ("," in a and is_multirun(argv)):
-            from lstsd.config import require_name
-
-            try:
-                require_name(a.partition("=")[2])
-            except ConfigError as e:
-                fail(e)
-    sys.argv[1:] = as_one_value_sweeps(argv, is_multirun(argv))
+    multirun = is_multirun(argv)
     debug = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    if not PRINT_ONLY & {a.partition("=")[0] for a in argv}:
+        refuse_early(argv, multirun, debug)
+        compose.setup()  # the components themselves, for the run
+    sys.argv[1:] = as_one_value_sweeps(argv, multirun)
     os.environ["LSTSD_DEBUG"] = "1" if debug else "0"
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
@@ -168,15 +195,7 @@ def main() -> None:
     except (ConfigError, HydraException, OmegaConfBaseException) as e:
         if debug:
             raise
-        missing = getattr(e, "missing_cfg_file", None)
-        if missing and "/" in missing and getattr(e, "options", None) is None:  # inside a list of options
-            e.options = compose.group_options(missing.rpartition("/")[0])
-        cause = e.__cause__ if isinstance(e.__cause__, (ConfigError, OmegaConfBaseException)) else None
-        detail = one_line(e) + (f" ({one_line(cause)})" if cause is not None and str(cause) not in str(e) else "")
-        detail = misspelt_key(detail, argv)
-        if "hydra/sweeper=optuna" in detail:  # the Optuna plugin is not installed
-            detail += "; experiment=hparams_search needs the search extra: pip install -e '.[search]'"
-        fail(ConfigError(detail))
+        fail(composition_error(e, argv))
     except TrainingError as e:
         if debug:
             raise

@@ -174,7 +174,7 @@ def test_mean_teacher_ema_arithmetic():
     with torch.no_grad():
         model.weight.fill_(1.0)
     mt = make_method("method=mean_teacher", "method.decay=0.6", "method.decay_warmup=true", model=model)
-    teacher = mt.ema.module
+    teacher = mt.teacher
     assert teacher.weight.item() == 1.0
     assert teacher.training is False
     expected = 1.0
@@ -190,10 +190,10 @@ def test_mean_teacher_ema_arithmetic():
 
     const = make_method("method=mean_teacher", "method.decay=0.6", model=nn.Linear(1, 1, bias=False))
     with torch.no_grad():
-        const.ema.module.weight.fill_(1.0)
+        const.teacher.weight.fill_(1.0)
         const.model.weight.fill_(3.0)
     const.after_step(None, None)  # the default: decay 0.6 from the first update (the paper's formula)
-    assert const.ema.module.weight.item() == pytest.approx(0.6 * 1.0 + 0.4 * 3.0)
+    assert const.teacher.weight.item() == pytest.approx(0.6 * 1.0 + 0.4 * 3.0)
 
 
 def test_mean_teacher_loss_and_rampup():

@@ -91,8 +91,8 @@ def test_the_callback_trains_as_a_plain_loop_and_evaluates_the_ema_teacher(tmp_p
     reference, method = plain("mean_teacher", 2, decay=0.8, rampup_epochs=0)
     for (key, a), b in zip(model.state_dict().items(), reference.state_dict().values()):
         assert torch.equal(a, b), key
-    ema = distillation.method.ema.module
-    for (key, a), b in zip(ema.state_dict().items(), method.ema.module.state_dict().values()):
+    ema = distillation.method.teacher
+    for (key, a), b in zip(ema.state_dict().items(), method.teacher.state_dict().values()):
         assert torch.equal(a, b), key
     assert distillation.method.updates == method.updates == 6  # an EMA update after each of the 2 x 3 steps
     x, y = val.dataset.tensors

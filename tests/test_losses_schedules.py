@@ -109,3 +109,31 @@ def test_restarts_with_unequal_cycles_and_step_schedule():
 
 def test_constant_schedule():
     assert lrs("constant", 5) == pytest.approx([0.1] * 5)
+
+
+@pytest.mark.parametrize("name", ["constant", "step", "cosine"])
+@pytest.mark.parametrize("steps,lr_min,cycles", [(7, 0.0, None), (40, 0.01, None), (123, 0.0, [2, 1]),
+                                                 (40, 0.01, [1, 1, 1, 1])])
+def test_schedules_equal_timms_step_by_step(name, steps, lr_min, cycles):
+    """The closed forms give the rates timm's schedulers gave (MultiStepLRScheduler with its milestones shifted by
+    one update, CosineLRScheduler), for every update of every cycle, bit for bit."""
+    timm = pytest.importorskip("timm.scheduler")
+    from types import SimpleNamespace
+
+    from lstsd.training.schedules import build_schedule
+
+    cfg = SimpleNamespace(name=name, milestones=[0.25, 0.5, 0.75], gamma=0.1, lr_min=lr_min)
+    epochs = sum(cycles) if cycles else 3
+    lengths = [e * steps for e in (cycles or [epochs])]
+    ours = build_schedule(cfg, torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), steps, epochs, cycles)
+    t = 0
+    for n in lengths:
+        theirs = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        if name == "step":
+            ref = timm.MultiStepLRScheduler(theirs, decay_t=[round(m * n) + 1 for m in cfg.milestones],
+                                            decay_rate=0.1, t_in_epochs=False)
+        elif name == "cosine":
+            ref = timm.CosineLRScheduler(theirs, t_initial=n, lr_min=lr_min, t_in_epochs=False)
+        for k in range(n):
+            assert ours.rates(t)[0] == (0.1 if name == "constant" else ref._get_lr(k)[0]), (t, k)
+            t += 1

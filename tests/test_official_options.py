@@ -111,7 +111,7 @@ def test_mean_teacher_official_teacher_train_mode_own_augmentation_parameters_on
             for e, p in zip(ema.parameters(), official_student.parameters()):
                 e.mul_(alpha).add_(p, alpha=1 - alpha)
         assert loss.item() == pytest.approx(official_loss.item(), rel=1e-5), step
-    for (name, a), b in zip(mt.ema.module.state_dict().items(), ema.state_dict().values()):
+    for (name, a), b in zip(mt.teacher.state_dict().items(), ema.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), name  # parameters and the teacher's own statistics
 
     eval_mt = method("method=mean_teacher", "method.teacher_mode=eval", "method.teacher_input=student",
@@ -119,7 +119,7 @@ def test_mean_teacher_official_teacher_train_mode_own_augmentation_parameters_on
     eval_mt.on_epoch_start(0)
     batch = Batch(X[:3], Y[:3], torch.tensor([0, 1, 2]))
     with torch.no_grad():
-        assert torch.equal(eval_mt.target(batch)[0], eval_mt.ema.module.eval()(X[:3]))
+        assert torch.equal(eval_mt.target(batch)[0], eval_mt.teacher.eval()(X[:3]))
 
 
 def test_single_snapshots_run_in_train_mode_by_default_and_stay_unchanged():

@@ -214,3 +214,62 @@ def test_no_function_is_longer_than_fifty_lines():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 50:
                 long.append(f"{f.relative_to(REPO)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
     assert long == []
+
+
+def test_the_schema_snapshot_is_keyed_by_content_and_replaces_stale_ones(tmp_path, monkeypatch):
+    """A fresh clone (other modification times, the same code) finds the snapshot; other code does not; writing
+    one removes the snapshots of other sources."""
+    from lstsd.config import compose
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    key = compose.source_key()
+    some = PACKAGE / "errors.py"
+    os.utime(some, (0, 0))  # a checkout sets new modification times
+    assert compose.source_key() == key
+    stale = tmp_path / "lstsd" / "schemas-0000000000000000.yaml"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}\n")
+    compose.write_snapshot({})
+    assert [p.name for p in stale.parent.iterdir()] == [f"schemas-{key}.yaml"]
+    monkeypatch.setattr(compose, "PACKAGE", tmp_path)  # other sources: another key
+    assert compose.source_key() != key
+
+
+def test_a_default_run_imports_no_optional_library(tmp_path):
+    """A default run (MNIST-1D, vanilla) imports neither timm, torchvision's models, wandb, tensorboard nor
+    scikit-learn: each is loaded only by the option that needs it (model=timm, logger=wandb, ...)."""
+    script = textwrap.dedent(f"""
+        import sys
+        sys.argv = ["lstsd", "trainer.epochs=1", "trainer.progress=false", "hydra.run.dir={tmp_path / 'run'}"]
+        from lstsd.cli import main
+        main()
+        heavy = ("timm", "wandb", "tensorboard", "sklearn", "torchvision.models", "transformers", "lightning")
+        print("IMPORTED", sorted(m for m in heavy if m in sys.modules))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "WANDB_MODE": "disabled"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "IMPORTED []" in out.stdout, out.stdout[-2000:]
+
+
+def test_a_typo_is_refused_without_importing_torch(tmp_path):
+    script = textwrap.dedent("""
+        import sys
+        sys.argv = ["lstsd", "trainer.epoch=5"]
+        from lstsd.cli import main
+        try:
+            main()
+        except SystemExit as e:
+            print("EXIT", e.code, "torch" in sys.modules)
+    """)
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    from lstsd.config import compose
+
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path)
+    try:
+        compose.write_snapshot(compose.schema_nodes())  # what any full setup (a run, a test session) leaves
+    finally:
+        os.environ.pop("XDG_CACHE_HOME")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert "EXIT 2 False" in out.stdout, out.stdout + out.stderr[-2000:]
+    assert "trainer.epoch is not a configuration key: did you mean trainer.epochs?" in out.stderr

@@ -8,8 +8,9 @@ a YAML option extends ``base_<name>`` and never repeats it. Launchers that run j
 
 ``setup(fast=True)`` is for commands that only compose and print (``--help``, ``--cfg``, ``--info``, tab
 completion): it stores the same schemas from a snapshot the last full setup wrote (plain nodes, unknown keys
-still refused), without importing the components and so without torch. The snapshot is keyed by the package's
-source files (path, size, modification time); without a current one the full setup runs.
+still refused), without importing the components and so without torch. The snapshot is keyed by the contents of
+the package's source files (and its version), so a fresh clone finds the one any earlier checkout of the same code
+wrote; writing one removes the others. Without a current one the full setup runs.
 
 A user's own components live in modules of their own, named by the ``imports`` key (``imports=[mypkg.plugins]``):
 :func:`prepare` imports them before anything is composed (their decorators register them; their schemas are
@@ -97,10 +98,18 @@ def schema_nodes(own: bool = False) -> dict[tuple[str, str], DictConfig]:
 
 
 def source_key() -> str:
-    """Changes whenever a source file of the package changes (the snapshot's key)."""
-    files = sorted(PACKAGE.rglob("*.py"))
-    text = "\n".join(f"{f.relative_to(PACKAGE)} {f.stat().st_size} {f.stat().st_mtime_ns}" for f in files)
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
+    """The snapshot's key: a hash of the package's source files (their paths and contents, so that a fresh clone
+    or a checkout of the same code finds the snapshot another one wrote) and its version."""
+    from importlib import metadata
+
+    digest = hashlib.sha1()
+    try:
+        digest.update(metadata.version("lstsd").encode())
+    except metadata.PackageNotFoundError:
+        pass
+    for f in sorted(PACKAGE.rglob("*.py")):
+        digest.update(str(f.relative_to(PACKAGE)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def snapshot_path() -> Path:
@@ -118,6 +127,9 @@ def write_snapshot(nodes: dict) -> None:
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         tmp.write_text(text)
         os.replace(tmp, path)
+        for stale in path.parent.glob("schemas-*.yaml"):  # snapshots of other sources: never read again
+            if stale != path:
+                stale.unlink(missing_ok=True)
     except OSError:
         pass
 

@@ -9,7 +9,7 @@ of :func:`lstsd.methods.losses.kd_loss` or the softmax MSE (``loss``), both at `
 ``mean_teacher``: the target is the prediction of a teacher whose weights are an exponential moving average of
 the student's, theta' <- a * theta' + (1 - a) * theta after every update with a = ``decay`` (the formula the
 LSTSD paper prints in its Section "Baselines"; MT Eq. 1), or a = min(1 - 1/(s + 1), decay) at update
-s = 1, 2, ... with ``decay_warmup`` (the MT code's warm-up); timm's ModelEmaV3 keeps the average. As in the MT
+s = 1, 2, ... with ``decay_warmup`` (the MT code's warm-up). As in the MT
 paper (Section 2: "both the student and the teacher model evaluate the input applying noise (eta, eta')") and
 its code (``ema_model.train()``, ``ema_input``, ``update_ema_variables``), by default the teacher runs without
 gradients in train mode (``teacher_mode``: batch statistics, dropout) on its own augmentation of the batch
@@ -31,7 +31,6 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from timm.utils import ModelEmaV3
 from torch import Tensor, nn
 
 from lstsd import distributed
@@ -41,6 +40,7 @@ from lstsd.data.loaders.memory import epoch_generator
 from lstsd.errors import require, require_choice
 from lstsd.methods.losses import CONSISTENCY_LOSSES, consistency_loss, teacher_probs
 from lstsd.methods.base import Method
+from lstsd.models import frozen_copy
 from lstsd.registry import register_method
 
 TEACHER_STREAM = 2  # epoch_generator stream of the Mean Teacher's own augmentation (DLB's repeated half is 1)
@@ -134,10 +134,7 @@ class MeanTeacher(Consistency):
 
     def __init__(self, cfg: MeanTeacherConfig, ctx):
         super().__init__(cfg, ctx)
-        # warmup_gamma = warmup_power = 1 makes timm's warm-up decay 1 - 1/step, capped at `decay`
-        self.ema = ModelEmaV3(self.model, decay=cfg.decay, use_warmup=cfg.decay_warmup, warmup_gamma=1.0,
-                              warmup_power=1.0)
-        self.ema.module.requires_grad_(False)
+        self.teacher = frozen_copy(self.model)  # theta', a copy of the student's initial weights
         self.updates = 0
         self.own_input = cfg.teacher_input == "own" and ctx.train is not None and ctx.train.augment
         self.generator: Optional[torch.Generator] = None
@@ -149,26 +146,34 @@ class MeanTeacher(Consistency):
 
     @property
     def decay(self) -> float:
-        """The decay the next update uses: min(1 - 1/(s + 1), decay) for update s = updates + 1."""
-        return self.ema.get_decay(self.updates + 2)  # timm's step s' = step - 1 and decay 1 - 1/(1 + s')
+        """The decay the next update uses: ``decay``, or min(1 - 1/(s + 1), decay) for update s = updates + 1."""
+        s = self.updates + 1
+        return min(1.0 - 1.0 / (s + 1), self.cfg.decay) if self.cfg.decay_warmup else self.cfg.decay
 
     def target(self, batch):
         x = self.ctx.train.get(batch.index, self.generator).x if self.own_input else batch.x
-        teacher = self.ema.module.train(self.cfg.teacher_mode == "train")
+        teacher = self.teacher.train(self.cfg.teacher_mode == "train")
         with torch.no_grad():
             return teacher(x), False
 
     @torch.no_grad()
     def after_step(self, batch, logits: Tensor) -> None:
-        if self.cfg.average == "parameters":  # the MT code's update_ema_variables; timm's exclude_buffers would
-            # copy the student's buffers instead of keeping the teacher's own
-            params = list(self.ema.module.parameters())
-            torch._foreach_lerp_(params, [p.detach() for p in self.model.parameters()], 1.0 - self.decay)
+        """theta' <- a theta' + (1 - a) theta (one fused lerp): over the parameters (the MT code's
+        update_ema_variables: the teacher's batch-norm statistics stay its own), or over every floating tensor of
+        the state, integer buffers copied (``average=all``)."""
+        if self.cfg.average == "parameters":
+            pairs = list(zip(self.teacher.parameters(), self.model.parameters()))
         else:
-            self.ema.update(self.model, step=self.updates + 2)
+            pairs = []
+            for mine, theirs in zip(self.teacher.state_dict().values(), self.model.state_dict().values()):
+                if mine.is_floating_point():
+                    pairs.append((mine, theirs))
+                else:
+                    mine.copy_(theirs)
+        torch._foreach_lerp_([t for t, _ in pairs], [s.detach() for _, s in pairs], 1.0 - self.decay)
         self.updates += 1
         if distributed.active() and self.cfg.average == "parameters":  # statistics from each rank's own passes
-            distributed.broadcast_buffers(self.ema.module)
+            distributed.broadcast_buffers(self.teacher)
 
     def rank_state(self) -> dict:
         """The teacher's own augmentation generator, inside an epoch (each process its own)."""
@@ -179,13 +184,13 @@ class MeanTeacher(Consistency):
             self.generator.set_state(state["generator"])
 
     def evaluators(self) -> dict[str, nn.Module]:
-        return {"ema": self.ema.module}
+        return {"ema": self.teacher}
 
     def state_dict(self) -> dict:
-        return {"ema": self.ema.module.state_dict(), "updates": self.updates}
+        return {"ema": self.teacher.state_dict(), "updates": self.updates}
 
     def load_state_dict(self, state: dict) -> None:
-        self.ema.module.load_state_dict(state["ema"])
+        self.teacher.load_state_dict(state["ema"])
         self.updates = state["updates"]
 
 

@@ -8,7 +8,7 @@ import math
 
 from lstsd.report.table import BASELINE, not_compared
 
-HIDDEN = ("paper_cells", "scores", "option", "settings")  # row fields for the computation, not for the files
+HIDDEN = ("paper_cells", "scores", "option", "settings", "provenance")  # row fields for the computation, not for the files
 LABELS = {"p_holm": "p Holm", "q_bh": "q BH"}  # the adjusted p's column
 
 
@@ -123,6 +123,13 @@ def markdown(table: list[dict], missing: list[str] = (), baseline: str = BASELIN
     elif not_run:
         lines += ["", f"({len(not_run)} published numbers of these tables have no run of their method or setting "
                       "here: --verbose lists them.)"]
+    origins = sorted({o for r in table for o in r.get("provenance", [])})
+    if origins:
+        lines += ["", "Provenance of the runs: " + "; ".join(origins)]
+    mixed = [r for r in table if len(r.get("provenance", [])) > 1]
+    for r in mixed:
+        lines += [f"Warning: the row {r['method']} {r['variant']} ({r['model']}) mixes runs of "
+                  f"{len(r['provenance'])} origins (lstsd versions, torch versions or devices): not one experiment"]
     errors = [e for r in table for e in r.get("errors", [])]
     if errors:
         lines += ["", f"Failed ({len(errors)} runs):"] + [f"- {e}" for e in errors]

@@ -137,10 +137,18 @@ def group_row(key: tuple, variant: str, group: list[dict], varying: list[str], d
         if diff is not None:
             row |= {f"vs_{baseline}_{stat}_{k}": diff[k] for k in ("n", "mean", "ci_low", "ci_high")}
     row |= published_columns(key, done)
+    row["provenance"] = sorted({origin(r) for r in done if r.get("provenance")})
     row["failed"] = sum(r.get("status") == "failed" for r in group)
     row["running"] = sum(r.get("status") == "running" for r in group)
     row["errors"] = [f"{r['run_dir']}: {r.get('error', '?')}" for r in group if r.get("status") == "failed"]
     return row
+
+
+def origin(run: dict) -> str:
+    """What a row's runs must share to be one experiment: the lstsd version (and commit), torch, the device."""
+    p = run["provenance"]
+    commit = f" {p['git_commit'][:8]}{'+dirty' if p.get('git_dirty') else ''}" if p.get("git_commit") else ""
+    return f"lstsd {p.get('lstsd')}{commit}, torch {p.get('torch')}, {p.get('device')}"
 
 
 def mark_selected(table: list[dict], stat: str) -> None:

@@ -1,61 +1,60 @@
-"""Per-iteration learning-rate schedules, built on timm's schedulers (``step_update(t)`` sets the rate of update
-t = 0, 1, ..., total_steps - 1):
+"""Per-iteration learning-rate schedules in closed form (``step_update(t)`` sets the rate of update t = 0, 1, ...,
+total_steps - 1 on every parameter group, from the group's base rate lr0):
 
-* ``constant``: the base rate throughout;
-* ``step``: multiplied by ``gamma`` (0.1) at each milestone, given as fractions of training (the LSTSD paper:
-  divided by 10 at 25 %, 50 % and 75 %);
+* ``constant``: lr0 throughout;
+* ``step``: lr0 * gamma^k, k the milestones m (fractions of training) with round(m * steps) <= t (the LSTSD
+  paper: divided by 10 at 25 %, 50 % and 75 %);
 * ``cosine``: lr_min + (lr0 - lr_min) / 2 * (1 + cos(pi * t / T)) over T updates.
 
 A method with mini-generations that restart the learning rate (``Method.lr_cycles``: Snapshot Ensembles,
 Snapshot Distillation) gets the chosen schedule run afresh over each mini-generation, from the base rate: with
 ``cosine`` this is Snapshot Distillation's Eq. 5 and Snapshot Ensembles' cyclic cosine, lr0/2 * (1 + cos(pi *
 t_k / L_k)) with t_k counted from 0 at the mini-generation's first update (Eq. 5 counts from 1, one update
-later: a difference of one iteration per cycle).
+later: a difference of one iteration per cycle). The values are those of timm's schedulers (tested step by
+step); written out here, a run needs no import of timm.
 """
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from itertools import accumulate
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
-from timm.scheduler import CosineLRScheduler, MultiStepLRScheduler
-from timm.scheduler.scheduler import Scheduler
 from torch.optim import Optimizer
 
 
-class ConstantScheduler(Scheduler):
-    def __init__(self, optimizer: Optimizer):
-        super().__init__(optimizer, param_group_field="lr", t_in_epochs=False)
-
-    def _get_lr(self, t: int) -> list:
-        return list(self.base_values)
-
-
-class Restarted(Scheduler):
-    """One schedule per cycle of ``cycle_steps`` updates, each started afresh at the base rate."""
-
-    def __init__(self, optimizer: Optimizer, cycles: list[Scheduler], cycle_steps: Sequence[int]):
-        self.cycles, self.starts = cycles, [0, *accumulate(cycle_steps)][:-1]
-        super().__init__(optimizer, param_group_field="lr", t_in_epochs=False)
-
-    def _get_lr(self, t: int) -> list:
-        k = bisect_right(self.starts, t) - 1
-        return self.cycles[k]._get_lr(t - self.starts[k])
-
-
-def one_cycle(cfg, optimizer: Optimizer, steps: int) -> Scheduler:
+def factor(cfg, steps: int) -> Callable[[int], float]:
+    """The schedule of one cycle of ``steps`` updates as ``t -> lr(t) / lr0`` (cosine: with lr_min apart)."""
     if cfg.name == "constant":
-        return ConstantScheduler(optimizer)
+        return lambda t: 1.0
     if cfg.name == "step":
-        # timm counts the milestones <= t + 1 (its epoch convention); shift by one so that update t uses the
-        # decayed rate exactly from step round(m * steps) on.
-        milestones = [round(m * steps) + 1 for m in cfg.milestones]
-        return MultiStepLRScheduler(optimizer, decay_t=milestones, decay_rate=cfg.gamma, t_in_epochs=False)
-    return CosineLRScheduler(optimizer, t_initial=steps, lr_min=cfg.lr_min, t_in_epochs=False)
+        milestones = sorted(round(m * steps) for m in cfg.milestones)
+        return lambda t: cfg.gamma ** bisect_right(milestones, t)
+    return lambda t: 0.5 * (1.0 + math.cos(math.pi * t / steps))
+
+
+class Schedule:
+    """The rates of ``cfg`` over cycles of ``cycle_steps`` updates, each started afresh at the base rates."""
+
+    def __init__(self, cfg, optimizer: Optimizer, cycle_steps: Sequence[int]):
+        self.optimizer, self.cfg = optimizer, cfg
+        self.base = [group["lr"] for group in optimizer.param_groups]
+        self.starts = [0, *accumulate(cycle_steps)][:-1]
+        self.cycles = [factor(cfg, n) for n in cycle_steps]
+
+    def rates(self, t: int) -> list[float]:
+        k = bisect_right(self.starts, t) - 1
+        f = self.cycles[k](t - self.starts[k])
+        if self.cfg.name == "cosine":
+            return [self.cfg.lr_min + (lr0 - self.cfg.lr_min) * f for lr0 in self.base]
+        return [lr0 * f for lr0 in self.base]
+
+    def step_update(self, t: int) -> None:
+        for group, lr in zip(self.optimizer.param_groups, self.rates(t)):
+            group["lr"] = lr
 
 
 def build_schedule(cfg, optimizer: Optimizer, steps_per_epoch: int, epochs: int,
-                   cycle_epochs: Optional[Sequence[int]] = None) -> Scheduler:
+                   cycle_epochs: Optional[Sequence[int]] = None) -> Schedule:
     """The schedule of ``cfg`` over ``epochs``, or restarted in each cycle of ``cycle_epochs`` (summing to it)."""
-    steps = [e * steps_per_epoch for e in (cycle_epochs or [epochs])]
-    return Restarted(optimizer, [one_cycle(cfg, optimizer, n) for n in steps], steps)
+    return Schedule(cfg, optimizer, [e * steps_per_epoch for e in (cycle_epochs or [epochs])])

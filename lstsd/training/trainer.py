@@ -24,6 +24,7 @@ from lstsd import distributed
 from lstsd.config.identity import fingerprint
 from lstsd.training import checkpoint, console
 from lstsd.training.evaluation import evaluate
+from lstsd.training.provenance import provenance
 from lstsd.training.rundir import RunDir, results_record
 from lstsd.training.signals import StopGuard
 from lstsd.training.step_stats import StepStats, non_finite_error
@@ -73,6 +74,7 @@ class Trainer:
         self.method_state = None  # the method's state of such a checkpoint, applied after on_epoch_start
         self.history: list[dict] = []
         self.train_seconds = self.wall_seconds = 0.0
+        self.provenance = provenance(next(model.parameters()).device)  # where this launch came from
         self.device = device = next(model.parameters()).device
         self.guard = StopGuard(device)
         self.autocast = autocast(device.type, cfg.trainer.precision)  # the method's teachers' forwards included
@@ -168,6 +170,7 @@ class Trainer:
                                  (self.train_seconds, self.wall_seconds), self.global_step)
         results |= {"world_size": distributed.world_size()} if distributed.active() else {}
         results |= {"fingerprint": fingerprint(self.identity)} if self.identity is not None else {}
+        results["provenance"] = self.provenance
         if main:
             self.files.write_results(results)
         return results
@@ -230,6 +233,7 @@ class Trainer:
             "rng_cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
             "seconds": (self.train_seconds, self.wall_seconds),
             "config": self.identity,  # a relaunch of another configuration refuses this file
+            "provenance": self.provenance,
         }
 
     def load_state_dict(self, state: dict) -> None:
