@@ -9,6 +9,7 @@ import pytest
 
 from helpers import TINY, compose_cfg, read_metrics, run_cli, tiny
 from lstsd.training.run import run
+from lstsd.training.trackers import tag
 
 
 class FakeWandbRun:
@@ -19,6 +20,9 @@ class FakeWandbRun:
 
     def log(self, values, step):
         self.logged.append((step, values))
+
+    def define_metric(self, name, step_metric=None):
+        self.kwargs.setdefault("metrics", []).append((name, step_metric))
 
     def finish(self, exit_code=0):
         self.exit_code = exit_code
@@ -43,7 +47,7 @@ def tensorboard_scalars(run_dir: Path) -> dict:
 
     acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
     acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+    return {name: [(e.step, e.value) for e in acc.Scalars(name)] for name in acc.Tags()["scalars"]}
 
 
 def read_csv(run_dir: Path) -> tuple[list, list[dict]]:
@@ -56,13 +60,15 @@ def jsonl_rows(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_tensorboard_run_writes_each_epoch_as_scalars(tmp_path):
+def test_tensorboard_run_writes_each_epoch_as_scalars_grouped_by_split(tmp_path):
     run(tiny("logger=tensorboard"), tmp_path)
     scalars, rows = tensorboard_scalars(tmp_path), jsonl_rows(tmp_path)
-    assert set(scalars) == set(rows[0]) - {"epoch"}  # train_loss, loss_ce, test_acc, lr, seconds, ...
-    for tag, points in scalars.items():
+    keys = {tag(k): k for k in rows[0] if k != "epoch"}  # train/loss, train/loss_ce, test/acc, train/lr, ...
+    assert set(scalars) == set(keys)
+    assert {"train/loss", "train/lr", "test/acc", "time/seconds"} <= set(scalars)
+    for name, points in scalars.items():
         assert [step for step, _ in points] == [1, 2, 3]
-        assert [v for _, v in points] == pytest.approx([r[tag] for r in rows], rel=1e-6)  # float32 in the file
+        assert [v for _, v in points] == pytest.approx([r[keys[name]] for r in rows], rel=1e-6)  # float32
     assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) == 1  # one run
     assert not (tmp_path / "metrics.csv").exists()
 
@@ -92,8 +98,8 @@ def test_resumed_run_writes_no_epoch_twice(tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert rows == jsonl_rows(tmp_path)
     assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) == 3  # one file per launch
-    for tag, points in tensorboard_scalars(tmp_path).items():
-        assert [step for step, _ in points] == [1, 2, 3], tag
+    for name, points in tensorboard_scalars(tmp_path).items():
+        assert [step for step, _ in points] == [1, 2, 3], name
 
 
 def test_tracker_turned_on_later_gets_the_earlier_epochs(tmp_path):
@@ -104,7 +110,7 @@ def test_tracker_turned_on_later_gets_the_earlier_epochs(tmp_path):
     _, rows = read_csv(tmp_path)
     assert rows == jsonl_rows(tmp_path)
     assert [r["epoch"] for r in rows] == [1, 2, 3]
-    assert [s for s, _ in tensorboard_scalars(tmp_path)["test_acc"]] == [1, 2, 3]
+    assert [s for s, _ in tensorboard_scalars(tmp_path)["test/acc"]] == [1, 2, 3]
 
 
 def test_wandb_and_tensorboard_at_once(tmp_path, wandb_runs):
@@ -117,7 +123,7 @@ def test_wandb_and_tensorboard_at_once(tmp_path, wandb_runs):
     assert [step for step, _ in wb.logged] == [1, 2, 3]
     assert wb.exit_code == 0
     assert wb.summary["test_acc_final"] == results["test_acc_final"]
-    assert [s for s, _ in tensorboard_scalars(tmp_path)["test_acc"]] == [1, 2, 3]
+    assert [s for s, _ in tensorboard_scalars(tmp_path)["test/acc"]] == [1, 2, 3]
     assert not (tmp_path / "metrics.csv").exists()
 
 
@@ -207,4 +213,33 @@ def test_cli_multirun_with_two_trackers(tmp_path):
     for job in jobs:
         _, rows = read_csv(job)
         assert [r_["epoch"] for r_ in rows] == [1, 2]
-        assert [s for s, _ in tensorboard_scalars(job)["train_loss"]] == [1, 2]
+        assert [s for s, _ in tensorboard_scalars(job)["train/loss"]] == [1, 2]
+
+
+def test_tensorboard_hparams_hold_the_settings_and_final_scores(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    run(tiny("logger=tensorboard", "method=lstsd", "method.minigen_epochs=1"), tmp_path)
+    acc = EventAccumulator(str(tmp_path / "tensorboard" / "hparams"))  # its own folder: never purged
+    acc.Reload()
+    content = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    info = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    assert info.hparams["method.lambda_long"].number_value == 2.4
+    assert info.hparams["method.name"].string_value == "lstsd"
+    assert "hparams/test_acc_final" in acc.Tags()["scalars"]
+
+
+def test_a_resumed_run_continues_its_wandb_run(tmp_path, wandb_runs):
+    """A run stopped and relaunched (a requeued job) opens the same wandb run again: the id kept in its folder,
+    resume allowed; the epoch is the charts' axis."""
+    from helpers import CrashAt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny("logger=wandb", "trainer.epochs=3"), tmp_path, callbacks=[CrashAt(2)])
+    run(tiny("logger=wandb", "trainer.epochs=3"), tmp_path)
+    first, second = wandb_runs
+    assert first.kwargs["id"] == second.kwargs["id"] == (tmp_path / "wandb_id").read_text().strip()
+    assert first.kwargs["resume"] == second.kwargs["resume"] == "allow"
+    assert [step for step, _ in first.logged + second.logged] == [1, 2, 3]
+    assert ("*", "epoch") in second.kwargs["metrics"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import uuid
 from pathlib import Path
 from typing import Optional, Protocol
 
@@ -14,6 +15,7 @@ from lstsd.fileio import atomic_write
 from lstsd.training.rundir import RunDir
 
 CSV_FILE = "metrics.csv"
+WANDB_ID = "wandb_id"  # the id of the run folder's wandb run: a resumed run continues it
 TENSORBOARD_DIR = "tensorboard"
 SWEEP_FILE = "multirun.yaml"  # what Hydra's sweepers write into a sweep folder when it is launched
 
@@ -85,26 +87,41 @@ def default_group(conf, run_dir: Path) -> str:
 
 
 class WandbTracker:
-    """``logger=wandb``: one wandb run per job (see the module's docstring)."""
+    """``logger=wandb``: one wandb run per job, whose id is kept in the run folder (``wandb_id``): a run resumed
+    after a preemption, requeued or relaunched continues the same wandb run (``resume="allow"``). The epoch is
+    its step."""
 
     def __init__(self, cfg, conf, run_dir: Path):
         import wandb
 
         self.wandb = wandb
         self.run = wandb.init(
+            id=wandb_id(run_dir), resume="allow",
             project=cfg.project, entity=cfg.entity, group=cfg.group or default_group(conf, run_dir),
             job_type=cfg.job_type or conf.method.label, name=cfg.run_name or Path(run_dir).name,
             tags=list(cfg.tags), mode=cfg.mode, dir=str(run_dir),
             config=dataclasses.asdict(conf), reinit="finish_previous",
         )
+        self.run.define_metric("epoch")
+        self.run.define_metric("*", step_metric="epoch")  # the charts' x axis: the epoch
 
     def log_epoch(self, row: dict) -> None:
-        self.run.log({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+        self.run.log(dict(row), step=row["epoch"])
 
     def finish(self, results: Optional[dict], failed: bool) -> None:
         if results:
             self.run.summary.update({k: v for k, v in results.items() if isinstance(v, (int, float, str))})
         self.run.finish(exit_code=1 if failed else 0)
+
+
+def wandb_id(run_dir: Path) -> str:
+    """The id of the run folder's wandb run: the one kept in ``<run_dir>/wandb_id``, else a new one, kept there."""
+    path = Path(run_dir) / WANDB_ID
+    if path.is_file() and path.read_text().strip():
+        return path.read_text().strip()
+    new = uuid.uuid4().hex[:12]  # wandb takes any id of lowercase letters and digits
+    atomic_write(path, lambda f: f.write(new + "\n"))
+    return new
 
 
 def earlier_rows(run_dir: Path, epoch: int) -> list[dict]:
@@ -122,7 +139,8 @@ class TensorBoardTracker:
     resumed run trains again (the epochs after its checkpoint) are purged from the earlier event files. A folder
     without event files yet gets the earlier epochs first."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, conf=None):
+        self.hparams = hyperparameters(conf) if conf is not None else {}
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as e:  # torch's writer needs the tensorboard package
@@ -134,7 +152,7 @@ class TensorBoardTracker:
     def add(self, row: dict) -> None:
         for key, value in row.items():
             if key != "epoch" and numeric(value):
-                self.writer.add_scalar(key, value, global_step=int(row["epoch"]))
+                self.writer.add_scalar(tag(key), value, global_step=int(row["epoch"]))
 
     def log_epoch(self, row: dict) -> None:
         if self.writer is None:
@@ -147,7 +165,43 @@ class TensorBoardTracker:
 
     def finish(self, results: Optional[dict], failed: bool) -> None:
         if self.writer is not None:
+            if results and self.hparams:  # the HParams view: this run's settings beside its final scores, in
+                # tensorboard/hparams/ (its own event file, which the epochs' files never purge)
+                finals = {f"hparams/{k}": v for k, v in results.items() if k.endswith(("_final", "_best"))
+                          and numeric(v)}
+                self.writer.add_hparams(self.hparams, finals, run_name="hparams")
             self.writer.close()
+
+
+def tag(key: str) -> str:
+    """An epoch row's key as a TensorBoard tag, grouped by split: ``train/loss``, ``train/loss_ce``, ``train/lr``,
+    ``test/acc``, ``test/ema_acc`` (an evaluated model's), ``val/acc``, ``time/seconds``."""
+    for split in ("train", "test", "val"):
+        if key.startswith(f"{split}_"):
+            return f"{split}/{key[len(split) + 1:]}"
+        model, found, metric = key.partition(f"_{split}_")
+        if found:
+            return f"{split}/{model}_{metric}"
+    if key.startswith("loss_") or key == "lr":
+        return f"train/{key}"
+    return f"time/{key}" if key == "seconds" else f"other/{key}"
+
+
+def hyperparameters(conf) -> dict:
+    """The run's settings as TensorBoard's HParams take them: every scalar of its configuration, flattened
+    (``method.lambda_long``, ``optim.lr``, ``seed``, ...)."""
+    out: dict = {}
+
+    def walk(node, prefix: str) -> None:
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                walk(value, name + ".")
+            elif isinstance(value, (int, float, str, bool)) and not name.startswith(("report.", "logger.")):
+                out[name] = value
+
+    walk(dataclasses.asdict(conf), "")
+    return out
 
 
 class CSVTracker:
@@ -195,7 +249,7 @@ def build_trackers(conf, run_dir: Path) -> Tracker:
             if name == "wandb":
                 built.append(WandbTracker(conf.logger, conf, run_dir))
             elif name == "tensorboard":
-                built.append(TensorBoardTracker(run_dir))
+                built.append(TensorBoardTracker(run_dir, conf))
             elif name == "csv":
                 built.append(CSVTracker(run_dir))
     except BaseException:
