@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 import hydra
@@ -167,7 +168,26 @@ def refuse_early(argv: list[str], multirun: bool, debug: bool) -> None:
         fail(composition_error(e, argv))
 
 
+def relaunch_argv(argv: list[str]) -> list[str]:
+    """``lstsd relaunch <run or job folder> [key=value ...]``: the folder's own command line (its
+    ``.hydra/overrides.yaml``), run in that folder (resumed, extended or skipped as a relaunch is), a single run
+    even for a sweep's job; extra overrides go after it. The folder's name may hold ``=`` and ``,`` (a sweep's job
+    folder): it is quoted for Hydra here."""
+    from lstsd.training.rundir import RunDir
+
+    if len(argv) < 2 or argv[1].startswith("-"):
+        fail(ConfigError("relaunch needs a run or job folder: lstsd relaunch <folder> [key=value ...]"))
+    folder = Path(argv[1]).expanduser().resolve()
+    files = RunDir(folder)
+    if not files.overrides.is_file():
+        fail(ConfigError(f"{folder}: not a run folder (no .hydra/overrides.yaml): allowed a folder lstsd ran in"))
+    quoted = "'" + str(folder).replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return [*files.read_overrides(), *argv[2:], "hydra.mode=RUN", f"hydra.run.dir={quoted}"]
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["relaunch"]:
+        sys.argv[1:] = relaunch_argv(sys.argv[1:])
     try:  # the modules of imports=[...] before anything composes; model._target_=... alone chooses model=target
         argv = sys.argv[1:] = compose.prepare(sys.argv[1:])
     except ConfigError as e:
@@ -208,3 +228,73 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def evaluate_main(argv=None) -> None:
+    """``lstsd-eval <run folder or checkpoint> [--json]``: the test (and validation) scores of a run's model, and of
+    the models its method evaluates beside it (an EMA teacher, a snapshot ensemble), from its ``last.pt`` (or the
+    checkpoint file given: ``best.pt`` holds the model only), with the run's own configuration. Nothing is written.
+    A folder without a checkpoint, or a checkpoint that does not fit the run (another lstsd version's): exit 2."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="lstsd-eval", description=evaluate_main.__doc__.splitlines()[0])
+    parser.add_argument("path", help="a run folder (its last.pt), or a checkpoint file of a run folder")
+    parser.add_argument("--json", action="store_true", help="print the scores as JSON")
+    args = parser.parse_args(argv)
+    try:
+        scores = evaluate_run(Path(args.path).expanduser())
+    except ConfigError as e:
+        parser.exit(2, f"lstsd-eval: error: {e}\n")
+    if args.json:
+        print(json.dumps(scores, indent=2))
+        return
+    width = max(map(len, scores))
+    for key, value in scores.items():
+        print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+
+
+def evaluate_run(path: Path) -> dict:
+    """The scores of :func:`evaluate_main`: ``<split>_<metric>`` and ``<model>_<split>_<metric>``, and the epoch."""
+    from lstsd.training import checkpoint
+    from lstsd.training.run import assemble
+    from lstsd.training.rundir import CHECKPOINT, RunDir
+
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file or folder (allowed a run folder, or its last.pt or best.pt)")
+    folder, file = (path, path / CHECKPOINT) if path.is_dir() else (path.parent, path)
+    files = RunDir(folder)
+    if files.read_config() is None:
+        raise ConfigError(f"{folder}: not a run folder (no .hydra/config.yaml): allowed a folder lstsd ran in")
+    if not file.is_file():
+        raise ConfigError(f"{file}: no such checkpoint (the run folder {folder} holds none: it never finished an "
+                          "epoch with trainer.checkpoint=true)")
+    conf = saved_configuration(files)
+    trainer = assemble(conf, folder, files.read_overrides())
+    state = checkpoint.load(file)
+    try:
+        if "optimizer" in state:  # last.pt: the whole run's state, the method's evaluated models included
+            trainer.load_state_dict(state)
+        else:  # best.pt: the model's weights
+            trainer.model.load_state_dict(state["model"])
+    except Exception as e:  # noqa: BLE001 - another architecture, another version's layout
+        written = (state.get("provenance") or {}).get("lstsd")
+        raise ConfigError(f"{file}: it does not fit this run's configuration with this lstsd ({type(e).__name__}: "
+                          f"{one_line(e)})" + (f"; it was written by lstsd {written}" if written else "")) from None
+    return {"epoch": state.get("epoch", trainer.start_epoch), **trainer.evaluate_all()}
+
+
+def saved_configuration(files):
+    """The configuration a run folder's run was trained with (its saved ``.hydra/config.yaml``, typed and validated
+    as when it ran), its trackers off: an evaluation reports nowhere. A saved key this lstsd does not know is a
+    ConfigError."""
+    from lstsd.config import typed, validate
+
+    compose.setup()
+    compose.import_modules(files.read_config().get("imports") or [])
+    try:
+        conf = validate(typed(files.read_config()))
+    except ConfigError as e:
+        raise ConfigError(f"{files.config}: not a configuration of this lstsd ({e})") from None
+    conf.logger.wandb = conf.logger.tensorboard = conf.logger.csv = False
+    return conf

@@ -82,6 +82,11 @@ BAD_INPUT = [
     (["seed=99999999999999999999"], "seed=99999999999999999999 is invalid: allowed an integer in [0, 2^63)"),
     (["optim=adam", "optim.betas=[0.9,1.5]"], "optim.betas=[0.9, 1.5] is invalid: allowed [beta1, beta2], each in [0, 1)"),
     (["optim=adam", "optim.eps=-1"], "optim.eps=-1.0 is invalid: allowed a number >= 0"),
+    (["trainer.limit_batches=0"], "trainer.limit_batches=0 is invalid: allowed null or an integer >= 1"),
+    (["trainer.clip_grad_norm=0"], "trainer.clip_grad_norm=0.0 is invalid: allowed null or a number > 0"),
+    (["schedule.warmup_epochs=-1"], "schedule.warmup_epochs=-1.0 is invalid: allowed null or a number of epochs >= 0"),
+    (["trainer.epochs=5", "schedule.warmup_epochs=5"],
+     "schedule.warmup_epochs=5.0 is invalid: allowed fewer epochs than the run's 5"),
     (["method=nonexistent"], "method=nonexistent is invalid: allowed one of dlb, kd, kd_cnn100, kd_densenet121, kd_lenetw, "
      "kd_resnet18, kd_resnet50, kd_resnext29, label_smoothing, lstsd, lstsd_hinton, lstsd_single, lstsd_t1, lstsd_wo_long, "
      "lstsd_wo_short, lwkd, lwkd_c10, lwkd_c10_wo_adv, lwkd_c10_wo_kl, lwkd_digits, lwkd_digits_t2, lwkd_wo_adv, lwkd_wo_kl, lwkd_wo_syn, mean_teacher, mean_teacher_code, sd, sd_t1, sd_t3, "

@@ -301,3 +301,23 @@ def test_best_checkpoint_holds_the_best_validation_epoch(tmp_path):
     other = tmp_path / "plain"
     run(compose([*base, f"hydra.run.dir={other}"]), run_dir=other)
     assert not (other / "best.pt").exists()
+
+
+def test_limit_batches_trains_and_evaluates_that_many_batches(tiny_cfg, tmp_path):
+    """trainer.limit_batches=2 (40 samples in batches of 16: 3 an epoch): 2 updates an epoch, the test split's
+    first 2 batches of 1000 (all 20 samples here), the schedule over the updates that run."""
+    res = run(tiny_cfg("trainer.limit_batches=2", "dataset.eval_batch_size=8"), tmp_path)
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["global_step"] == 3 * 2
+    assert res["steps_per_second"] > 0
+    rows = metrics(tmp_path)
+    assert len(rows) == 3
+
+
+def test_clip_grad_norm_clips_and_a_large_bound_changes_nothing(tiny_cfg, tmp_path):
+    plain = run(tiny_cfg("trainer.epochs=1"), tmp_path / "plain")
+    loose = run(tiny_cfg("trainer.epochs=1", "trainer.clip_grad_norm=1e9"), tmp_path / "loose")
+    tight = run(tiny_cfg("trainer.epochs=1", "trainer.clip_grad_norm=1e-6"), tmp_path / "tight")
+    weights = {k: torch.load(tmp_path / k / "last.pt", weights_only=False)["model"] for k in ("plain", "loose", "tight")}
+    assert all(torch.equal(weights["plain"][k], weights["loose"][k]) for k in weights["plain"])
+    assert (plain["train_loss_final"], plain["test_acc_final"]) == (loose["train_loss_final"], loose["test_acc_final"])
+    assert tight["train_loss_final"] != plain["train_loss_final"]

@@ -63,7 +63,7 @@ def test_kd_gradient_is_ps_minus_pt_over_T():
 def lrs(name, total, cycles=None, steps_per_epoch=1, **kw):
     opt = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1)
     cfg = SimpleNamespace(name=name, milestones=kw.get("milestones", [0.25, 0.5, 0.75]), gamma=0.1,
-                          lr_min=kw.get("lr_min", 0.0))
+                          lr_min=kw.get("lr_min", 0.0), warmup_epochs=kw.get("warmup_epochs"))
     sched, out = build_schedule(cfg, opt, steps_per_epoch, total // steps_per_epoch, cycles), []
     for t in range(total):
         sched.step_update(t)
@@ -122,7 +122,7 @@ def test_schedules_equal_timms_step_by_step(name, steps, lr_min, cycles):
 
     from lstsd.training.schedules import build_schedule
 
-    cfg = SimpleNamespace(name=name, milestones=[0.25, 0.5, 0.75], gamma=0.1, lr_min=lr_min)
+    cfg = SimpleNamespace(name=name, milestones=[0.25, 0.5, 0.75], gamma=0.1, lr_min=lr_min, warmup_epochs=None)
     epochs = sum(cycles) if cycles else 3
     lengths = [e * steps for e in (cycles or [epochs])]
     ours = build_schedule(cfg, torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), steps, epochs, cycles)
@@ -137,3 +137,13 @@ def test_schedules_equal_timms_step_by_step(name, steps, lr_min, cycles):
         for k in range(n):
             assert ours.rates(t)[0] == (0.1 if name == "constant" else ref._get_lr(k)[0]), (t, k)
             t += 1
+
+
+def test_warmup_ramps_the_first_epochs_linearly_then_follows_the_schedule():
+    """schedule.warmup_epochs=2 over 4 updates an epoch: updates 0..7 get lr(t) * (t + 1) / 8, then the schedule
+    (cosine over the run's 40 updates) as without warm-up; restarts do not warm up again."""
+    plain, warm = lrs("cosine", 40, steps_per_epoch=4), lrs("cosine", 40, steps_per_epoch=4, warmup_epochs=2)
+    assert warm[:8] == pytest.approx([plain[t] * (t + 1) / 8 for t in range(8)])
+    assert warm[8:] == plain[8:]
+    restarted = lrs("cosine", 40, cycles=[5, 5], steps_per_epoch=4, warmup_epochs=1)
+    assert restarted[20:] == lrs("cosine", 40, cycles=[5, 5], steps_per_epoch=4)[20:]

@@ -127,9 +127,13 @@ class ScheduleConfig:
     milestones: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])  # fractions of training (of a cycle)
     gamma: float = 0.1
     lr_min: float = 0.0
+    # a linear warm-up over the run's first epochs, from lr0 / its updates to lr0, before the schedule; null: none
+    warmup_epochs: Optional[float] = None
 
     def __post_init__(self) -> None:
         require_choice("schedule.name", self.name, SCHEDULES)
+        require(self.warmup_epochs is None or self.warmup_epochs >= 0, "schedule.warmup_epochs",
+                "null or a number of epochs >= 0", self.warmup_epochs)
         require(all(0 < m < 1 for m in self.milestones), "schedule.milestones", "fractions in (0, 1)",
                 list(self.milestones))
         require(0 < self.gamma <= 1, "schedule.gamma", "a number in (0, 1]", self.gamma)
@@ -158,9 +162,17 @@ class TrainerConfig:
     channels_last: bool = False  # NHWC model and inputs (faster convolutions with tensor cores)
     compile: bool = False  # torch.compile the model (module.compile(): state_dict keys unchanged)
     threads: Optional[int] = None  # torch's intra-op CPU threads for this run; null: torch's default (all cores)
+    # at most this many training batches an epoch and evaluation batches a split (a quick smoke run of one's own
+    # configuration); null: all
+    limit_batches: Optional[int] = None
+    clip_grad_norm: Optional[float] = None  # clip the gradients' total L2 norm to this before each step; null: no
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "trainer.epochs", "an integer >= 1", self.epochs)
+        require(self.limit_batches is None or self.limit_batches >= 1, "trainer.limit_batches",
+                "null or an integer >= 1", self.limit_batches)
+        require(self.clip_grad_norm is None or self.clip_grad_norm > 0, "trainer.clip_grad_norm",
+                "null or a number > 0", self.clip_grad_norm)
         require(self.checkpoint_every >= 1, "trainer.checkpoint_every", "an integer >= 1 (epochs)",
                 self.checkpoint_every)
         require_choice("trainer.device", self.device, ("auto", "cpu", "cuda"))
@@ -282,7 +294,38 @@ class Config:
                     f"pair (dataset={self.dataset.name} is a sentence-pair task)", self.model.text_input)
         if self.method.schedule is not None:  # the method's own schedule is the one this run trains with
             self.schedule.name = self.method.schedule
+        require(self.schedule.warmup_epochs is None or self.schedule.warmup_epochs < self.trainer.epochs,
+                "schedule.warmup_epochs", f"fewer epochs than the run's {self.trainer.epochs}",
+                self.schedule.warmup_epochs)
         self.method.check(self)
+
+
+def typed(saved) -> DictConfig:
+    """A saved configuration (a run's ``.hydra/config.yaml``, resolved) as the typed configuration it was composed
+    as: each group's node merged into its schema (a dataset's, model's and method's by its registered name), so
+    that :func:`validate` checks it as it checked the run. A key the schemas do not know is a ConfigError, unless it
+    is null (a key removed since, left at its null default, changed nothing)."""
+    node = saved if isinstance(saved, DictConfig) else OmegaConf.create(saved)
+    optims = (SGDConfig, AdamConfig)
+    try:
+        schemas = {"dataset": DATASETS.get(node.dataset.name).schema, "model": MODELS.get(node.model.arch).schema,
+                   "method": METHODS.get(node.method.name).schema, "schedule": ScheduleConfig,
+                   "trainer": TrainerConfig, "logger": LoggerConfig, "report": ReportConfig,
+                   "optim": next((s for s in optims if set(node.optim) <= {f.name for f in dataclasses.fields(s)}),
+                                 OptimConfig)}
+        root = OmegaConf.structured(Config)
+        for key in node:
+            if key not in schemas:
+                root[key] = node[key]
+                continue
+            known = {f.name for f in dataclasses.fields(schemas[key])}
+            values = {k: v for k, v in OmegaConf.to_container(node[key]).items() if k in known or v is not None}
+            root[key] = OmegaConf.merge(OmegaConf.structured(schemas[key]), values)  # a key removed since: if null
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as e:
+        raise ConfigError(one_line(e)) from None
+    return root
 
 
 def require_finite(node, key: str = "") -> None:

@@ -92,7 +92,7 @@ def assemble(conf: Config, run_dir: Path, overrides: list[str], teacher: Optiona
         optimizer = instantiate(conf.optim, _convert_="all")(model.parameters())
     except (ValueError, TypeError) as e:  # the optimiser's own argument checks, beyond the schema's
         raise ConfigError(f"optim: {conf.optim._target_} refuses its arguments: {one_line(e)}") from None
-    steps = len(data.train)
+    steps = min(len(data.train), conf.trainer.limit_batches or len(data.train))  # updates an epoch
     probe = data.train.get(torch.arange(min(2, data.info.num_train), device=device), None).x
     student = teachers.Student(data.info, device, probe, conf.model, tuple(overrides), conf.dataset.root, conf.seed)
     resolved = teachers.resolve(conf.method, student, teacher, compose.compose, run)  # before the method exists

@@ -6,6 +6,9 @@ total_steps - 1 on every parameter group, from the group's base rate lr0):
   paper: divided by 10 at 25 %, 50 % and 75 %);
 * ``cosine``: lr_min + (lr0 - lr_min) / 2 * (1 + cos(pi * t / T)) over T updates.
 
+``warmup_epochs`` (null: none) prepends a linear warm-up to the run (not to each restart): update t < W (W its
+updates) uses lr(t) * (t + 1) / W.
+
 A method with mini-generations that restart the learning rate (``Method.lr_cycles``: Snapshot Ensembles,
 Snapshot Distillation) gets the chosen schedule run afresh over each mini-generation, from the base rate: with
 ``cosine`` this is Snapshot Distillation's Eq. 5 and Snapshot Ensembles' cyclic cosine, lr0/2 * (1 + cos(pi *
@@ -36,8 +39,8 @@ def factor(cfg, steps: int) -> Callable[[int], float]:
 class Schedule:
     """The rates of ``cfg`` over cycles of ``cycle_steps`` updates, each started afresh at the base rates."""
 
-    def __init__(self, cfg, optimizer: Optimizer, cycle_steps: Sequence[int]):
-        self.optimizer, self.cfg = optimizer, cfg
+    def __init__(self, cfg, optimizer: Optimizer, cycle_steps: Sequence[int], warmup_steps: int = 0):
+        self.optimizer, self.cfg, self.warmup = optimizer, cfg, warmup_steps
         self.base = [group["lr"] for group in optimizer.param_groups]
         self.starts = [0, *accumulate(cycle_steps)][:-1]
         self.cycles = [factor(cfg, n) for n in cycle_steps]
@@ -46,8 +49,10 @@ class Schedule:
         k = bisect_right(self.starts, t) - 1
         f = self.cycles[k](t - self.starts[k])
         if self.cfg.name == "cosine":
-            return [self.cfg.lr_min + (lr0 - self.cfg.lr_min) * f for lr0 in self.base]
-        return [lr0 * f for lr0 in self.base]
+            rates = [self.cfg.lr_min + (lr0 - self.cfg.lr_min) * f for lr0 in self.base]
+        else:
+            rates = [lr0 * f for lr0 in self.base]
+        return rates if t >= self.warmup else [lr * (t + 1) / self.warmup for lr in rates]
 
     def step_update(self, t: int) -> None:
         for group, lr in zip(self.optimizer.param_groups, self.rates(t)):
@@ -57,4 +62,5 @@ class Schedule:
 def build_schedule(cfg, optimizer: Optimizer, steps_per_epoch: int, epochs: int,
                    cycle_epochs: Optional[Sequence[int]] = None) -> Schedule:
     """The schedule of ``cfg`` over ``epochs``, or restarted in each cycle of ``cycle_epochs`` (summing to it)."""
-    return Schedule(cfg, optimizer, [e * steps_per_epoch for e in (cycle_epochs or [epochs])])
+    warmup = round((cfg.warmup_epochs or 0) * steps_per_epoch)
+    return Schedule(cfg, optimizer, [e * steps_per_epoch for e in (cycle_epochs or [epochs])], warmup)

@@ -10,6 +10,7 @@ step statistics (:mod:`.step_stats`), the checkpoint files (:mod:`.checkpoint`),
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import random
 import time
@@ -83,6 +84,7 @@ class Trainer:
         # own, no buffer broadcast without a process group (set up before the trainer is built)
         self.after_step = method.after_step if method.steps_after else None
         self.parallel = distributed.active()
+        self.steps_per_epoch = min(len(data.train), cfg.trainer.limit_batches or len(data.train))
 
     def step(self, batch, stats: StepStats) -> None:
         """One optimisation step; its statistics go to ``stats`` on the device (nothing is read back, a
@@ -91,12 +93,18 @@ class Trainer:
         with self.autocast():
             loss, logits, terms = self.method.training_step(batch)
         self.optimizer.zero_grad(set_to_none=True)
+        clip = self.cfg.trainer.clip_grad_norm
         if self.scaler.is_enabled():  # fp16: the scaled loss, and an update skipped on non-finite gradients
             self.scaler.scale(loss).backward()
+            if clip is not None:
+                self.scaler.unscale_(self.optimizer)  # the norm of the true gradients
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             loss.backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
             self.optimizer.step()
         if self.parallel:  # batch-norm statistics: rank 0's everywhere, before snapshots or EMA use them
             distributed.broadcast_buffers(self.model)
@@ -119,7 +127,8 @@ class Trainer:
         stats = StepStats(self.device, self.global_step - start)
         if self.in_epoch is not None:  # each process goes on from its own rows of the steps done
             stats.load(self.in_epoch["stats"][distributed.rank()])
-        for i, batch in enumerate(self.data.train.epoch(epoch, start_step=start), start=start):
+        batches = itertools.islice(self.data.train.epoch(epoch, start_step=start), self.steps_per_epoch - start)
+        for i, batch in enumerate(batches, start=start):
             self.step(batch, stats)
             lr = self.optimizer.param_groups[0]["lr"] if lr is None else lr
             if self.guard.requested(self.global_step):
@@ -143,7 +152,8 @@ class Trainer:
         row, models = {}, {"": self.model} | {f"{k}_": m for k, m in self.method.evaluators().items()}
         for split, loader in self.data.evals.items():
             for prefix, model in models.items():
-                scores = evaluate(model, loader, self.autocast, self.data.info.metrics(self.cfg.dataset.metrics))
+                scores = evaluate(model, loader, self.autocast, self.data.info.metrics(self.cfg.dataset.metrics),
+                                  self.cfg.trainer.limit_batches)
                 row |= {f"{prefix}{split}_{k}": v for k, v in scores.items()}
         return row
 
