@@ -101,9 +101,34 @@ def is_multirun(argv: list[str]) -> bool:
         return False
     try:
         cfg = compose.compose([a for i, a in enumerate(argv) if i not in skip], return_hydra_config=True)
-        return str(cfg.hydra.mode) == "MULTIRUN"
+        return str(cfg.hydra.mode).rpartition(".")[2] == "MULTIRUN"
     except Exception:  # noqa: BLE001 - the real launch reports the problem
         return False
+
+
+def sweep_axes(argv: list[str]) -> str | None:
+    """For a command line whose experiment sweeps (``experiment=demo``): its axes, its number of jobs and how to
+    narrow it, in one line (``--help`` and ``--cfg`` print the base configuration of one job only)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        cfg = compose.compose([a for a in argv if not a.startswith("-")], return_hydra_config=True)
+    except Exception:  # noqa: BLE001 - the command line's own error is reported elsewhere
+        return None
+    params = dict(cfg.hydra.sweeper.get("params") or {})
+    if str(cfg.hydra.mode).rpartition(".")[2] != "MULTIRUN" or not params:
+        return None
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    counts = {o.key_or_group: len(list(o.sweep_iterator())) if o.is_sweep_override() else 1 for o in parsed}
+    jobs = 1
+    for n in counts.values():
+        jobs *= n
+    fitted = " at most" if any(k.startswith("method.") for k in counts) else ""  # keys only some methods have
+    name = next((a for a in argv if a.startswith("experiment=")), f"experiment={cfg.get('name')}")
+    first = {k: str(v).split(",")[0] for k, v in params.items() if counts[k] > 1}
+    narrow = " ".join(f"{k}={v}" for k, v in first.items())
+    return (f"{name}: a sweep of{fitted} {jobs} jobs = " + ", ".join(f"{k} x {n}" for k, n in counts.items()) +
+            f"; --cfg shows one job's configuration; narrow the sweep with: lstsd -m {name} {narrow}")
 
 
 def print_help(argv: list[str]) -> None:
@@ -113,7 +138,8 @@ def print_help(argv: list[str]) -> None:
 
     overrides = [a for a in argv if a not in ("--help", "-h") and not a.startswith("-")]
     config = OmegaConf.to_yaml(compose.compose(overrides))
-    print(HELP.format(groups=compose.option_names(), config=config))
+    axes = sweep_axes(overrides)
+    print(HELP.format(groups=compose.option_names(), config=config) + (f"\n== The sweep ==\n{axes}" if axes else ""))
 
 
 def misspelt_key(detail: str, argv: list[str]) -> str:
@@ -200,6 +226,9 @@ def main() -> None:
             fail(ConfigError(one_line(e)))
     if {"--shell-completion", "-sc"} & set(argv) and any(a.startswith("query") for a in argv):
         return complete()
+    if {"--cfg", "-c"} & set(argv) and (axes := sweep_axes([a for a in argv if a not in ("--cfg", "-c", "job",
+                                                                                           "hydra", "all")])):
+        print(axes, file=sys.stderr)
     multirun = is_multirun(argv)
     debug = os.environ.get("HYDRA_FULL_ERROR") == "1"
     if not PRINT_ONLY & {a.partition("=")[0] for a in argv}:

@@ -201,3 +201,27 @@ def test_the_baselines_grid_gives_each_method_its_own_weights():
     assert counts == {"mean_teacher": 7, "temporal_ensembling": 7, "sd": 5}
     assert len(jobs) == 19
     assert all(not any(o.startswith("method.lambda_teacher") for o in j) for j in jobs if method_of(j) != "sd")
+
+
+def test_a_sweep_of_jobs_side_by_side_prints_a_line_per_job_and_keeps_epochs_in_the_logs(tmp_path):
+    """experiment=demo's jobs share the console: each finished job says how far the sweep is; their epoch lines
+    go to each job's own log only."""
+    r = run_cli("-m", "experiment=demo", "method=vanilla,lstsd", "seed=0", "trainer.epochs=2", "report.compare=[]",
+                f"hydra.sweep.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr
+    lines = [line.split(" - ", 1)[-1] for line in r.stdout.splitlines()]
+    done = sorted(line for line in lines if line.startswith(("[1/", "[2/")))
+    assert [line[:5] for line in done] == ["[1/2]", "[2/2]"]
+    assert any("method=lstsd seed=0 trainer.epochs=2: " in line and " final (" in line and "; 0 failed; " in line
+               for line in done)
+    assert not any("epoch=1 " in line for line in lines)  # not on the console
+    assert "epoch=1 " in (tmp_path / "method=lstsd,seed=0,trainer.epochs=2" / "cli.log").read_text()
+
+
+def test_cfg_of_an_experiment_that_sweeps_says_its_axes_and_how_to_narrow_it():
+    from lstsd.cli import sweep_axes
+
+    assert sweep_axes(["experiment=demo"]) == (
+        "experiment=demo: a sweep of 45 jobs = method x 9, seed x 5; --cfg shows one job's configuration; narrow "
+        "the sweep with: lstsd -m experiment=demo method=lstsd_single seed=0")
+    assert sweep_axes(["experiment=mnist1d"]) is None  # one run

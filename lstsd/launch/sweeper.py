@@ -7,7 +7,9 @@ Hydra finds plugins only there, and is this module's :class:`SweeperParts` on to
   runs once, lstsd twice). A key that no method of the sweep has stays an error, as for a single run.
 * **It says where it goes.** At the launch it prints the sweep folder and the number of jobs.
 * **Its claims are declared.** The comparisons of ``report.compare`` (``A:B``, method labels) must name methods the
-  sweep runs: a label it does not run is refused before anything trains (:func:`check_declared`).
+  experiment's sweep runs: a label it does not run is refused before anything trains (:func:`check_declared`). A
+  sweep narrowed on the command line (``-m experiment=demo method=lstsd,vanilla seed=0``) runs the comparisons whose
+  methods it has; the report lists the others as not run.
 * **A failed job never hides the others.** Every job runs; the jobs that failed are counted, the end-of-sweep
   table marks them with their error, and ``lstsd`` exits with code 1 after it (:func:`failed_jobs`).
 """
@@ -164,10 +166,12 @@ class SweeperParts:
     def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         params = [*self._parse_config(), *arguments]
-        jobs = sweep_jobs(params, self.hydra_context.config_loader, self.config)
+        loader = self.hydra_context.config_loader
+        jobs = sweep_jobs(params, loader, self.config)
         declared = OmegaConf.select(self.config, "report.compare")
-        if declared:
-            check_declared(declared, job_labels(jobs, self.hydra_context.config_loader, self.config))
+        if declared:  # against the experiment's own axes: a sweep narrowed on the command line leaves some untested
+            check_declared(declared, job_labels(jobs, loader, self.config) |
+                           job_labels(sweep_jobs(self._parse_config(), loader, self.config), loader, self.config))
         size = self.max_batch_size or len(jobs) or 1
         self.overrides = [jobs[i:i + size] for i in range(0, len(jobs), size)]
         sweep_dir = Path(self.config.hydra.sweep.dir)

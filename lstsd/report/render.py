@@ -95,7 +95,8 @@ def family_lines(fam: dict) -> list[str]:
         tested = c["n"] >= 2
         rows.append([f"{c['dataset']} / {c['model']}"] * blocks + [
             f"{c['a']} - {c['b']}", str(c["n"]),
-            difference(c.get("mean"), c.get("ci_low"), c.get("ci_high")) if tested else "not run",
+            difference(c.get("mean"), c.get("ci_low"), c.get("ci_high")) if tested else
+            ("not run" if c["n"] == 0 else "one shared seed: no test"),
             p_value(c.get("p"))] + [p_value(c.get("p_adjusted"))] * bool(adjusted) +
             [p_value(c.get("p_exact")), seeds(c.get("n_power80"))])
     return lines + grid(columns, rows)

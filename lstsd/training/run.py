@@ -30,7 +30,8 @@ from lstsd.methods import build_method
 from lstsd.methods.base import RunContext
 from lstsd.methods.teacher import TeacherConfig
 from lstsd.models import build_model, check_model
-from lstsd.training.rundir import RunDir, failure_record
+from lstsd.training.console import sweep_line
+from lstsd.training.rundir import RunDir, failure_record, sweep_progress
 from lstsd.training.schedules import build_schedule
 from lstsd.training import teachers
 
@@ -218,6 +219,21 @@ def summary(results: dict, folder: Path) -> str:
             f"{results[f'test_{m}_best']:.2f} (epoch {results['best_epoch']}): {folder}")
 
 
+def job_done(folder: Path, results: dict) -> None:
+    """In a sweep, one line for the finished job: how many of the sweep's jobs are done and failed, its score and
+    time, and the time left (the console of jobs run side by side shows these instead of their epochs)."""
+    from lstsd.training.trackers import sweep_folder
+
+    sweep = sweep_folder(folder)
+    if sweep is None:
+        return
+    done, failed, total, elapsed = sweep_progress(sweep)
+    m = results["headline"]
+    job = Path(folder).resolve().relative_to(sweep).as_posix().replace(",", " ")
+    log.info(sweep_line(done, total, failed, job, f"{results[f'test_{m}_final']:.2f} final",
+                        results["wall_seconds"], elapsed))
+
+
 def only_rank_0_writes_logs() -> None:
     """Ranks other than 0 drop the log files their process was given (Hydra's ``<job>.log``): one copy of each
     line. Their console shows warnings only."""
@@ -255,6 +271,7 @@ def run_validated(conf: Config, files: RunDir, overrides: list[str], ident: Opti
             results = trainer.fit()
             if distributed.is_main():
                 log.info(summary(results, files.path))
+                job_done(files.path, results)
         except OSError as e:  # a full disk or a folder gone read-only while training: one line
             raise TrainingError(f"cannot write {e.filename or files.path}: {e.strerror or e} (errno {e.errno})") from e
         failed = False

@@ -187,6 +187,16 @@ class RunDir:
         write_json(record, self.results)
 
 
+def sweep_progress(sweep: Path) -> tuple[int, int, int, float]:
+    """(finished, failed, total, seconds since the launch) of a sweep folder: its jobs (``jobs.yaml``, which the
+    lstsd sweeper writes) and the runs with a results.json."""
+    total = len(OmegaConf.load(sweep / "jobs.yaml")) if (sweep / "jobs.yaml").exists() else 0
+    statuses = [RunDir(d).read_results() for d in sweep.iterdir() if (d / RESULTS).is_file()]
+    finished = [r for r in statuses if r is not None]
+    elapsed = time.time() - (sweep / "multirun.yaml").stat().st_mtime if (sweep / "multirun.yaml").exists() else 0.0
+    return len(finished), sum(r.get("status") == "failed" for r in finished), max(total, len(finished)), elapsed
+
+
 def labels(config) -> dict:
     """What identifies a run in tables: experiment, method (its label), method_name, model, dataset, seed; from a
     validated :class:`~lstsd.config.Config` or a saved config (``.hydra/config.yaml``)."""
