@@ -189,6 +189,7 @@ def test_a_grid_cell_selected_on_validation_is_written_for_confirmation(tmp_path
     assert "method.lambda_long=1.2 method.lambda_short=5.0 (selected)" in text
     assert "the highest mean validation score of 3 variants" in text
     assert "| p |" not in text.splitlines()[0]
+    assert (tmp_path / "out" / "grid_mnist1d_mnist1d_cnn_lstsd.png").read_bytes()[:4] == b"\x89PNG"  # the heatmap
     written = OmegaConf.load(tmp_path / "out" / "conf" / "method" / "lstsd_selected.yaml")
     assert OmegaConf.to_container(written) == {"defaults": ["lstsd", "_self_"], "label": "lstsd_selected",
                                                "lambda_long": 1.2, "lambda_short": 5.0}

@@ -47,7 +47,7 @@ def build(paths, out=None, baseline: str | None = None, sort: str | None = None,
             (out / name).write_text(content)
             written.append(out / name)
         written += write_selected(table, out)
-        written += plots(runs, fams, out, baseline)
+        written += plots(runs, fams, out, baseline, table)
     return text, written
 
 

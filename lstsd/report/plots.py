@@ -5,20 +5,24 @@
 * ``fig2_minigen_length_<dataset>_<model>`` (LSTSD Figure 2), when LSTSD runs vary the mini-generation length:
   the mean final score per length with error bars of +-1 standard deviation over seeds, the baseline's mean and
   band;
+* ``grid_<dataset>_<model>_<method>``, when a method's variants sweep two keys (a lambda grid): each cell's mean
+  final validation score (test score without a validation split), the selected cell framed;
 * ``forest_<experiment>``: each comparison of a family, A - B with its 95 % confidence interval, sorted, a line
   at zero, and the adjusted p (or the exact p where there is no t-test) as its label.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 from lstsd.report.collect import headline, read_metrics
 from lstsd.report.render import LABELS, p_value
 from lstsd.report.table import BASELINE
 
 
-def plots(runs: list[dict], families: list[dict], out: Path, baseline: str = BASELINE) -> list[Path]:
-    """Every figure of the runs and families; the paths written (PNG and PDF)."""
+def plots(runs: list[dict], families: list[dict], out: Path, baseline: str = BASELINE,
+          table: Sequence[dict] = ()) -> list[Path]:
+    """Every figure of the runs, families and rows; the paths written (PNG and PDF)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -30,7 +34,42 @@ def plots(runs: list[dict], families: list[dict], out: Path, baseline: str = BAS
     for fam in families:
         suffix = "_compare" if "--compare" in fam["name"] else ""
         files += forest(fam, out / f"forest_{fam['experiment']}{suffix}")
+    for key, rows in group_by([r for r in table if len(r.get("settings", {})) == 2],
+                              ("experiment", "dataset", "model", "method")).items():
+        files += heatmap(rows, out / f"grid_{'_'.join(key[1:])}")
     return files
+
+
+def heatmap(rows: list[dict], stem: Path) -> list[Path]:
+    """A grid of two swept keys (the lambda grid): each cell's mean final validation score (the test score where
+    the runs held out none), the selected cell framed."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    stat = "val" if all(r.get("val_mean") is not None for r in rows) else "final"
+    (kx, ky) = sorted(rows[0]["settings"])
+    xs = sorted({float(r["settings"][kx]) for r in rows})
+    ys = sorted({float(r["settings"][ky]) for r in rows})
+    grid = np.full((len(ys), len(xs)), np.nan)
+    for r in rows:
+        grid[ys.index(float(r["settings"][ky])), xs.index(float(r["settings"][kx]))] = r[f"{stat}_mean"]
+    fig, ax = plt.subplots(figsize=(1.0 * len(xs) + 2.5, 0.8 * len(ys) + 1.6))
+    image = ax.imshow(grid, origin="lower", cmap="viridis", aspect="auto")
+    for (i, j), value in np.ndenumerate(grid):
+        ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8, color="white")
+    for r in rows:
+        if r.get("selected"):
+            j, i = xs.index(float(r["settings"][kx])), ys.index(float(r["settings"][ky]))
+            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
+    ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
+    ax.set_yticks(range(len(ys)), [f"{y:g}" for y in ys])
+    n = min(r["n"] for r in rows)
+    ax.set(xlabel=kx, ylabel=ky, title=f"mean final {'validation' if stat == 'val' else 'test'} score over {n} seeds"
+                                       + ("; red: selected" if any(r.get("selected") for r in rows) else ""))
+    ax.title.set_fontsize(9)
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    return save(fig, stem)
 
 
 def save(fig, stem: Path) -> list[Path]:
