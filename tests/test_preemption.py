@@ -50,7 +50,10 @@ def interrupt(run_dir, sig, after_epochs: int, delay: float = 0.0) -> int:
 
 
 def strip_time(res):
-    return {k: v for k, v in res.items() if "second" not in k}
+    """The results, wall time and the command line aside (each launch names its own hydra.run.dir)."""
+    out = {k: v for k, v in res.items() if "second" not in k}
+    out["provenance"] = {k: v for k, v in res["provenance"].items() if k != "argv"}
+    return out
 
 
 @pytest.fixture(scope="module")
