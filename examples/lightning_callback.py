@@ -1,5 +1,6 @@
 """Mean Teacher on a LightningModule with the lstsd callback, on MNIST-1D:
-python examples/lightning_callback.py (LSTSD_EXAMPLE_EPOCHS=2 for a quick run; needs pip install lstsd[lightning]).
+python examples/lightning_callback.py (LSTSD_EXAMPLE_EPOCHS=2 for a quick run; needs the lightning extra:
+pip install -e '.[lightning]').
 
 The callback builds the method when fitting starts and calls its hooks; the module's training_step returns the
 method's loss. The EMA teacher is evaluated beside the student (ema_val_acc).
@@ -50,5 +51,8 @@ if __name__ == "__main__":
                         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False)
     trainer.fit(Classifier(net, distillation), DataLoader(train, batch_size=100, shuffle=True),
                 DataLoader(TensorDataset(x_test, y_test), batch_size=1000))
-    m = trainer.callback_metrics
-    print(f"epoch {epochs}: test accuracy {m['val_acc']:.2f}% (EMA teacher {m['ema_val_acc']:.2f}%)")
+    m, decay = trainer.callback_metrics, distillation.method.cfg.decay
+    # the EMA teacher averages the weights of about the last 1 / (1 - decay) steps: a short run's is still near
+    # its initial weights, so it trails the student until the run is several times that long
+    print(f"epoch {epochs}: test accuracy {m['val_acc']:.2f}% (EMA teacher {m['ema_val_acc']:.2f}%: the average "
+          f"of about the last {1 / (1 - decay):.0f} steps, of {trainer.global_step} so far)")

@@ -8,7 +8,8 @@
 * :func:`register_method` and :class:`MethodConfig` add a method of one's own (a :class:`Method` subclass and its
   schema), which :func:`method` then builds by its name.
 
-The Lightning callback is :class:`lstsd.integrations.lightning.Distillation` (``pip install lstsd[lightning]``).
+The Lightning callback is :class:`lstsd.integrations.lightning.Distillation` (the lightning extra:
+``pip install -e '.[lightning]'``).
 ``import lstsd`` imports nothing heavy: the names below are loaded on first use (the command line's print-only
 commands start without torch).
 """

@@ -42,7 +42,7 @@ from lstsd.config.compose import CONFIG_DIR, compose
 from lstsd.config import validate
 from lstsd.training.step_stats import StepStats
 from lstsd.training.trainer import PRECISIONS
-from lstsd.errors import ConfigError, one_line
+from lstsd.errors import ConfigError, one_line, quiet_when_piped_into_a_closed_reader
 from lstsd.training.run import assemble
 
 # The rows timed by default. What a method inherently adds per step (the ``x inherent`` column) it declares itself:
@@ -253,7 +253,11 @@ def measure(overrides: list[str], methods: list[str], steps: int, rounds: int, w
     return rows, header
 
 
-def table(rows: list[dict], header: str) -> str:
+def table(rows: list[dict], header: str, smoke: bool = False) -> str:
+    """The rows as Markdown; a smoke run's (one step each) says that its times are not measurements."""
+    if smoke:
+        header = "smoke run: one step of each method, to show that it runs; its times are not measurements " \
+                 "(lstsd-bench without --smoke measures)\n" + header
     lines = [header, "", "| method | step ms | steps/s | images/s | × vanilla | × inherent | peak memory | bank |",
              "|---|---|---|---|---|---|---|---|"]
     def size(b):
@@ -267,7 +271,7 @@ def table(rows: list[dict], header: str) -> str:
                      f"{r['images_per_second']:.0f} | {r['step_time_ratio']:.2f} | {r['inherent_ratio']:.2f} | "
                      f"{size(r['peak_memory_bytes'])} | {size(r['bank_bytes'])} |")
     for r in rows:
-        if "trainer_overhead" in r:
+        if "trainer_overhead" in r and not smoke:
             low, high = r["trainer_overhead_quartiles"]
             lines += ["", f"trainer overhead (vanilla / hand-written loop, median of the rounds' ratios): "
                           f"{r['trainer_overhead']:.3f} (quartiles {low:.3f}-{high:.3f})"]
@@ -300,6 +304,7 @@ def method_labels(text: str) -> list[str]:
     return labels
 
 
+@quiet_when_piped_into_a_closed_reader
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="lstsd-bench", description=__doc__.splitlines()[0].strip("`: "))
     parser.add_argument("overrides", nargs="*", help="lstsd overrides (model=..., dataset.batch_size=..., "
@@ -322,7 +327,7 @@ def main(argv=None) -> None:
     except (ConfigError, HydraException, OmegaConfBaseException) as e:  # a bad override: one line, as lstsd's
         print(f"lstsd-bench: error: {one_line(e)}", file=sys.stderr)
         sys.exit(2)
-    print(json.dumps(rows, indent=1) if args.json else table(rows, header))
+    print(json.dumps(rows, indent=1) if args.json else table(rows, header, smoke=args.smoke))
 
 
 if __name__ == "__main__":

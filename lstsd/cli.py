@@ -22,7 +22,8 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from lstsd.config import compose
-from lstsd.errors import ConfigError, TrainingError, one_line
+from lstsd.errors import (ConfigError, TrainingError, missing_extra, one_line,
+                          quiet_when_piped_into_a_closed_reader)
 from lstsd.launch.sweeper import as_one_value_sweeps, failed_jobs, single_method_keys
 
 PRINT_ONLY = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"}
@@ -77,10 +78,12 @@ def composition_error(e: Exception, argv: list[str]) -> ConfigError:
     if missing and "/" in missing and getattr(e, "options", None) is None:  # inside a list of options
         e.options = compose.group_options(missing.rpartition("/")[0])
     cause = e.__cause__ if isinstance(e.__cause__, (ConfigError, OmegaConfBaseException)) else None
-    detail = one_line(e) + (f" ({one_line(cause)})" if cause is not None and str(cause) not in str(e) else "")
+    detail = one_line(e)
+    if cause is not None and str(cause) not in str(e) and one_line(cause) not in detail:
+        detail += f" ({one_line(cause)})"
     detail = misspelt_key(detail, argv)
     if "hydra/sweeper=optuna" in detail:  # the Optuna plugin is not installed
-        detail += "; experiment=hparams_search needs the search extra: pip install -e '.[search]'"
+        detail += f"; {missing_extra('optuna', 'experiment=hparams_search')}"
     return ConfigError(detail)
 
 
@@ -92,18 +95,33 @@ def in_sweep() -> bool:
 
 
 def is_multirun(argv: list[str]) -> bool:
-    """Whether ``argv`` launches a sweep: ``-m``, or a mode set by an experiment (composed only when it matters:
-    with single-valued method keys, see :func:`lstsd.launch.sweeper.as_one_value_sweeps`)."""
+    """Whether ``argv`` launches a sweep: ``-m``, or the mode an experiment sets (composed when one is named)."""
     if {"-m", "--multirun", "hydra.mode=MULTIRUN"} & set(argv):
         return True
-    skip = set(single_method_keys(argv))
-    if not skip or any(a.startswith("-") for a in argv):
+    if not any(a.startswith("experiment=") for a in argv) or any(a.startswith("-") for a in argv):
         return False
+    skip = set(single_method_keys(argv)) | set(sweep_overrides(argv))  # composed as the sweep's base config
     try:
         cfg = compose.compose([a for i, a in enumerate(argv) if i not in skip], return_hydra_config=True)
         return str(cfg.hydra.mode).rpartition(".")[2] == "MULTIRUN"
     except Exception:  # noqa: BLE001 - the real launch reports the problem
         return False
+
+
+def sweep_overrides(argv: list[str]) -> list[int]:
+    """Positions in ``argv`` of sweep-valued overrides (``seed=0,1``, ``method.minigen_epochs=choice(1,2)``), as
+    Hydra's parser reads them; a line it cannot parse has none (the launch reports the problem)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    out = []
+    for i, arg in enumerate(argv):
+        try:
+            if "=" in arg and not arg.startswith("-") and parser.parse_override(arg).is_sweep_override():
+                out.append(i)
+        except Exception:  # noqa: BLE001 - not an override Hydra reads
+            continue
+    return out
 
 
 def sweep_axes(argv: list[str]) -> str | None:
@@ -211,6 +229,7 @@ def relaunch_argv(argv: list[str]) -> list[str]:
     return [*files.read_overrides(), *argv[2:], "hydra.mode=RUN", f"hydra.run.dir={quoted}"]
 
 
+@quiet_when_piped_into_a_closed_reader
 def main() -> None:
     if sys.argv[1:2] == ["relaunch"]:
         sys.argv[1:] = relaunch_argv(sys.argv[1:])
@@ -249,6 +268,8 @@ def main() -> None:
         if debug:
             raise
         fail(e)
+    except BrokenPipeError:
+        raise  # the reader of the output stopped early (| head): quiet_when_piped_into_a_closed_reader
     except OSError as e:  # before a job ran (Hydra creating the output folder, its log file): bad input
         if debug:
             raise
@@ -259,6 +280,7 @@ if __name__ == "__main__":
     main()
 
 
+@quiet_when_piped_into_a_closed_reader
 def evaluate_main(argv=None) -> None:
     """``lstsd-eval <run folder or checkpoint> [--json]``: the test (and validation) scores of a run's model, and of
     the models its method evaluates beside it (an EMA teacher, a snapshot ensemble), from its ``last.pt`` (or the

@@ -5,8 +5,14 @@ starts. :class:`TrainingError`: a failure during training, exit code 1.
 """
 from __future__ import annotations
 
+import functools
+import importlib
+import importlib.util
 import math
-from typing import Any
+import os
+import sys
+from types import ModuleType
+from typing import Any, Callable
 
 
 class ConfigError(ValueError):
@@ -27,13 +33,67 @@ def require_choice(key: str, value: Any, choices) -> None:
     require(value in choices, key, "one of " + ", ".join(map(str, choices)), value)
 
 
+# the optional packages and the extra of pyproject.toml that installs each (a default run needs none of them)
+EXTRAS = {"wandb": "wandb", "tensorboard": "tensorboard", "timm": "timm", "sklearn": "sklearn",
+          "transformers": "nlp", "datasets": "hf", "lightning": "lightning", "optuna": "search"}
+
+
+def missing_extra(package: str, what: str) -> ConfigError:
+    """The one line for an optional package that is not installed: what needs it, and the extra to install."""
+    extra = EXTRAS[package]
+    return ConfigError(f"{what} needs the {extra} extra (the {package} package), which is not installed: "
+                       f"pip install -e '.[{extra}]'")
+
+
+def need_extra(package: str, what: str) -> None:
+    """Raise :func:`missing_extra`'s error unless ``package`` is installed (found, not imported: no cost)."""
+    try:
+        found = importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # a broken or half-installed package counts as missing
+        found = False
+    if not found:
+        raise missing_extra(package, what)
+
+
+def import_extra(module: str, what: str) -> ModuleType:
+    """``import module`` (a module of one of the :data:`EXTRAS` packages), or :func:`missing_extra`'s error where
+    its package is not installed; an error inside an installed package is left as it is."""
+    package = module.partition(".")[0]
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if (e.name or "").partition(".")[0] != package:
+            raise
+        raise missing_extra(package, what) from None
+
+
 def finite(*values: float) -> bool:
     """Whether every value is a finite number (NaN and +-inf are not)."""
     return all(math.isfinite(v) for v in values)
 
 
+TYPE_NAMES = {"Float": "a number", "Integer": "an integer", "bool": "true or false", "str": "a string"}
+
+
+def wrong_type(e: BaseException) -> str | None:
+    """OmegaConf's error for a value of the wrong type (``optim.lr=abc``), as ``optim.lr='abc' is invalid: allowed
+    a number``; None for other errors."""
+    import re
+
+    msg, key = str(getattr(e, "msg", "") or ""), getattr(e, "full_key", None)
+    match = re.match(r"Value '(.*)' of type '\w+' could not be converted to (\w+)", msg) or \
+        re.match(r"Value '(.*)' is not a valid (bool)", msg)
+    if not key or match is None:
+        return None
+    value, kind = match.groups()
+    return f"{key}={value!r} is invalid: allowed {TYPE_NAMES.get(kind, 'a value of type ' + kind)}"
+
+
 def one_line(e: BaseException) -> str:
     """Hydra and OmegaConf errors span several lines; the command line reports exactly one."""
+    for error in (e, e.__cause__):
+        if error is not None and (typed := wrong_type(error)):
+            return typed
     options, missing = getattr(e, "options", None), getattr(e, "missing_cfg_file", None)
     if options and missing and "/" in missing:  # an unknown option of a config group
         group, option = missing.rsplit("/", 1)
@@ -44,3 +104,16 @@ def one_line(e: BaseException) -> str:
     text = " ".join(part.strip() for part in str(msg).splitlines() if part.strip())
     text = text.replace("\t", " ")
     return f"{key}: {text}" if key and key not in text else text
+
+
+def quiet_when_piped_into_a_closed_reader(main: Callable) -> Callable:
+    """A console script's ``main``: when the reader of its output stops early (``lstsd --help | head``), it ends
+    quietly with exit code 0 instead of a "Broken pipe" error (the output was cut by the reader's choice)."""
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush writes nowhere
+            sys.exit(0)
+    return wrapper

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from lstsd.config import validate
-from lstsd.errors import ConfigError
-from helpers import CONFIG_DIR, compose_cfg, run_cli
+from lstsd.errors import EXTRAS, ConfigError
+from helpers import CONFIG_DIR, REPO, compose_cfg, run_cli
 
 GROUPS = ["dataset", "model", "method", "schedule", "optim", "trainer", "logger", "experiment"]
 
@@ -82,6 +82,10 @@ BAD_INPUT = [
     (["seed=99999999999999999999"], "seed=99999999999999999999 is invalid: allowed an integer in [0, 2^63)"),
     (["optim=adam", "optim.betas=[0.9,1.5]"], "optim.betas=[0.9, 1.5] is invalid: allowed [beta1, beta2], each in [0, 1)"),
     (["optim=adam", "optim.eps=-1"], "optim.eps=-1.0 is invalid: allowed a number >= 0"),
+    # a value of the wrong type: the key, the value and the type allowed (no OmegaConf internals)
+    (["optim.lr=abc"], "lstsd: error: optim.lr='abc' is invalid: allowed a number"),
+    (["trainer.epochs=1.5"], "lstsd: error: trainer.epochs='1.5' is invalid: allowed an integer"),
+    (["trainer.compile=maybe"], "lstsd: error: trainer.compile='maybe' is invalid: allowed true or false"),
     (["trainer.limit_batches=0"], "trainer.limit_batches=0 is invalid: allowed null or an integer >= 1"),
     (["trainer.clip_grad_norm=0"], "trainer.clip_grad_norm=0.0 is invalid: allowed null or a number > 0"),
     (["schedule.warmup_epochs=-1"], "schedule.warmup_epochs=-1.0 is invalid: allowed null or a number of epochs >= 0"),
@@ -179,6 +183,40 @@ def test_bad_input_exit_2_one_line(refused, args, fragment):
     combination, missing file or folder) stops before training: exit code 2, one line naming it, no traceback.
     In process (the console script's own main), so that the whole list runs in seconds."""
     assert fragment in refused(*args)
+
+
+def test_a_value_of_the_wrong_type_is_named_without_omegaconfs_internals(refused):
+    assert refused("optim.lr=abc") == "lstsd: error: optim.lr='abc' is invalid: allowed a number"
+    assert refused("method=lstsd", "method.lambda_long=x") == \
+        "lstsd: error: method.lambda_long='x' is invalid: allowed a number"
+
+
+@pytest.mark.parametrize("package,args,what", [
+    ("wandb", ["logger=wandb"], "logger=wandb"),
+    ("tensorboard", ["logger=tensorboard"], "logger=tensorboard"),
+    ("timm", ["model=timm", "model.name=resnet18"], "model=timm"),
+    ("sklearn", ["dataset=digits", "model=digits_cnn"], "dataset=digits"),
+    ("sklearn", ["dataset.metrics=[acc,mcc]"], "dataset.metrics=['acc', 'mcc']"),
+])
+def test_an_option_without_its_extra_names_the_extra(refused, monkeypatch, package, args, what):
+    """Each optional package a default run does without: where a run needs one that is not installed (hidden
+    here), it stops before training with one line naming the option and the extra to install."""
+    for name in [m for m in sys.modules if m == package or m.startswith(package + ".")] + [package]:
+        monkeypatch.setitem(sys.modules, name, None)  # what an uninstalled package looks like to an import
+    extra = EXTRAS[package]
+    assert refused(*args) == (f"lstsd: error: {what} needs the {extra} extra (the {package} package), which is not "
+                              f"installed: pip install -e '.[{extra}]'")
+
+
+def test_the_extras_are_pyprojects_and_a_default_run_needs_none():
+    """The extras the error names are pyproject.toml's, and the core dependencies hold none of their packages."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert set(EXTRAS.values()) <= set(project["optional-dependencies"])
+    core = " ".join(project["dependencies"])
+    for package in ("wandb", "tensorboard", "timm", "scikit-learn", "transformers", "datasets", "lightning", "optuna"):
+        assert package not in core
 
 
 @pytest.mark.parametrize("args,fragment", [BAD_INPUT[0]])
@@ -308,3 +346,17 @@ def test_sd_imagenet_jobs_get_the_papers_settings():
             assert conf.method.temperature == 2.0
         if conf.method.name == "lstsd":
             assert (conf.method.bank_store, conf.method.bank_topk, conf.method.bank_dtype) == ("probs", 5, "float16")
+
+
+@pytest.mark.parametrize("command", [["lstsd", "--hydra-help"], ["lstsd", "--help"], ["lstsd-report", "--help"],
+                                     ["lstsd-bench", "--help"]])
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly(command):
+    """``lstsd --help | head -1``: a reader that closes the pipe (here before the first line is written) ends the
+    command with exit 0 and nothing on stderr (no "Broken pipe")."""
+    script = Path(sys.executable).parent / command[0]
+    proc = subprocess.Popen([str(script), *command[1:]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+                            env={**os.environ, "WANDB_MODE": "disabled"})
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert err == ""

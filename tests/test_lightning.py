@@ -139,4 +139,15 @@ def test_the_lightning_example_runs():
     assert out.returncode == 0, out.stderr[-3000:]
     last = out.stdout.strip().splitlines()[-1]
     assert last.startswith("epoch 2: test accuracy"), out.stdout
-    assert "EMA teacher" in last, out.stdout
+    assert "EMA teacher" in last and "the average of about the last 1000 steps, of 80 so far" in last, out.stdout
+
+
+def test_without_lightning_the_import_names_the_extra(monkeypatch):
+    """The module imports Lightning; where it is not installed (hidden here), importing it says which extra to
+    install, as an ImportError."""
+    for name in [m for m in sys.modules if m == "lightning" or m.startswith("lightning.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delitem(sys.modules, "lstsd.integrations.lightning")
+    with pytest.raises(ImportError, match=r"needs the lightning extra \(the lightning package\), which is not "
+                                          r"installed: pip install -e '.\[lightning\]'"):
+        import lstsd.integrations.lightning  # noqa: F401

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -233,6 +234,37 @@ def test_the_schema_snapshot_is_keyed_by_content_and_replaces_stale_ones(tmp_pat
     assert [p.name for p in stale.parent.iterdir()] == [f"schemas-{key}.yaml"]
     monkeypatch.setattr(compose, "PACKAGE", tmp_path)  # other sources: another key
     assert compose.source_key() != key
+
+
+def test_every_experiment_composes_from_the_snapshot_as_from_the_schemas(tmp_path):
+    """The fast set-up (--help, --cfg, a typo refused before torch) composes from the snapshot: each experiment
+    gives the configuration the schemas give, dict-typed fields (report.better_of) open to new keys included."""
+    from omegaconf import OmegaConf
+
+    from lstsd.config import compose
+
+    script = textwrap.dedent("""
+        import json, sys
+        from omegaconf import OmegaConf
+        from lstsd.config import compose
+        compose.setup(fast=sys.argv[1] == "fast")
+        print(compose._state)
+        for name in sys.argv[2:]:
+            print(json.dumps(OmegaConf.to_container(compose.compose([f"experiment={name}"]))))
+    """)
+    names = sorted(p.stem for p in (Path(compose.CONFIG_DIR) / "experiment").glob("*.yaml"))
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "WANDB_MODE": "disabled"}
+    outputs = {}
+    for how in ("full", "fast"):  # the full set-up writes the snapshot the fast one reads
+        out = subprocess.run([sys.executable, "-c", script, how, *names], capture_output=True, text=True,
+                             timeout=300, env=env)
+        assert out.returncode == 0, out.stderr[-2000:]
+        state, *lines = out.stdout.splitlines()
+        assert state == how
+        outputs[how] = lines
+    assert len(outputs["fast"]) == len(names)
+    for name, fast, full in zip(names, outputs["fast"], outputs["full"]):
+        assert fast == full, name
 
 
 def test_a_default_run_imports_no_optional_library(tmp_path):

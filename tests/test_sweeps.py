@@ -225,3 +225,21 @@ def test_cfg_of_an_experiment_that_sweeps_says_its_axes_and_how_to_narrow_it():
         "experiment=demo: a sweep of 45 jobs = method x 9, seed x 5; --cfg shows one job's configuration; narrow "
         "the sweep with: lstsd -m experiment=demo method=lstsd_single seed=0")
     assert sweep_axes(["experiment=mnist1d"]) is None  # one run
+
+
+@pytest.mark.parametrize("argv,multirun", [
+    (["-m", "seed=0,1"], True),
+    (["experiment=demo"], True),
+    (["experiment=mnist1d"], False),
+    (["experiment=demo", "seed=0,1"], True),  # a sweep's value, run as the experiment's sweep
+    (["experiment=hparams_search", "method.minigen_epochs=choice(1,2)"], True),
+    (["experiment=demo", "method.minigen_epochs=3"], True),
+    (["seed=0,1"], False),  # no sweep asked for: Hydra's own error says that it needs --multirun
+    (["method=lstsd", "method.minigen_epochs=3"], False),
+])
+def test_a_launch_is_a_sweep_when_asked_or_when_its_experiment_sweeps(argv, multirun):
+    from lstsd import cli
+    from lstsd.config import compose
+
+    compose.setup()
+    assert cli.is_multirun(argv) is multirun

@@ -117,11 +117,27 @@ def snapshot_path() -> Path:
     return cache / "lstsd" / f"schemas-{source_key()}.yaml"
 
 
+OPEN = "_open_dicts"  # the snapshot's record of each schema's dict-typed fields (open to new keys)
+
+
+def open_dicts(node: DictConfig, prefix: str = "") -> list[str]:
+    """The paths of a schema's dict-typed fields (``report.better_of``, ``model.kwargs``): plain YAML would close
+    them to new keys with the rest, so the snapshot lists them to reopen."""
+    out = []
+    for key in node:
+        child = node._get_node(key)
+        if OmegaConf.is_dict(child):
+            path = f"{prefix}{key}"
+            out += [path] if OmegaConf.get_type(child) is dict else open_dicts(child, path + ".")
+    return out
+
+
 def write_snapshot(nodes: dict) -> None:
     path = snapshot_path()
     if path.exists():
         return
-    text = OmegaConf.to_yaml({f"{group}/{name}": node for (group, name), node in nodes.items()})
+    entries = {f"{group}/{name}": node for (group, name), node in nodes.items()}
+    text = OmegaConf.to_yaml({**entries, OPEN: {key: open_dicts(node) for key, node in entries.items()}})
     try:  # a cache that cannot be written only costs the next --help its speed
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
@@ -138,12 +154,16 @@ def read_snapshot() -> Optional[dict]:
     path = snapshot_path()
     if not path.exists():
         return None
-    nodes = {}
-    for key, node in OmegaConf.load(path).items():
+    nodes, loaded = {}, OmegaConf.load(path)
+    opened = loaded.pop(OPEN, {})
+    for key, node in loaded.items():
         group, _, name = str(key).rpartition("/")
-        # unknown keys are refused as with the schemas; the root stays open for Hydra's own hydra section
+        # unknown keys are refused as with the schemas; the root stays open for Hydra's own hydra section, and
+        # a dict-typed field to new keys
         for part in [node] if group else [node[k] for k in node if OmegaConf.is_dict(node._get_node(k))]:
             OmegaConf.set_struct(part, True)
+        for field in opened.get(key, []):
+            OmegaConf.set_struct(OmegaConf.select(node, field), False)
         nodes[(group, name)] = node
     return nodes
 

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from lstsd.data.types import Splits, vocab_fingerprint, write_cache
-from lstsd.errors import ConfigError, one_line
+from lstsd.errors import ConfigError, import_extra, one_line
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +127,7 @@ ENCODERS: dict[str, Callable] = {"textcnn": WordEncoder, "bert": HFEncoder}  # m
 
 def model_dir(model_cfg) -> str:
     """``model.path`` checked: a local checkpoint directory (or, with ``model.download=true``, a hub name)."""
-    try:
-        import transformers  # noqa: F401
-    except ImportError:
-        raise ConfigError(f"model={model_cfg.name} needs the transformers package: pip install -e '.[nlp]'") from None
+    import_extra("transformers", f"model={model_cfg.name}")
     path = Path(str(model_cfg.path)).expanduser() if model_cfg.path else None
     if path is not None and (path / "config.json").is_file():
         return str(path)

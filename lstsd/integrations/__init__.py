@@ -1,2 +1,3 @@
 """Adapters of the methods to other trainers, each in its own module that imports its framework only when
-imported itself: :mod:`lstsd.integrations.lightning` (PyTorch Lightning, ``pip install lstsd[lightning]``)."""
+imported itself: :mod:`lstsd.integrations.lightning` (PyTorch Lightning: the lightning
+extra, ``pip install -e '.[lightning]'``)."""

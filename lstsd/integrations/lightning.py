@@ -1,4 +1,5 @@
-"""A method on a LightningModule: the :class:`Distillation` callback (``pip install lstsd[lightning]``).
+"""A method on a LightningModule: the :class:`Distillation` callback (the lightning extra:
+``pip install -e '.[lightning]'``).
 
 The callback builds the method when fitting starts (:func:`lstsd.method`, on the module's device, for the
 trainer's ``max_epochs``) and calls its hooks at Lightning's: ``on_epoch_start`` at each training epoch's start,
@@ -23,13 +24,17 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lstsd.data.indexed import IndexedDataset
-from lstsd.errors import ConfigError
+from lstsd.errors import ConfigError, import_extra
+
+try:
+    pl = import_extra("lightning.pytorch", "lstsd.integrations.lightning")
+except ConfigError as e:  # an import: the error an import raises
+    raise ImportError(str(e)) from None
 from lstsd.library import method as build
 from lstsd.methods.base import Method
 

@@ -100,8 +100,9 @@ class LSTSD(Method):
         self.weights = {"long": cfg.lambda_long, "short": cfg.lambda_short}
         self.distil = self.record_long = False
         if cfg.minigen_epochs >= ctx.epochs:
-            log.warning(f"method.minigen_epochs={cfg.minigen_epochs} >= trainer.epochs={ctx.epochs}: the first "
-                        "mini-generation never ends, so this run never distils (it equals vanilla training)")
+            log.warning(f"method.minigen_epochs={cfg.minigen_epochs} is not shorter than the run's {ctx.epochs} epochs: "
+                        "the first mini-generation never ends, so this run never distils (it equals vanilla "
+                        "training)")
         self.setup_teachers()
 
     @classmethod

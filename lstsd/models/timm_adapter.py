@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lstsd.config import ModelConfig
-from lstsd.errors import ConfigError
+from lstsd.errors import ConfigError, import_extra
 from lstsd.models import pretrained as weights_of
 from lstsd.registry import register_model
 
@@ -20,7 +20,7 @@ class TimmConfig(ModelConfig):
 
 def check(cfg) -> None:
     """Before the data is loaded: a timm model name, and its weights where asked (in the cache when offline)."""
-    import timm  # here, not at the top: importing timm takes a second that runs without it need not pay
+    timm = import_extra("timm", "model=timm")  # here, not at the top: a second that runs without it need not pay
 
     if not timm.is_model(cfg.name):
         raise ConfigError(f"model.name={cfg.name!r} is invalid: not a timm model (see timm.list_models())")
@@ -36,9 +36,9 @@ def pretrained_classes(cfg):
 
 @register_model("timm", TimmConfig)
 def build_timm(cfg, num_classes: int, in_channels: int):
+    check(cfg)  # timm installed, the name and the weights
     import timm
 
-    check(cfg)
     try:
         return timm.create_model(cfg.name, pretrained=cfg.pretrained, num_classes=num_classes, in_chans=in_channels)
     except Exception as e:  # noqa: BLE001 - a failed download of the weights: one line

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from lstsd.errors import ConfigError
+from lstsd.errors import ConfigError, quiet_when_piped_into_a_closed_reader
 from lstsd.report.collect import collect
 from lstsd.report.plots import plots
 from lstsd.report.render import comparisons_csv, markdown, to_csv
@@ -107,6 +107,7 @@ def pair_arg(value: str) -> tuple[str, str]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+@quiet_when_piped_into_a_closed_reader
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="lstsd-report", description="Tables, comparisons and plots of run and "
                                                                       "sweep folders.")

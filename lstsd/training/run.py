@@ -24,7 +24,7 @@ from lstsd.config.identity import differences, run_identity
 from lstsd.data import build_data
 from lstsd.training import checkpoint
 from lstsd.training.trainer import Callback, Trainer, autocast
-from lstsd.errors import ConfigError, TrainingError, one_line
+from lstsd.errors import EXTRAS, ConfigError, TrainingError, need_extra, one_line
 from lstsd.training.trackers import build_trackers
 from lstsd.methods import build_method
 from lstsd.methods.base import RunContext
@@ -60,8 +60,14 @@ def hydra_job():
 
 def check_before_data(conf: Config, teacher: Optional[torch.nn.Module] = None) -> None:
     """What can be checked before the data is loaded beyond the schemas: the model's builder (a torchvision or
-    timm name, an import path, pretrained weights in the cache) and a method's teacher source (none is needed
-    where the caller gives the teacher, ``teacher``)."""
+    timm name, an import path, pretrained weights in the cache), the optional packages its trackers and metrics
+    need (a missing one names its extra) and a method's teacher source (none is needed where the caller gives the
+    teacher, ``teacher``)."""
+    for name in conf.logger.trackers():
+        if name in EXTRAS:
+            need_extra(name, f"logger={name}")
+    if {"f1", "mcc"} & set(conf.dataset.metrics):
+        need_extra("sklearn", f"dataset.metrics={list(conf.dataset.metrics)}")
     check_model(conf.model)
     if teacher is None and isinstance(conf.method, TeacherConfig):
         conf.method.require_teacher()

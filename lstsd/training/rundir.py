@@ -138,16 +138,18 @@ class RunDir:
     @contextlib.contextmanager
     def lock(self, name: str = LOCK, wait: bool = False):
         """Hold the folder's ``.lock`` (or the lock file ``name``) for the block: a second process (another launch
-        into the same folder) gets a ConfigError naming the holder, or with ``wait`` waits for it to end. An ``flock``, which the kernel releases when its holder dies, so a lock
-        is never stale; on NFS (v4, or v3 with lockd) Linux maps it to a POSIX lock that other clients see; on a
-        file system without locks (e.g. Lustre mounted without flock) a warning says that nothing is enforced.
-        Written with fcntl rather than the filelock package, which truncates the lock file before it tries the
-        lock and so would erase the holder's pid that the message names."""
+        into the same folder) gets a ConfigError naming the holder, or with ``wait`` waits for it to end. A POSIX
+        record lock (``lockf``), which the kernel releases when its holder dies, so a lock is never stale, and
+        which the holder's forked children (data-loader workers) do not inherit, so a run stopped by a signal
+        frees its folder at once, not when its orphaned workers exit; NFS (v4, or v3 with lockd) shares it
+        with other clients; on a file system without locks a warning says that nothing is enforced. Written with
+        fcntl rather than the filelock package, which truncates the lock file before it tries the lock and so
+        would erase the holder's pid that the message names."""
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path / name, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+                fcntl.lockf(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except OSError as e:
                 if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     log.warning(f"{self.path / name}: this file system has no file locks ({e.strerror}): "

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Optional, Protocol
 
-from lstsd.errors import ConfigError
+from lstsd.errors import import_extra, need_extra
 from lstsd.fileio import atomic_write
 from lstsd.training.rundir import RunDir
 
@@ -92,8 +92,7 @@ class WandbTracker:
     its step."""
 
     def __init__(self, cfg, conf, run_dir: Path):
-        import wandb
-
+        wandb = import_extra("wandb", "logger=wandb")
         self.wandb = wandb
         self.run = wandb.init(
             id=wandb_id(run_dir), resume="allow",
@@ -141,11 +140,9 @@ class TensorBoardTracker:
 
     def __init__(self, run_dir: Path, conf=None):
         self.hparams = hyperparameters(conf) if conf is not None else {}
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as e:  # torch's writer needs the tensorboard package
-            raise ConfigError(f"logger=tensorboard needs the tensorboard package ({e}): pip install tensorboard") \
-                from None
+        need_extra("tensorboard", "logger=tensorboard")  # torch's writer needs the tensorboard package
+        from torch.utils.tensorboard import SummaryWriter
+
         self.writer_class, self.run_dir, self.writer = SummaryWriter, Path(run_dir), None
         self.dir = self.run_dir / TENSORBOARD_DIR
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from lstsd.config import DatasetConfig
 from lstsd.data.types import Splits, tensors
+from lstsd.errors import import_extra
 from lstsd.registry import register_dataset
 
 NUM_TEST = 500
@@ -16,10 +17,10 @@ NUM_TEST = 500
 
 @register_dataset("digits", DatasetConfig)
 def load_digits(cfg) -> Splits:
-    from sklearn.datasets import load_digits as sk_digits
+    sklearn_datasets = import_extra("sklearn.datasets", "dataset=digits")
     from sklearn.model_selection import train_test_split
 
-    bunch = sk_digits()
+    bunch = sklearn_datasets.load_digits()
     x = bunch.images.astype(np.uint8)[:, None]  # N x 1 x 8 x 8
     x_tr, x_te, y_tr, y_te = train_test_split(x, bunch.target, test_size=NUM_TEST, stratify=bunch.target,
                                               random_state=0)

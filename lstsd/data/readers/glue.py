@@ -25,7 +25,7 @@ from omegaconf import MISSING
 
 from lstsd.config import DatasetConfig
 from lstsd.data.types import Splits
-from lstsd.errors import ConfigError, one_line, require
+from lstsd.errors import ConfigError, import_extra, one_line, require
 from lstsd.registry import register_dataset
 
 
@@ -110,11 +110,7 @@ def read_tsv(path: Path, name: str) -> tuple[list, torch.Tensor]:
 
 def read_hf(folder: Path, name: str) -> dict:
     """The ``train`` and ``validation`` splits of a ``save_to_disk`` copy (labels are already ids)."""
-    try:
-        import datasets
-    except ImportError:
-        raise ConfigError(f"dataset.root: {folder} is a Hugging Face datasets copy, which needs the datasets "
-                          f"package: pip install -e '.[nlp]'") from None
+    datasets = import_extra("datasets", f"dataset.root: {folder} (a Hugging Face datasets copy)")
     copy = datasets.load_from_disk(str(folder))
     missing = [s for s in ("train", "validation") if s not in copy]
     if missing:

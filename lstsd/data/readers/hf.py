@@ -28,7 +28,7 @@ from lstsd.data.readers.images import FileImagesConfig, image_splits
 from lstsd.data.types import Splits
 from lstsd.data.samples import TableImages
 from lstsd.data.workers import check_samples
-from lstsd.errors import ConfigError, one_line, require
+from lstsd.errors import ConfigError, import_extra, one_line, require
 from lstsd.registry import register_dataset
 
 
@@ -61,10 +61,7 @@ class HFTextConfig(TextDatasetConfig):
 
 def open_dataset(cfg):
     """The DatasetDict of ``cfg.path``; ConfigError naming the path when it cannot be read."""
-    try:
-        import datasets
-    except ImportError:
-        raise ConfigError(f"dataset={cfg.name} needs the datasets package: pip install -e '.[hf]'") from None
+    datasets = import_extra("datasets", f"dataset={cfg.name}")
     folder = Path(cfg.path).expanduser()
     if folder.is_dir():
         try:

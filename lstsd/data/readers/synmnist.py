@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from lstsd.config import DatasetConfig
 from lstsd.data.types import Splits
-from lstsd.errors import ConfigError, one_line, require, require_choice
+from lstsd.errors import ConfigError, import_extra, one_line, require, require_choice
 from lstsd.registry import register_dataset
 
 
@@ -141,9 +141,7 @@ def digit_sources(root: str, digits: str = "auto") -> tuple[dict, str]:
     files = find_mnist(Path(root).expanduser()) if digits != "sklearn" else None
     if files is not None:
         return {s: read_digits(i, l) for s, (i, l) in files.items()}, "mnist"
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
+    bunch = import_extra("sklearn.datasets", "digits from scikit-learn (no MNIST under dataset.root)").load_digits()
     x = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)
     return {"train": (x[0::2], bunch.target[0::2]), "test": (x[1::2], bunch.target[1::2])}, "sklearn_digits"
 
