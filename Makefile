@@ -14,7 +14,7 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
-	@echo "make install: lstsd (editable) and every extra into $(VENV): about 4 min and 6.5 GB on a fresh clone, mostly PyTorch"
+	@echo "make install: lstsd (editable) and every extra into $(VENV): 1.5 to 4 min and 6.5 GB on a fresh clone (mostly PyTorch)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -e ".[dev]" | grep -E --line-buffered "^(Collecting|Successfully)"; test $${PIPESTATUS[0]} -eq 0

@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -304,6 +305,38 @@ def method_labels(text: str) -> list[str]:
     return labels
 
 
+STARTUP = {  # the start-up row's commands: python and torch alone, a typo refused, and a default 1-epoch run
+    "import torch": [sys.executable, "-c", "import torch"],
+    "lstsd typo (refused)": [sys.executable, "-m", "lstsd", "trainer.epoch=1"],
+    "lstsd 1-epoch run": [sys.executable, "-m", "lstsd", "trainer.epochs=1", "trainer.progress=false"],
+}
+
+
+def startup(rounds: int) -> str:
+    """``--startup``: each command of :data:`STARTUP` as a fresh process, interleaved over ``rounds`` rounds; the
+    median CPU time (user + system, from the children's resource usage) and wall time of each, and the ratios of
+    the run's and the typo's CPU to ``import torch``'s."""
+    import resource
+
+    cpu, wall = {k: [] for k in STARTUP}, {k: [] for k in STARTUP}
+    with tempfile.TemporaryDirectory() as folder:
+        for r in range(rounds):
+            for label, command in STARTUP.items():
+                extra = [f"hydra.run.dir={folder}/run{r}"] if "run" in label else []
+                before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+                subprocess.run([*command, *extra], capture_output=True, env={**os.environ, "WANDB_MODE": "disabled"})
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                wall[label].append(time.perf_counter() - start)
+                cpu[label].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    base = statistics.median(cpu["import torch"])
+    lines = [f"start-up: median of {rounds} rounds, each command a fresh process", "",
+             "| command | CPU s | wall s | CPU × import torch |", "|---|---|---|---|"]
+    for label in STARTUP:
+        c = statistics.median(cpu[label])
+        lines.append(f"| {label} | {c:.2f} | {statistics.median(wall[label]):.2f} | {c / base:.2f} |")
+    return "\n".join(lines)
+
+
 @quiet_when_piped_into_a_closed_reader
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="lstsd-bench", description=__doc__.splitlines()[0].strip("`: "))
@@ -318,7 +351,11 @@ def main(argv=None) -> None:
     parser.add_argument("--no-loader", action="store_true", help="leave out the vanilla[torchvision] row")
     parser.add_argument("--json", action="store_true", help="print the rows as a JSON list instead of a table")
     parser.add_argument("--smoke", action="store_true", help="a tiny CPU model and 1 step: checks that it runs")
+    parser.add_argument("--startup", type=positive, metavar="ROUNDS",
+                        help="instead: the start-up of a fresh process (import torch, a typo refused, a 1-epoch run)")
     args = parser.parse_args(argv)
+    if args.startup:
+        return print(startup(args.startup))
     base = SMOKE if args.smoke else DEFAULTS
     steps, rounds, warmup = (1, 1, 1) if args.smoke else (args.steps, args.rounds, args.warmup)
     try:

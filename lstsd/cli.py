@@ -283,8 +283,9 @@ if __name__ == "__main__":
 @quiet_when_piped_into_a_closed_reader
 def evaluate_main(argv=None) -> None:
     """``lstsd-eval <run folder or checkpoint> [--json]``: the test (and validation) scores of a run's model, and of
-    the models its method evaluates beside it (an EMA teacher, a snapshot ensemble), from its ``last.pt`` (or the
-    checkpoint file given: ``best.pt`` holds the model only), with the run's own configuration. Nothing is written.
+    the models its method evaluates beside it (an EMA teacher, a snapshot ensemble), from its ``last.pt``, or of
+    the model alone from ``best.pt`` (which holds its weights only), with the run's own configuration. Nothing is
+    written.
     A folder without a checkpoint, or a checkpoint that does not fit the run (another lstsd version's): exit 2."""
     import argparse
     import json
@@ -323,16 +324,17 @@ def evaluate_run(path: Path) -> dict:
     conf = saved_configuration(files)
     trainer = assemble(conf, folder, files.read_overrides())
     state = checkpoint.load(file)
+    whole = "optimizer" in state  # last.pt: the whole run's state, the method's evaluated models included
     try:
-        if "optimizer" in state:  # last.pt: the whole run's state, the method's evaluated models included
+        if whole:
             trainer.load_state_dict(state)
-        else:  # best.pt: the model's weights
+        else:  # best.pt: the model's weights only, so only the model is scored
             trainer.model.load_state_dict(state["model"])
     except Exception as e:  # noqa: BLE001 - another architecture, another version's layout
         written = (state.get("provenance") or {}).get("lstsd")
         raise ConfigError(f"{file}: it does not fit this run's configuration with this lstsd ({type(e).__name__}: "
                           f"{one_line(e)})" + (f"; it was written by lstsd {written}" if written else "")) from None
-    return {"epoch": state.get("epoch", trainer.start_epoch), **trainer.evaluate_all()}
+    return {"epoch": state.get("epoch", trainer.start_epoch), **trainer.evaluate_all(method_models=whole)}
 
 
 def saved_configuration(files):

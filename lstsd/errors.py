@@ -38,11 +38,14 @@ EXTRAS = {"wandb": "wandb", "tensorboard": "tensorboard", "timm": "timm", "sklea
           "transformers": "nlp", "datasets": "hf", "lightning": "lightning", "optuna": "search"}
 
 
+DISTRIBUTIONS = {"sklearn": "scikit-learn", "optuna": "hydra-optuna-sweeper"}  # where pip's name differs
+
+
 def missing_extra(package: str, what: str) -> ConfigError:
     """The one line for an optional package that is not installed: what needs it, and the extra to install."""
     extra = EXTRAS[package]
-    return ConfigError(f"{what} needs the {extra} extra (the {package} package), which is not installed: "
-                       f"pip install -e '.[{extra}]'")
+    return ConfigError(f"{what} needs the {extra} extra ({DISTRIBUTIONS.get(package, package)}), which is not "
+                       f"installed: pip install -e '.[{extra}]'")
 
 
 def need_extra(package: str, what: str) -> None:

@@ -108,3 +108,13 @@ def test_bad_override_exits_2_with_one_line():
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0
     assert "trainer.precision='fp8' is invalid" in r.stderr
+
+
+def test_the_startup_row_times_fresh_processes():
+    r = bench("--startup", "1")
+    assert r.returncode == 0, r.stderr
+    rows = {line.split(" | ")[0].strip("| "): line for line in r.stdout.splitlines() if line.startswith("| ")}
+    assert set(rows) == {"command", "import torch", "lstsd typo (refused)", "lstsd 1-epoch run"}
+    assert rows["import torch"].endswith("| 1.00 |")
+    ratio = float(rows["lstsd 1-epoch run"].split(" | ")[-1].strip(" |"))
+    assert ratio > 1  # a run imports torch and more

@@ -203,8 +203,8 @@ def test_an_option_without_its_extra_names_the_extra(refused, monkeypatch, packa
     here), it stops before training with one line naming the option and the extra to install."""
     for name in [m for m in sys.modules if m == package or m.startswith(package + ".")] + [package]:
         monkeypatch.setitem(sys.modules, name, None)  # what an uninstalled package looks like to an import
-    extra = EXTRAS[package]
-    assert refused(*args) == (f"lstsd: error: {what} needs the {extra} extra (the {package} package), which is not "
+    extra, distribution = EXTRAS[package], {"sklearn": "scikit-learn"}.get(package, package)
+    assert refused(*args) == (f"lstsd: error: {what} needs the {extra} extra ({distribution}), which is not "
                               f"installed: pip install -e '.[{extra}]'")
 
 

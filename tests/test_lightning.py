@@ -148,6 +148,6 @@ def test_without_lightning_the_import_names_the_extra(monkeypatch):
     for name in [m for m in sys.modules if m == "lightning" or m.startswith("lightning.")]:
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.delitem(sys.modules, "lstsd.integrations.lightning")
-    with pytest.raises(ImportError, match=r"needs the lightning extra \(the lightning package\), which is not "
+    with pytest.raises(ImportError, match=r"needs the lightning extra \(lightning\), which is not "
                                           r"installed: pip install -e '.\[lightning\]'"):
         import lstsd.integrations.lightning  # noqa: F401

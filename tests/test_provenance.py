@@ -10,7 +10,7 @@ from lstsd.report import main
 from lstsd.training.run import run
 from test_claims import fake
 
-KEYS = {"lstsd", "git_commit", "git_dirty", "python", "torch", "cuda", "cudnn", "device", "host", "argv"}
+KEYS = {"lstsd", "git_commit", "git_dirty", "python", "torch", "cuda", "cudnn", "device", "threads", "host", "argv"}
 
 
 def test_results_and_checkpoint_record_the_provenance(tmp_path):
@@ -20,6 +20,7 @@ def test_results_and_checkpoint_record_the_provenance(tmp_path):
     assert p["torch"] == torch.__version__
     assert p["python"] == platform.python_version()
     assert p["device"].startswith("cpu")
+    assert p["threads"] == 1  # a CPU run's default: the same numbers on any machine, whatever its load
     assert p["lstsd"] == "0.1.0"
     assert len(p["git_commit"]) == 40 and isinstance(p["git_dirty"], bool)  # the tests run from the checkout
     assert torch.load(tmp_path / "last.pt", weights_only=False)["provenance"] == p

@@ -161,7 +161,10 @@ class TrainerConfig:
     precision: str = "fp32"  # fp32, bf16 or fp16: autocast with fp32 master weights (fp16 adds a GradScaler)
     channels_last: bool = False  # NHWC model and inputs (faster convolutions with tensor cores)
     compile: bool = False  # torch.compile the model (module.compile(): state_dict keys unchanged)
-    threads: Optional[int] = None  # torch's intra-op CPU threads for this run; null: torch's default (all cores)
+    # torch's intra-op CPU threads for this run; null: 1 on the CPU (a CPU run's numbers depend on its thread count,
+    # so the same command gives the same numbers on any machine, and a busy core cannot stall a step), torch's
+    # default on a GPU; a sweep's launcher shares the cores out among the jobs that leave it null
+    threads: Optional[int] = None
     # at most this many training batches an epoch and evaluation batches a split (a quick smoke run of one's own
     # configuration); null: all
     limit_batches: Optional[int] = None

@@ -1,6 +1,6 @@
 """Where a run came from, recorded in its results.json and last.pt (``provenance``): the lstsd version and, when it
 runs from a git checkout, the commit and whether the tree had uncommitted changes; Python, torch, CUDA and cuDNN
-versions; the device's name; the host; the command line. ``lstsd-report`` lists them and warns where one row
+versions; the device's name and the CPU threads; the host; the command line. ``lstsd-report`` lists them and warns where one row
 mixes lstsd or torch versions or devices (its runs would not be one experiment)."""
 from __future__ import annotations
 
@@ -62,4 +62,5 @@ def provenance(device: torch.device) -> dict:
     return {"lstsd": version, "git_commit": commit, "git_dirty": dirty, "python": platform.python_version(),
             "torch": torch.__version__, "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-            "device": device_name(device), "host": socket.gethostname(), "argv": list(sys.argv)}
+            "device": device_name(device), "threads": torch.get_num_threads(), "host": socket.gethostname(),
+            "argv": list(sys.argv)}

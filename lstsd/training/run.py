@@ -79,8 +79,9 @@ def assemble(conf: Config, run_dir: Path, overrides: list[str], teacher: Optiona
     trackers into a :class:`Trainer` (ready to fit; nothing trained yet but a teacher run)."""
     check_before_data(conf, teacher)
     device = distributed.local_device(resolve_device(conf.trainer.device))
-    if conf.trainer.threads is not None:
-        torch.set_num_threads(conf.trainer.threads)
+    threads = conf.trainer.threads or (1 if device.type == "cpu" else None)  # see TrainerConfig.threads
+    if threads:
+        torch.set_num_threads(threads)
     seed_everything(conf.seed)
     data = build_data(conf.dataset, conf.seed, device, channels_last=conf.trainer.channels_last,
                       rank=distributed.rank(), world_size=distributed.world_size(), model_cfg=conf.model)

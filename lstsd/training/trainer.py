@@ -148,8 +148,12 @@ class Trainer:
         return {"epoch": epoch + 1, "lr": lr, "train_loss": means.pop("loss"),
                 "train_acc": 100.0 * means.pop("correct")} | means
 
-    def evaluate_all(self) -> dict:
-        row, models = {}, {"": self.model} | {f"{k}_": m for k, m in self.method.evaluators().items()}
+    def evaluate_all(self, method_models: bool = True) -> dict:
+        """The scores of the model on every evaluation split, and of the method's evaluated models (EMA teacher,
+        snapshot ensemble) unless ``method_models`` is false."""
+        row, models = {}, {"": self.model}
+        if method_models:
+            models |= {f"{k}_": m for k, m in self.method.evaluators().items()}
         for split, loader in self.data.evals.items():
             for prefix, model in models.items():
                 scores = evaluate(model, loader, self.autocast, self.data.info.metrics(self.cfg.dataset.metrics),
