@@ -74,8 +74,12 @@ def results(run_dir: Path) -> dict:
 
 
 def untimed(res: dict) -> dict:
-    """results.json without its timings (wall_seconds, train_seconds, steps_per_second)."""
-    return {k: v for k, v in res.items() if "second" not in k}
+    """results.json without its timings (wall_seconds, train_seconds, steps_per_second) and without the command line
+    in its provenance (a job's is submitit's entry point, a local run's is lstsd's)."""
+    out = {k: v for k, v in res.items() if "second" not in k}
+    if "provenance" in out:
+        out["provenance"] = {k: v for k, v in out["provenance"].items() if k != "argv"}
+    return out
 
 
 def metrics(run_dir: Path) -> list[dict]:
