@@ -18,6 +18,14 @@ from lstsd.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
+# A project bound on the number of classes: ImageNet-21k, among the largest label sets trained on, has 21,841;
+# 100,000 classes already make a 2,048-wide head of 205 M weights. A larger label is an id, not a class number.
+MAX_CLASSES = 100_000
+# Where the number of classes is inferred from the labels (the largest + 1): at most 10 classes per labelled
+# sample. More means labels that are ids or codes (1000, 2000, ...) rather than class numbers 0, 1, 2, ..., and a
+# head made mostly of classes no sample has; dataset.num_classes, given, is taken as it is.
+CLASSES_PER_SAMPLE = 10
+
 
 class Batch(NamedTuple):
     x: Tensor
@@ -129,6 +137,22 @@ def labels(y):
 def tensors(x, y) -> tuple:
     """Inputs and labels as a reader hands them to :class:`Splits` (see :func:`labels`)."""
     return torch.as_tensor(x), labels(y)
+
+
+def inferred_classes(largest: int, samples: int, where: str) -> int:
+    """The number of classes labels up to ``largest`` make, none being given: ``largest + 1``, 2 at least.
+    ConfigError, ``where`` naming the array or split that holds ``largest``, when it is absurd: above
+    :data:`MAX_CLASSES`, or above :data:`CLASSES_PER_SAMPLE` per labelled sample (``samples`` of all splits);
+    refused before anything of that size is allocated."""
+    classes = max(2, int(largest) + 1)
+    if classes > MAX_CLASSES:
+        raise ConfigError(f"{where} holds the label {largest}, which would make {classes} classes: allowed labels "
+                          f"in [0, {MAX_CLASSES})")
+    if classes > CLASSES_PER_SAMPLE * samples:
+        raise ConfigError(f"{where} holds the label {largest}, which would make {classes} classes for {samples} "
+                          f"samples: allowed at most {CLASSES_PER_SAMPLE} classes per sample (labels numbered 0, 1, "
+                          f"2, ...), or give dataset.num_classes")
+    return classes
 
 
 def check_splits(splits: Splits, name: str) -> None:

@@ -5,6 +5,7 @@ decoded into one tensor for the in-memory loaders)."""
 from __future__ import annotations
 
 import logging
+import os
 import random
 from typing import Callable, Iterator, Optional
 
@@ -13,7 +14,7 @@ import torch
 from torch import Tensor
 
 from lstsd.data.samples import Samples, UnreadableSample, verify_header
-from lstsd.errors import ConfigError, TrainingError, one_line
+from lstsd.errors import ConfigError, TrainingError, one_line, require
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,23 @@ def sample_seed(base: int, index: int) -> int:
 
 
 # --------------------------------------------------------------------------- workers
+def most_workers() -> int:
+    """The most worker processes ``dataset.num_workers`` may ask for: 4 per CPU of this machine, and 64 at least
+    (a project bound): it refuses a typo (1000, 100000: as many forked copies of the process, each holding torch,
+    before the first batch) and still runs a configuration written for a bigger machine on a smaller one."""
+    return max(64, 4 * (os.cpu_count() or 1))
+
+
+def check_workers(num_workers: int) -> int:
+    """``num_workers``, checked where workers are started (the checks before training, the loaders): ConfigError
+    naming ``dataset.num_workers`` and the allowed range unless it is in ``[0, most_workers()]``."""
+    top = most_workers()
+    require(isinstance(num_workers, int) and 0 <= num_workers <= top, "dataset.num_workers",
+            f"an integer in [0, {top}] (4 per CPU of this machine's {os.cpu_count() or 1}, and 64 at least)",
+            num_workers)
+    return num_workers
+
+
 class Failure:
     """A batch that could not be read: the worker hands back the message instead of raising, so that the run
     stops with one line naming the sample (DataLoader re-raises worker exceptions with their traceback)."""
@@ -145,6 +163,7 @@ class Chunks:
 def check_samples(samples: Samples, how: str, on_corrupt: str, key: str, num_workers: int = 0) -> Samples:
     """The samples that can be read, by ``how`` (header, decode, none). A bad one raises ConfigError naming it
     (``on_corrupt=error``), or is left out with a warning (``skip``; the others keep their order)."""
+    check_workers(num_workers)
     if how == "none" or not len(samples):
         return samples
     n = len(samples)
@@ -175,6 +194,7 @@ def check_samples(samples: Samples, how: str, on_corrupt: str, key: str, num_wor
 def materialise(samples: Samples, num_workers: int, key: str) -> Tensor:
     """Every sample read into one tensor (the in-memory loaders on a file-backed split); they must share a
     shape. ConfigError naming the sample that cannot be read or does not fit."""
+    check_workers(num_workers)
     n = len(samples)
     batches = [[(i, None) for i in range(s, min(s + 256, n))] for s in range(0, n, 256)]
     out, first = None, None

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lstsd.data.types import Batch, Splits
+from lstsd.data.workers import check_workers
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +191,7 @@ class TorchvisionLoader(MemoryLoader):
                  seed: int, channels_last: bool = False, rank: int = 0, world_size: int = 1, num_workers: int = 2):
         from torchvision.transforms import v2
 
+        check_workers(num_workers)  # before the split is copied
         super().__init__(name, splits, batch_size, "cpu", augment, shuffle, seed, channels_last, rank, world_size)
         self.device = torch.device(device)
         size = list(self.x.shape[-2:])

@@ -14,7 +14,7 @@ from torch import Tensor
 from lstsd.data.loaders.memory import EpochOrder, crop_flip, crop_flip_params, epoch_generator, pad_crop_flip
 from lstsd.data.samples import UnreadableSample, as_samples
 from lstsd.data.types import Batch, Splits
-from lstsd.data.workers import read_batches
+from lstsd.data.workers import check_workers, read_batches
 from lstsd.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class StreamLoader(EpochOrder):
         self.device = torch.device(device)
         self.y = y.to(self.device)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.rank, self.world_size, self.num_workers = rank, world_size, num_workers
+        self.rank, self.world_size, self.num_workers = rank, world_size, check_workers(num_workers)
         self.fast = augment and splits.augment == "crop_flip"  # the pad-crop-flip, on the device
         self.augment = self.fast or (augment and splits.augment == "transforms")
         self.pad = splits.pad

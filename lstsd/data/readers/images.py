@@ -124,8 +124,12 @@ def crop_flip_pad(transforms: list, size: tuple) -> Optional[int]:
 
 
 def first_sample(x) -> torch.Tensor:
+    """The training split's first input (its shape and dtype decide the normalisation); ConfigError when the
+    split is empty (every file left out, an empty array) or its first sample cannot be read."""
     from lstsd.data.samples import Samples, UnreadableSample
 
+    if not len(x):
+        raise ConfigError("dataset: the training split holds no samples: allowed at least one")
     if not isinstance(x, Samples):
         return torch.as_tensor(x[0])
     try:
