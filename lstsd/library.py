@@ -50,7 +50,8 @@ def method(name: str, *, num_samples: int, num_classes: int, epochs: int, model:
     Drive the result with ``on_epoch_start(epoch)``, ``compute_loss(logits, targets, index, inputs=None)``,
     ``after_optimizer_step()``, ``on_epoch_end(epoch)``; evaluate ``evaluators()``; save ``state_dict()`` and
     ``rank_state()``. ``method.lr_cycles``, when set, are the learning-rate cycles (epochs) the method prescribes
-    (SD, Snapshot Ensembles: run your schedule afresh in each).
+    (SD, Snapshot Ensembles: run your schedule afresh in each). Hooks out of order raise ``RuntimeError``, and
+    non-finite logits ``ValueError`` before anything is recorded (:mod:`lstsd.methods.base` gives the order).
     """
     require(isinstance(num_samples, int) and num_samples >= 1, "num_samples", "an integer >= 1", num_samples)
     require(isinstance(num_classes, int) and num_classes >= 2, "num_classes", "an integer >= 2", num_classes)

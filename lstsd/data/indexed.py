@@ -8,9 +8,10 @@ from typing import Any, Optional
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset, IterableDataset, default_collate
 
 from lstsd.data.types import Batch
+from lstsd.errors import ConfigError
 
 
 class IndexedDataset(Dataset):
@@ -21,11 +22,24 @@ class IndexedDataset(Dataset):
     transforms). True is always correct; False (a dataset that returns the same tensors each time) lets the
     teachers of SD, LSTSD (single) and KD compute their outputs on the whole training set once, instead of on
     each batch, and lets Mean Teacher's ``teacher_input=own`` read the student's batch instead of re-reading it.
+
+    Raises :class:`~lstsd.errors.ConfigError` for a ``dataset`` that is not map-style (None, an
+    ``IterableDataset``, an object without ``len()`` and ``[i]``) and an ``augment`` that is not a bool.
     """
 
     rank, world_size = 0, 1  # a loop of one's own reads every sample in one process (the TrainingSet protocol)
 
     def __init__(self, dataset: Dataset, augment: bool = True):
+        allowed = "allowed a map-style dataset: len(dataset) samples, dataset[i] = (input, target)"
+        if isinstance(dataset, IterableDataset):
+            raise ConfigError(f"IndexedDataset(dataset): dataset is an IterableDataset ({type(dataset).__name__}), "
+                              f"which has no sample ids (it is read in order, not by index): {allowed}")
+        if dataset is None or not (hasattr(type(dataset), "__len__") and hasattr(type(dataset), "__getitem__")):
+            what = "None" if dataset is None else f"of type {type(dataset).__name__}, without len() or [i]"
+            raise ConfigError(f"IndexedDataset(dataset): dataset is {what}: {allowed}")
+        if not isinstance(augment, bool):
+            raise ConfigError(f"IndexedDataset(dataset, augment={augment!r}): augment is invalid: allowed True or "
+                              "False (whether reading a sample again gives a new augmentation)")
         self.dataset, self.augment = dataset, augment
 
     def __len__(self) -> int:

@@ -7,6 +7,11 @@ With ``topk`` = k > 0 a row of probabilities is kept as its k largest values and
 back gives those k probabilities exactly (to the bank's dtype) and spreads the remaining mass uniformly over the
 other C - k classes, so every row is again a distribution. ImageNet's 1,281,167 x 1,000 float32 bank is 5.1 GB;
 at k = 5 with float16 values and int16 ids it is 26 MB.
+
+A bank never holds a non-finite number: a row that is not finite as stored (NaN or inf, or beyond a float16
+bank's range) is written to a scratch row N past the samples' instead, so the sample keeps its earlier row, and
+``refused`` (the scratch row's ``filled`` flag) says that it happened. All on the device, three small kernels a
+write and no read-back: :meth:`lstsd.methods.base.Method.compute_loss` reads the flag with its own checks.
 """
 from __future__ import annotations
 
@@ -44,16 +49,21 @@ class SampleBank:
         if not 0 <= topk < num_classes:
             raise ValueError(f"topk={topk} must be in [0, {num_classes})")
         self.num_classes, self.topk = num_classes, topk
-        self.values = torch.zeros(num_samples, topk or num_classes, dtype=BANK_DTYPES[dtype], device=device)
+        # one row more than the samples: where a non-finite row goes instead of its sample's (see write)
+        self.all_values = torch.zeros(num_samples + 1, topk or num_classes, dtype=BANK_DTYPES[dtype], device=device)
         ids = torch.int16 if num_classes <= torch.iinfo(torch.int16).max else torch.int32
-        self.classes = torch.zeros(num_samples, topk, dtype=ids, device=device) if topk else None
-        self.filled = torch.zeros(num_samples, dtype=torch.bool, device=device)
+        self.all_classes = torch.zeros(num_samples + 1, topk, dtype=ids, device=device) if topk else None
+        self.all_filled = torch.zeros(num_samples + 1, dtype=torch.bool, device=device)
+        self.values, self.filled = self.all_values[:num_samples], self.all_filled[:num_samples]
+        self.classes = self.all_classes[:num_samples] if topk else None
+        self.refused = self.all_filled[num_samples]  # a 0-d view: a non-finite row was refused since the reset
 
     def write(self, index: Tensor, rows: Tensor, everywhere: bool = True) -> None:
         """Store ``rows`` for the samples ``index``. With several processes (``everywhere``, the default) each
         rank's (index, rows) are gathered from all ranks in rank order and written on every rank, so the banks
         stay identical; a sample padded into the last global batch twice keeps its later (higher-rank) row.
-        The shapes and the index's dtype are checked (no device-to-host read): ``ValueError``/``TypeError``."""
+        The shapes and the index's dtype are checked (no device-to-host read): ``ValueError``/``TypeError``. A row
+        that is not finite as stored keeps the sample's earlier row (and ``filled``) and sets ``refused``."""
         check_index(index)
         if rows.dim() != 2 or rows.shape[1] != self.num_classes or len(rows) != len(index):
             raise ValueError(f"bank write of rows of shape {tuple(rows.shape)} for {len(index)} sample ids: expected "
@@ -63,11 +73,19 @@ class SampleBank:
         rows = rows.detach()
         if self.topk:
             top = rows.float().topk(self.topk, dim=1)
-            self.values[index] = top.values.to(self.values.dtype)
-            self.classes[index] = top.indices.to(self.classes.dtype)
+            values = top.values.to(self.values.dtype)
         else:
-            self.values[index] = rows.to(self.values.dtype)
-        self.filled[index] = True
+            values = rows.to(self.values.dtype)
+        finite = torch.isfinite(values).all(1).to(index.device)
+        target = torch.where(finite, index, len(self.values))  # a non-finite row goes to the scratch row
+        self.all_values[target] = values
+        if self.topk:
+            self.all_classes[target] = top.indices.to(self.classes.dtype)
+        self.all_filled[target] = True
+
+    def clear_refused(self) -> None:
+        """Reset :attr:`refused` (after it was reported)."""
+        self.refused.fill_(False)
 
     def read(self, index: Tensor) -> Tensor:
         """The rows of ``index`` in float32 (the loss is always computed in float32), full ``C`` wide."""
