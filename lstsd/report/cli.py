@@ -3,6 +3,7 @@ a confirmation run."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from lstsd.errors import ConfigError, quiet_when_piped_into_a_closed_reader
 from lstsd.report.collect import collect
 from lstsd.report.plots import plots
 from lstsd.report.render import comparisons_csv, markdown, to_csv
-from lstsd.report.table import BASELINE, declared, families, parse_pair, summarize
+from lstsd.report.table import BASELINE, declared, families, parse_pair, require_labels, summarize
 from lstsd.config import ADJUSTMENTS
 
 
@@ -23,12 +24,18 @@ def report(paths, out=None, baseline: str | None = None, sort: str | None = None
 
 
 def build(paths, out=None, baseline: str | None = None, sort: str | None = None, better_of: dict | None = None,
-          compare: tuple = (), adjust: str | None = None, select: str | None = None, verbose: bool = False
-          ) -> tuple[str, list[Path]]:
+          compare: tuple = (), adjust: str | None = None, select: str | None = None, verbose: bool = False,
+          out_key: str = "--out") -> tuple[str, list[Path]]:
     """The report's text and the files written into ``out`` (report.md, report.csv, comparisons.csv, the plots
     and a selected method's YAML). Options left None come from the runs' saved ``report`` keys (the first
-    experiment's), else their defaults."""
+    experiment's), else their defaults; ``baseline`` and ``better_of`` given must name method labels the runs
+    have. A ConfigError: bad input (:func:`~lstsd.report.collect.collect`), or an ``out`` (the option
+    ``out_key``) that is not a folder that can be written."""
+    out = output_folder(out, out_key) if out is not None else None
     runs, missing, unreadable = collect(paths)
+    require_labels(runs, f"--baseline {baseline}", [baseline] if baseline else [])
+    for name, labels in (better_of or {}).items():
+        require_labels(runs, f"--better-of {name}={','.join(labels)}", labels)
     options = declared(runs)
     first = next(iter(options.values()), {})
     baseline = baseline or first.get("baseline") or BASELINE
@@ -38,17 +45,45 @@ def build(paths, out=None, baseline: str | None = None, sort: str | None = None,
     fams = families(table, options, baseline, adjust, tuple(compare))
     notes = [f"{experiment}: {o['note']}" for experiment, o in options.items() if o.get("note")]
     text = markdown(table, missing, baseline, unreadable, fams, notes, verbose)
-    written: list[Path] = []
-    if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        for name, content in (("report.md", text + "\n"), ("report.csv", to_csv(table)),
-                              ("comparisons.csv", comparisons_csv(fams))):
-            (out / name).write_text(content)
-            written.append(out / name)
-        written += write_selected(table, out)
-        written += plots(runs, fams, out, baseline, table)
-    return text, written
+    if out is None:
+        return text, []
+    try:
+        return text, write_files(out, text, table, fams, runs, baseline)
+    except OSError as e:  # a full disk, a folder made read-only meanwhile, a name taken by a folder
+        raise ConfigError(f"{option(out_key, out)} is invalid: cannot write {e.filename or out} ({type(e).__name__}: "
+                          f"{e.strerror or e}): allowed a folder that can be made and written") from None
+
+
+def option(key: str, value) -> str:
+    """``--out DIR`` on the command line, ``report.out=DIR`` in a config."""
+    return f"{key} {value}" if key.startswith("--") else f"{key}={value}"
+
+
+def output_folder(out, key: str = "--out") -> Path:
+    """The folder for the report's files (made when they are written), or a ConfigError naming ``key``: a path
+    that is a file or lies below one, or whose nearest existing folder cannot be written."""
+    path = Path(out)
+    existing = next((p for p in (path, *path.parents) if os.path.exists(p)), Path("."))
+    if not existing.is_dir():
+        where = "it is a file" if existing == path else f"{existing} is a file"
+        raise ConfigError(f"{option(key, out)} is invalid: {where}: allowed a folder (made if absent)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option(key, out)} is invalid: {existing} is not writable: allowed a folder that can "
+                          "be made and written")
+    return path
+
+
+def write_files(out: Path, text: str, table: list[dict], fams: list[dict], runs: list[dict], baseline: str
+                ) -> list[Path]:
+    """report.md, report.csv, comparisons.csv, a selected method's YAML and the plots, written into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, content in (("report.md", text + "\n"), ("report.csv", to_csv(table)),
+                          ("comparisons.csv", comparisons_csv(fams))):
+        (out / name).write_text(content)
+        written.append(out / name)
+    written += write_selected(table, out)
+    return written + plots(runs, fams, out, baseline, table)
 
 
 def write_selected(table: list[dict], out: Path) -> list[Path]:
@@ -84,7 +119,11 @@ class PrintReport(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         out = sweep_dir / opts["out"] if opts.get("out") else None
         print(f"\nResults of {sweep_dir} (test scores %, mean ± std over seeds):\n")
-        text, written = build([sweep_dir], out)
+        try:
+            text, written = build([sweep_dir], out, out_key="report.out")
+        except ConfigError as e:  # the sweep's runs are done and kept: its end reports the one line, not a traceback
+            print(f"lstsd-report: error: {e}", file=sys.stderr)
+            return
         print(text)
         if written:
             print(f"\nWrote {len(written)} files to {out}")
@@ -107,10 +146,18 @@ def pair_arg(value: str) -> tuple[str, str]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's parser whose errors are one line on stderr (``lstsd-report: error: ...``, exit code 2), without
+    the usage block above it (``--help`` shows that)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 @quiet_when_piped_into_a_closed_reader
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="lstsd-report", description="Tables, comparisons and plots of run and "
-                                                                      "sweep folders.")
+    parser = OneLineParser(prog="lstsd-report", description="Tables, comparisons and plots of run and "
+                                                            "sweep folders.")
     parser.add_argument("paths", nargs="+", help="run or sweep directories (searched recursively)")
     parser.add_argument("--out", help="also write report.md, report.csv, comparisons.csv and the plots here")
     parser.add_argument("--baseline", help="the method label the Δ columns are taken to (default: the runs' "

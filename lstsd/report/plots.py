@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -48,21 +49,21 @@ def heatmap(rows: list[dict], stem: Path) -> list[Path]:
 
     stat = "val" if all(r.get("val_mean") is not None for r in rows) else "final"
     (kx, ky) = sorted(rows[0]["settings"])
-    xs = sorted({float(r["settings"][kx]) for r in rows})
-    ys = sorted({float(r["settings"][ky]) for r in rows})
+    xs = sorted({coordinate(r["settings"][kx]) for r in rows}, key=axis_order)
+    ys = sorted({coordinate(r["settings"][ky]) for r in rows}, key=axis_order)
     grid = np.full((len(ys), len(xs)), np.nan)
     for r in rows:
-        grid[ys.index(float(r["settings"][ky])), xs.index(float(r["settings"][kx]))] = r[f"{stat}_mean"]
+        grid[ys.index(coordinate(r["settings"][ky])), xs.index(coordinate(r["settings"][kx]))] = r[f"{stat}_mean"]
     fig, ax = plt.subplots(figsize=(1.0 * len(xs) + 2.5, 0.8 * len(ys) + 1.6))
     image = ax.imshow(grid, origin="lower", cmap="viridis", aspect="auto")
     for (i, j), value in np.ndenumerate(grid):
         ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8, color="white")
     for r in rows:
         if r.get("selected"):
-            j, i = xs.index(float(r["settings"][kx])), ys.index(float(r["settings"][ky]))
+            j, i = xs.index(coordinate(r["settings"][kx])), ys.index(coordinate(r["settings"][ky]))
             ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
-    ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
-    ax.set_yticks(range(len(ys)), [f"{y:g}" for y in ys])
+    ax.set_xticks(range(len(xs)), [tick(x) for x in xs])
+    ax.set_yticks(range(len(ys)), [tick(y) for y in ys])
     n = min(r["n"] for r in rows)
     ax.set(xlabel=kx, ylabel=ky, title=f"mean final {'validation' if stat == 'val' else 'test'} score over {n} seeds"
                                        + ("; red: selected" if any(r.get("selected") for r in rows) else ""))
@@ -70,6 +71,25 @@ def heatmap(rows: list[dict], stem: Path) -> list[Path]:
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     return save(fig, stem)
+
+
+def coordinate(value):
+    """An override's value on a grid axis: a number where it is one (1 and 1.0 are one cell), else as written
+    (``method.kl_direction=reverse``; None for a run that kept the default)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value
+    return number if math.isfinite(number) else value
+
+
+def axis_order(value) -> tuple:
+    """A grid axis: numbers in order, then the other values (words, a run's default) by name."""
+    return (0, value, "") if isinstance(value, float) else (1, 0.0, str(value))
+
+
+def tick(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else ("(default)" if value is None else str(value))
 
 
 def save(fig, stem: Path) -> list[Path]:
@@ -95,7 +115,7 @@ def fig2(group: list[dict], stem: Path, baseline: str, title: str) -> list[Path]
 
     lengths: dict = {}
     for r in group:
-        if r.get("method_name") == "lstsd" and r.get("config") is not None:
+        if r.get("method_name") == "lstsd" and r.get("config") is not None and f"test_{headline(r)}_final" in r:
             lengths.setdefault(int(r["config"].method.minigen_epochs), []).append(r[f"test_{headline(r)}_final"])
     if len(lengths) < 2:
         return []
@@ -104,7 +124,8 @@ def fig2(group: list[dict], stem: Path, baseline: str, title: str) -> list[Path]
     ax.errorbar(xs, [np.mean(lengths[x]) for x in xs], yerr=[np.std(lengths[x], ddof=1) if len(lengths[x]) > 1
                                                              else 0 for x in xs],
                 marker="o", capsize=3, label=f"lstsd, mean ± 1 SD over seeds (n={min(map(len, lengths.values()))})")
-    base = [r[f"test_{headline(r)}_final"] for r in group if r["method"] == baseline]
+    base = [r[f"test_{headline(r)}_final"] for r in group if r["method"] == baseline and f"test_{headline(r)}_final"
+            in r]
     if base:
         ax.axhline(np.mean(base), color="black", linestyle="--", label=f"{baseline} mean (n={len(base)})")
         if len(base) > 1:

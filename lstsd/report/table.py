@@ -26,7 +26,7 @@ import math
 from typing import Optional
 
 from lstsd.errors import ConfigError
-from lstsd.report.collect import by_seed, headline
+from lstsd.report.collect import by_seed, headline, message
 from lstsd.report.reference import cells, published
 from lstsd.report.stats import adjust, describe, paired
 
@@ -190,16 +190,78 @@ def not_compared(table: list[dict]) -> list:
 # ---------------------------------------------------------------------------------------------------- families
 def declared(runs: list[dict]) -> dict:
     """Per experiment, the report keys its runs were launched with (``report`` of their saved configs: the
-    declared comparisons, the adjustment, the selection); {} for runs from before the keys existed."""
-    from omegaconf import OmegaConf
+    declared comparisons, the adjustment, the selection); {} for runs from before the keys existed. A ConfigError
+    names a saved config whose report keys a launch would have refused."""
+    from pathlib import Path
 
     out: dict = {}
     for r in runs:
         config = r.get("config")
-        opts = OmegaConf.select(config, "report", default=None) if config is not None else None
-        if opts is not None and r.get("experiment") not in out:
-            out[r.get("experiment")] = OmegaConf.to_container(opts, resolve=True)
+        if config is not None and r.get("experiment") not in out:
+            opts = report_keys(config, Path(r["run_dir"]) / ".hydra" / "config.yaml")
+            if opts is not None:
+                out[r.get("experiment")] = opts
     return out
+
+
+REPORT_KEYS = {"compare": (list, "null or a list of A:B (method labels)"), "baseline": (str, "a method label"),
+               "adjust": (str, "one of holm, bh, none"), "select": (str, "null, val or final"),
+               "sort": (str, "launch or final"), "note": (str, "null or a line of text"),
+               "out": (str, "null or a folder"), "better_of": (dict, "a mapping of row names to method labels")}
+
+
+def report_keys(config, path) -> Optional[dict]:
+    """A saved config's ``report`` keys as plain data, checked as a launch checks them
+    (:class:`lstsd.config.ReportConfig`); None where it has none. A ConfigError names the file and the key."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from lstsd.config import ReportConfig
+
+    try:
+        node = OmegaConf.select(config, "report", default=None)
+        opts = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    except Exception as e:  # noqa: BLE001 - an interpolation that does not resolve, a node of another shape
+        raise ConfigError(f"{path}: {getattr(e, 'full_key', None) or 'report'} cannot be read ({type(e).__name__}: "
+                          f"{message(e)})") from None
+    if opts is None:
+        return None
+    if not isinstance(opts, dict):
+        raise ConfigError(f"{path}: report={opts!r} is invalid: allowed a mapping of the report keys "
+                          f"({', '.join(REPORT_KEYS)})")
+    for key, value in opts.items():
+        kind, allowed = REPORT_KEYS.get(key, (object, ""))
+        if not of_shape(value, kind):
+            raise ConfigError(f"{path}: report.{key}={value!r} is invalid: allowed {allowed}")
+    try:
+        ReportConfig(**{k: v for k, v in opts.items() if k in {f.name for f in dataclasses.fields(ReportConfig)}
+                        and v is not None})
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return opts
+
+
+def of_shape(value, kind: type) -> bool:
+    """None, or a ``kind``: a list of strings, a mapping of lists of strings, a string."""
+    if value is None:
+        return True
+    if kind is list:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if kind is dict:
+        return isinstance(value, dict) and all(isinstance(v, list) and all(isinstance(x, str) for x in v)
+                                               for v in value.values())
+    return isinstance(value, kind)
+
+
+def require_labels(runs: list[dict], option: str, labels) -> None:
+    """Each of ``labels`` (named by a command-line ``option``) the method label of some of ``runs``, or a
+    ConfigError naming the option and the labels the runs have."""
+    have = sorted({r["method"] for r in runs if isinstance(r.get("method"), str)})
+    for label in labels:
+        if have and label not in have:
+            raise ConfigError(f"{option} is invalid: no runs of a method labelled {label} (allowed: "
+                              f"{', '.join(have)})")
 
 
 def parse_pair(value: str) -> tuple[str, str]:
