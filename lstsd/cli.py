@@ -57,8 +57,26 @@ def app(cfg: DictConfig) -> float:
         if os.environ.get("LSTSD_DEBUG") == "1" or in_sweep():
             raise  # a sweep's job: marked failed with this error, and the other jobs go on
         fail(e)
+    except Exception as e:  # noqa: BLE001 - an error of lstsd or of the code it runs (a user's model, dataset)
+        if os.environ.get("LSTSD_DEBUG") == "1" or in_sweep():
+            raise
+        fail(TrainingError(f"{type(e).__name__}: {one_line(e)} ({traceback_logged()}; HYDRA_FULL_ERROR=1 prints "
+                           "it)"))
     metric = results.get("headline", "acc")  # what a hyper-parameter sweeper maximises: the headline metric
     return results.get(f"val_{metric}_final", results[f"test_{metric}_final"])
+
+
+def traceback_logged() -> str:
+    """Write the exception being handled, with its traceback, to the run's log files only (not the console);
+    say where."""
+    import logging
+    import traceback
+
+    files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    record = logging.LogRecord("lstsd", logging.ERROR, __file__, 0, traceback.format_exc().rstrip(), None, None)
+    for handler in files:
+        handler.handle(record)
+    return f"its traceback is in {files[0].baseFilename}" if files else "no log file holds its traceback"
 
 
 def fail(e: ConfigError | TrainingError) -> NoReturn:
@@ -235,9 +253,9 @@ def main() -> None:
         sys.argv[1:] = relaunch_argv(sys.argv[1:])
     try:  # the modules of imports=[...] before anything composes; model._target_=... alone chooses model=target
         argv = sys.argv[1:] = compose.prepare(sys.argv[1:])
-    except ConfigError as e:
+        compose.setup(fast=True)  # the schemas from their snapshot: nothing imports torch yet
+    except ConfigError as e:  # an imported module's component under a name lstsd has
         fail(e)
-    compose.setup(fast=True)  # the schemas from their snapshot: nothing imports torch yet
     if {"--help", "-h"} & set(argv):
         try:
             return print_help(argv)
@@ -252,29 +270,47 @@ def main() -> None:
     debug = os.environ.get("HYDRA_FULL_ERROR") == "1"
     if not PRINT_ONLY & {a.partition("=")[0] for a in argv}:
         refuse_early(argv, multirun, debug)
-        compose.setup()  # the components themselves, for the run
+        try:
+            compose.setup()  # the components themselves, for the run
+        except ConfigError as e:
+            fail(e)
     sys.argv[1:] = as_one_value_sweeps(argv, multirun)
     os.environ["LSTSD_DEBUG"] = "1" if debug else "0"
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        app()
-        if failed_jobs():  # the sweep ran every job and printed its table: its exit code says some failed
-            sys.exit(1)
-    except (ConfigError, HydraException, OmegaConfBaseException) as e:
-        if debug:
-            raise
-        fail(composition_error(e, argv))
-    except TrainingError as e:
-        if debug:
-            raise
-        fail(e)
+        run_app()
     except BrokenPipeError:
         raise  # the reader of the output stopped early (| head): quiet_when_piped_into_a_closed_reader
-    except OSError as e:  # before a job ran (Hydra creating the output folder, its log file): bad input
+    except Exception as e:  # noqa: BLE001 - each kind of error as its one line (one_line_of)
         if debug:
             raise
-        fail(ConfigError(f"{e.filename or 'a file'}: {e.strerror or e}"))
+        fail(one_line_of(e, argv))
+    except KeyboardInterrupt:  # Ctrl-C: a run in training checkpointed first (lstsd.training.signals)
+        if debug:
+            raise
+        print("lstsd: interrupted (Ctrl-C); the same command resumes from the last checkpoint", file=sys.stderr)
+        sys.exit(130)
 
+
+def run_app() -> None:
+    """Hydra's application: the run or the sweep; exit code 1 when a sweep ran every job and some failed."""
+    app()
+    if failed_jobs():  # the sweep printed its table: its exit code says some failed
+        sys.exit(1)
+
+
+def one_line_of(e: Exception, argv: list[str]) -> ConfigError | TrainingError:
+    """The one line an error out of Hydra's application ends the command line with."""
+    if isinstance(e, (ConfigError, HydraException, OmegaConfBaseException)):
+        return composition_error(e, argv)
+    if isinstance(e, TrainingError):
+        return e
+    if isinstance(e, OSError):  # before a job ran (Hydra creating the output folder, its log file): bad input
+        return ConfigError(f"{e.filename or 'a file'}: {e.strerror or e}")
+    # Hydra's machinery around the job (its logging settings): bad input
+    cause = f" ({type(e.__cause__).__name__}: {one_line(e.__cause__)})" if e.__cause__ is not None else ""
+    return ConfigError(f"Hydra could not start the run: {type(e).__name__}: {one_line(e)}{cause} (check the "
+                       "hydra.* overrides; HYDRA_FULL_ERROR=1 shows the traceback)")
 
 if __name__ == "__main__":
     main()

@@ -19,6 +19,11 @@ class ConfigError(ValueError):
     """A bad configuration or input: reported as one line, exit code 2, before training starts."""
 
 
+class RefusedRelaunch(ConfigError):
+    """A relaunch that does not fit the run its folder holds: refused before training, the folder left as it is
+    (no failure is recorded there)."""
+
+
 class TrainingError(RuntimeError):
     """A failure during training (exit code 1)."""
 

@@ -35,8 +35,10 @@ class Registry:
 
         def wrap(obj):
             if name in self.entries and self.entries[name].obj is not obj:
-                raise ValueError(f"{self.key}={name!r} is registered twice "
-                                 f"({self.entries[name].obj!r} and {obj!r})")
+                first, second = (f"{getattr(o, '__module__', '?')}.{getattr(o, '__qualname__', o)}"
+                                 for o in (self.entries[name].obj, obj))
+                raise ConfigError(f"{self.key}={name!r} is registered twice, by {first} and by {second}: allowed "
+                                  "one component per name (give one of them another name)")
             self.entries[name] = Entry(obj, schema)
             return obj
 

@@ -196,7 +196,7 @@ def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint(tiny_
 def test_a_failed_checkpoint_write_keeps_the_previous_one(tiny_cfg, tmp_path, monkeypatch):
     from lstsd.errors import TrainingError
 
-    run(tiny_cfg("trainer.epochs=2"), tmp_path)
+    run(tiny_cfg("trainer.epochs=2", "schedule=constant"), tmp_path)
     before = (tmp_path / "last.pt").read_bytes()
     real_save = torch.save
 
@@ -207,7 +207,7 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(tiny_cfg, tmp_path, mo
 
     monkeypatch.setattr(torch, "save", failing_save)
     with pytest.raises(TrainingError, match="cannot write the checkpoint .*last.pt: No space left on device"):
-        run(tiny_cfg("trainer.epochs=3", "trainer.skip_completed=false"), tmp_path)
+        run(tiny_cfg("trainer.epochs=3", "trainer.skip_completed=false", "schedule=constant"), tmp_path)
     assert (tmp_path / "last.pt").read_bytes() == before
     assert not list(tmp_path.glob("*.tmp"))
 

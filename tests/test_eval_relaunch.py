@@ -60,8 +60,8 @@ def test_relaunch_a_sweep_job_folder_whose_name_holds_equals_and_commas(tmp_path
     """A job folder of a sweep (method=lstsd,seed=0): relaunched by its own overrides with one more epoch, it
     extends in place, a single run."""
     job = tmp_path / "method=lstsd,seed=0"
-    run(tiny("method=lstsd", "seed=0", "trainer.epochs=2"), job, overrides=[*TINY, "method=lstsd", "seed=0",
-                                                                           "trainer.epochs=2"])
+    args = ("method=lstsd", "seed=0", "trainer.epochs=2", "schedule=constant")  # extended: its rates so far kept
+    run(tiny(*args), job, overrides=[*TINY, *args])
     monkeypatch.setattr(sys, "argv", ["lstsd", "relaunch", str(job), "trainer.epochs=3"])
     monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
     main()

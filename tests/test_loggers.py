@@ -86,12 +86,12 @@ def test_csv_run_one_numeric_row_per_epoch(tmp_path):
 def test_resumed_run_writes_no_epoch_twice(tmp_path):
     """A run that logged epoch 3 but whose checkpoint holds epoch 2 (it stopped in between) trains epoch 3 again:
     metrics.csv and the event files then hold epochs 1, 2, 3 once each, as metrics.jsonl does."""
-    run(tiny("logger=[csv,tensorboard]", "trainer.epochs=2"), tmp_path)
+    run(tiny("logger=[csv,tensorboard]", "schedule=constant", "trainer.epochs=2"), tmp_path)
     shutil.copy(tmp_path / "last.pt", tmp_path / "epoch2.pt")
-    run(tiny("logger=[csv,tensorboard]", "trainer.epochs=3"), tmp_path)  # extended to epoch 3
+    run(tiny("logger=[csv,tensorboard]", "schedule=constant", "trainer.epochs=3"), tmp_path)  # extended to epoch 3
     shutil.move(tmp_path / "epoch2.pt", tmp_path / "last.pt")  # the checkpoint before epoch 3
     (tmp_path / "results.json").unlink()
-    run(tiny("logger=[csv,tensorboard]", "trainer.epochs=3"), tmp_path)
+    run(tiny("logger=[csv,tensorboard]", "schedule=constant", "trainer.epochs=3"), tmp_path)
 
     assert [r["epoch"] for r in read_metrics(tmp_path)] == [1, 2, 3]
     _, rows = read_csv(tmp_path)
@@ -105,8 +105,8 @@ def test_resumed_run_writes_no_epoch_twice(tmp_path):
 def test_tracker_turned_on_later_gets_the_earlier_epochs(tmp_path):
     """logger=[csv,tensorboard] added when a run of 2 epochs is extended to 3: both hold epochs 1 to 3, from
     metrics.jsonl."""
-    run(tiny("trainer.epochs=2"), tmp_path)
-    run(tiny("logger=[csv,tensorboard]", "trainer.epochs=3"), tmp_path)
+    run(tiny("schedule=constant", "trainer.epochs=2"), tmp_path)
+    run(tiny("logger=[csv,tensorboard]", "schedule=constant", "trainer.epochs=3"), tmp_path)
     _, rows = read_csv(tmp_path)
     assert rows == jsonl_rows(tmp_path)
     assert [r["epoch"] for r in rows] == [1, 2, 3]

@@ -383,13 +383,13 @@ def test_stop_signal_inside_an_epoch_resumes_exactly_in_a_real_process(folder, t
     args = topk_args(folder, 2, batch_size=2)  # 24 steps an epoch
     monkeypatch.setattr(test_preemption, "ARGS", args)
     reference = run(compose_cfg(*args), tmp_path / "full")
-    code = test_preemption.interrupt(tmp_path / "cut", signal.SIGTERM, after_epochs=1, delay=0.05)
+    code = test_preemption.interrupt(tmp_path / "cut", signal.SIGTERM, after_epochs=1, delay=0.05).returncode
     assert code == -signal.SIGTERM
     state = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)
     assert state["epoch"] == 1
     assert state["in_epoch"] is not None
     assert 0 < state["in_epoch"]["step"] < 24
-    proc = test_preemption.launch(tmp_path / "cut")
+    proc = test_preemption.launch(tmp_path / "cut")  # at once: the stopped run's workers do not hold its lock
     assert proc.wait(timeout=300) == 0, proc.stderr.read()
     resumed = json.loads((tmp_path / "cut" / "results.json").read_text())
     assert test_preemption.strip_time(resumed) == test_preemption.strip_time(reference)

@@ -36,7 +36,7 @@ def checkpointed_epochs(run_dir) -> int:
     return torch.load(path, weights_only=False)["epoch"] if path.exists() else 0
 
 
-def interrupt(run_dir, sig, after_epochs: int, delay: float = 0.0) -> int:
+def interrupt(run_dir, sig, after_epochs: int, delay: float = 0.0) -> subprocess.Popen:
     """Send ``sig`` ``delay`` seconds after the checkpoint of epoch ``after_epochs`` is complete (not after its
     metrics row: the checkpoint's fsync comes between the two, and a signal there stops at the epoch's end)."""
     proc = launch(run_dir)
@@ -46,7 +46,7 @@ def interrupt(run_dir, sig, after_epochs: int, delay: float = 0.0) -> int:
     time.sleep(delay)
     proc.send_signal(sig)
     proc.wait(timeout=120)
-    return proc.returncode
+    return proc
 
 
 def strip_time(res):
@@ -66,7 +66,7 @@ def uninterrupted(tmp_path_factory):
 
 @pytest.mark.slow  # covered in the default suite by its faster neighbours; make test-slow runs it
 def test_sigkill_then_relaunch(tmp_path, uninterrupted):
-    assert interrupt(tmp_path, signal.SIGKILL, after_epochs=2) == -signal.SIGKILL
+    assert interrupt(tmp_path, signal.SIGKILL, after_epochs=2).returncode == -signal.SIGKILL
     assert 2 <= epochs_done(tmp_path) < 6
     assert not (tmp_path / "results.json").exists()
     proc = launch(tmp_path)
@@ -74,10 +74,17 @@ def test_sigkill_then_relaunch(tmp_path, uninterrupted):
     assert strip_time(json.loads((tmp_path / "results.json").read_text())) == strip_time(uninterrupted)
 
 
-@pytest.mark.parametrize("sig", [pytest.param(signal.SIGTERM, marks=pytest.mark.slow), signal.SIGUSR1])
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGTERM, marks=pytest.mark.slow), signal.SIGUSR1,
+                                 signal.SIGINT])
 def test_stop_signal_mid_epoch_checkpoints_then_relaunch(tmp_path, uninterrupted, sig):
-    code = interrupt(tmp_path, sig, after_epochs=3, delay=0.05)
-    assert code == -sig  # the default action ran after the checkpoint
+    proc = interrupt(tmp_path, sig, after_epochs=3, delay=0.05)
+    if sig == signal.SIGINT:  # Ctrl-C: the same checkpoint, then one line and exit code 130
+        assert proc.returncode == 130
+        assert proc.stderr.read().strip().splitlines()[-1] == ("lstsd: interrupted (Ctrl-C); the same command "
+                                                               "resumes from the last checkpoint")
+        assert not (tmp_path / "results.json").exists()  # not a failed run: an interrupted one
+    else:
+        assert proc.returncode == -sig  # the default action ran after the checkpoint
     state = torch.load(tmp_path / "last.pt", weights_only=False)
     assert state["in_epoch"] is not None
     assert 0 < state["in_epoch"]["step"] <= 60  # inside epoch 4

@@ -40,26 +40,27 @@ def test_relaunch_with_another_configuration_is_refused_and_changes_nothing(tmp_
 
 
 def test_an_unfinished_run_resumes_only_its_own_configuration(tmp_path):
-    run(tiny("trainer.epochs=1"), tmp_path)
+    run(tiny("trainer.epochs=1", "schedule=constant"), tmp_path)
     results = tmp_path / "results.json"
     results.unlink()  # as if stopped after epoch 1
     with pytest.raises(ConfigError, match="seed: 0 -> 7"):
-        run(tiny("trainer.epochs=2", "seed=7"), tmp_path)
+        run(tiny("trainer.epochs=2", "seed=7", "schedule=constant"), tmp_path)
     assert not results.exists()
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
-    out = run(tiny("trainer.epochs=2"), tmp_path)
+    out = run(tiny("trainer.epochs=2", "schedule=constant"), tmp_path)  # its rates so far are this length's
     assert out["epochs"] == 2
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
 
 
 def test_extending_a_finished_run_and_refusing_to_shorten_it(tmp_path):
-    run(tiny("trainer.epochs=2"), tmp_path / "a")
-    longer = run(tiny("trainer.epochs=3"), tmp_path / "a")  # trainer.epochs is a relaunch key: the run goes on
-    straight = run(tiny("trainer.epochs=3"), tmp_path / "b")
+    const = "schedule=constant"  # a step or cosine schedule has the shape of its length: refused (test_run_inputs)
+    run(tiny("trainer.epochs=2", const), tmp_path / "a")
+    longer = run(tiny("trainer.epochs=3", const), tmp_path / "a")  # trainer.epochs is a relaunch key: the run goes on
+    straight = run(tiny("trainer.epochs=3", const), tmp_path / "b")
     assert longer["epochs"] == 3
     assert longer["test_acc_final"] == straight["test_acc_final"]
     with pytest.raises(ConfigError, match="trainer.epochs=2 is invalid: .* holds a completed run of 3 epochs"):
-        run(tiny("trainer.epochs=2"), tmp_path / "a")
+        run(tiny("trainer.epochs=2", const), tmp_path / "a")
 
 
 def test_a_foreign_checkpoint_is_refused_before_anything_is_written(tmp_path):
@@ -102,7 +103,7 @@ def test_hydra_folder_is_written_once_by_the_cli(tmp_path):
     args = (*TINY, "trainer.epochs=1", f"hydra.run.dir={tmp_path}")
     assert run_cli(*args).returncode == 0
     hydra = {p.name: p.read_bytes() for p in (tmp_path / ".hydra").iterdir()}
-    assert sorted(hydra) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
+    assert sorted(hydra) == ["config.yaml", "hydra.yaml", "inputs.json", "overrides.yaml"]
     r = run_cli(*args, "method=lstsd")
     assert r.returncode == 2
     assert r.stderr.startswith("lstsd: error: ")
@@ -298,7 +299,8 @@ def test_folder_names_leave_out_the_keys_a_relaunch_may_change():
     exclude = set(compose_cfg(return_hydra_config=True).hydra.job.config.override_dirname.exclude_keys)
     report = {f"report.{f.name}" for f in dataclasses.fields(ReportConfig) if f.name != "better_of"}
     folders = {"experiment", "name"}  # the sweep folder is named after them already
-    files = {"model.path", "method.teacher_run", "method.teacher_checkpoint"}  # a model or teacher file
+    files = {"model.path"}  # a model file
     relaunch = set(RELAUNCH_KEYS) - {"trainer.epochs", "dataset.path"}  # a sweep over them: a folder each
     assert exclude == (relaunch - {"hydra", "report"}) | report | folders | files
+    assert all(isinstance(why, str) and why for why in RELAUNCH_KEYS.values())  # each with its reason
 

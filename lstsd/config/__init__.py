@@ -58,6 +58,13 @@ class DatasetConfig:
         require(0.0 <= self.val_fraction < 1.0, "dataset.val_fraction", "a number in [0, 1)", self.val_fraction)
         require(0 <= self.split_seed < 2**63, "dataset.split_seed", "an integer in [0, 2^63)", self.split_seed)
 
+    def inputs(self) -> list[str]:
+        """The files and folders this dataset reads, whose content is part of what identifies a run
+        (:func:`lstsd.fileio.content_fingerprint`): ``dataset.path`` where the dataset has one; a dataset read from
+        ``dataset.root`` names its own files (a generated one none: its keys say what it holds)."""
+        path = getattr(self, "path", None)
+        return [path] if isinstance(path, str) else []
+
 
 # --------------------------------------------------------------------------- model
 @dataclass

@@ -19,6 +19,7 @@ stored with the others), and every job imports them again before its configurati
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import os
@@ -118,6 +119,7 @@ def snapshot_path() -> Path:
 
 
 OPEN = "_open_dicts"  # the snapshot's record of each schema's dict-typed fields (open to new keys)
+COUNT = "_entries"  # how many schemas it holds: a truncated snapshot is seen as damaged
 
 
 def open_dicts(node: DictConfig, prefix: str = "") -> list[str]:
@@ -137,7 +139,8 @@ def write_snapshot(nodes: dict) -> None:
     if path.exists():
         return
     entries = {f"{group}/{name}": node for (group, name), node in nodes.items()}
-    text = OmegaConf.to_yaml({**entries, OPEN: {key: open_dicts(node) for key, node in entries.items()}})
+    text = OmegaConf.to_yaml({**entries, OPEN: {key: open_dicts(node) for key, node in entries.items()},
+                              COUNT: len(entries)})
     try:  # a cache that cannot be written only costs the next --help its speed
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
@@ -151,12 +154,28 @@ def write_snapshot(nodes: dict) -> None:
 
 
 def read_snapshot() -> Optional[dict]:
+    """The schemas of the snapshot, or None when there is none or it is damaged (unreadable, truncated, edited:
+    it is deleted, and the full setup that follows writes it again)."""
     path = snapshot_path()
     if not path.exists():
         return None
-    nodes, loaded = {}, OmegaConf.load(path)
-    opened = loaded.pop(OPEN, {})
+    try:
+        return snapshot_nodes(OmegaConf.load(path))
+    except Exception:  # noqa: BLE001 - any damage: the snapshot is only a cache of the schemas
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
+
+
+def snapshot_nodes(loaded) -> dict:
+    """The schemas a loaded snapshot holds; a ValueError where it is not a whole snapshot."""
+    if not OmegaConf.is_dict(loaded) or loaded.get(COUNT) != len(loaded) - 2 or not OmegaConf.is_dict(loaded.get(OPEN)):
+        raise ValueError("not a whole snapshot")
+    nodes, opened = {}, loaded.pop(OPEN)
+    loaded.pop(COUNT)
     for key, node in loaded.items():
+        if not OmegaConf.is_dict(node):
+            raise ValueError(f"{key} is not a schema")
         group, _, name = str(key).rpartition("/")
         # unknown keys are refused as with the schemas; the root stays open for Hydra's own hydra section, and
         # a dict-typed field to new keys
@@ -199,6 +218,9 @@ def import_modules(modules) -> None:
     for module in new:
         try:
             importlib.import_module(module)
+        except SystemExit as e:  # the module ended the process as it was imported
+            raise ConfigError(f"imports={list(map(str, modules))!r} is invalid: {module} called sys.exit({e.code!r}) "
+                              "as it was imported") from None
         except Exception as e:  # noqa: BLE001 - not found, or the module's own error while importing
             raise ConfigError(f"imports={list(map(str, modules))!r} is invalid: {module} cannot be imported "
                               f"({type(e).__name__}: {one_line(e)})") from None

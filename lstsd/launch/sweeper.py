@@ -133,6 +133,26 @@ def as_one_value_sweeps(argv: list[str], multirun: bool) -> list[str]:
     return out
 
 
+def distinct_folders(jobs: list[list[str]], hydra) -> list[list[str]]:
+    """The jobs, each with ``hydra.sweep.subdir`` set where an excluded key varies across them
+    (:func:`lstsd.config.identity.job_folders`): two jobs that differ only in ``dataset.root`` or
+    ``method.teacher_run`` get a folder each. Hydra's names are kept otherwise, and a sweep with its own
+    ``hydra.sweep.subdir`` keeps it."""
+    from lstsd.config.identity import job_folders
+
+    if OmegaConf.to_container(hydra.sweep)["subdir"] != "${hydra.job.override_dirname}":
+        return jobs
+    names = hydra.job.config.override_dirname
+    keys = (list(names.exclude_keys), names.item_sep, names.kv_sep)
+    out = []
+    for job, folder in zip(jobs, job_folders(jobs, *keys)):
+        if folder != job_folders([job], *keys)[0]:  # not Hydra's own name (a job alone varies in nothing)
+            quoted = folder.replace("\\", "\\\\").replace("'", "\\'")
+            job = [*job, f"hydra.sweep.subdir='{quoted}'"]
+        out.append(job)
+    return out
+
+
 def launch_line(jobs: int, sweep_dir: Path) -> str:
     """What every sweep says as it starts, whatever its launcher: where its job folders go and how many jobs
     it has (the table at the end is printed from that folder; ``lstsd-report`` reads it meanwhile)."""
@@ -173,7 +193,8 @@ class SweeperParts:
             check_declared(declared, job_labels(jobs, loader, self.config) |
                            job_labels(sweep_jobs(self._parse_config(), loader, self.config), loader, self.config))
         size = self.max_batch_size or len(jobs) or 1
-        self.overrides = [jobs[i:i + size] for i in range(0, len(jobs), size)]
+        named = distinct_folders(jobs, self.config.hydra)
+        self.overrides = [named[i:i + size] for i in range(0, len(named), size)]
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")

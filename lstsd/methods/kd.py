@@ -83,6 +83,7 @@ class KD(Method):
             raise ConfigError(f"method={cfg.name} needs a teacher: give teacher= (a module), or "
                               "teacher_checkpoint= with teacher_model=")
         self.teacher, self.teacher_dir = ctx.teacher.module, ctx.teacher.run_dir
+        self.teacher_record = ctx.teacher.record  # its run's results, read with its weights
         self.teacher_outputs = TeacherOutputs(ctx, self.teacher)
 
     def loss(self, batch, logits: Tensor) -> tuple[Tensor, dict]:

@@ -116,6 +116,7 @@ class LWKD(Method):
         super().__init__(cfg, ctx)
         k = ctx.info.num_classes
         self.teacher, self.teacher_dir = ctx.teacher.module, ctx.teacher.run_dir
+        self.teacher_record = ctx.teacher.record  # its run's results, read with its weights
         own, syn = cfg.own_inputs(), ctx.teacher.inputs
         self.bank = None
         if own:

@@ -74,6 +74,7 @@ class Teacher:
     module: nn.Module  # frozen (eval mode, no gradients), on the run's device
     run_dir: Optional[str] = None  # the finished run it came from, where it is one (results.json: teacher_dir)
     inputs: Optional[TrainingSet] = None  # the training split of its own inputs (TeacherConfig.own_inputs)
+    record: Optional[dict] = None  # its run's results.json, read with its weights (results.json: teacher_test_acc)
 
 
 # layers whose output is the same in train and eval mode (a whitelist: anything else may differ)

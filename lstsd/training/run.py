@@ -24,14 +24,15 @@ from lstsd.config.identity import differences, run_identity
 from lstsd.data import build_data
 from lstsd.training import checkpoint
 from lstsd.training.trainer import Callback, Trainer, autocast
-from lstsd.errors import EXTRAS, ConfigError, TrainingError, need_extra, one_line
+from lstsd.fileio import content_fingerprint
+from lstsd.errors import EXTRAS, ConfigError, RefusedRelaunch, TrainingError, need_extra, one_line
 from lstsd.training.trackers import build_trackers
 from lstsd.methods import build_method
 from lstsd.methods.base import RunContext
 from lstsd.methods.teacher import TeacherConfig
 from lstsd.models import build_model, check_model
 from lstsd.training.console import sweep_line
-from lstsd.training.rundir import RunDir, failure_record, sweep_progress
+from lstsd.training.rundir import RunDir, failure_record, read_json, sweep_progress, write_json
 from lstsd.training.schedules import build_schedule
 from lstsd.training import teachers
 
@@ -129,6 +130,11 @@ def dry_forward(model, data, conf: Config) -> None:
         raise ConfigError(f"{where}: {type(e).__name__}: {one_line(e)}") from None
     finally:
         model.train()
+    if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+        what = f"a tensor of {out.dtype}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
+        raise ConfigError(f"{where}: it returns {what}, not a floating-point tensor of logits (batch, "
+                          f"{data.info.num_classes}) (a model returning several outputs: wrap it to return the "
+                          "logits alone)")
     if tuple(out.shape) != (len(index), data.info.num_classes):
         raise ConfigError(f"{where}: it gives outputs of shape {tuple(out.shape)}, not (batch, "
                           f"{data.info.num_classes})")
@@ -143,6 +149,35 @@ def listed(diff: list[str]) -> str:
     return "; ".join(diff[:4]) + ("; ..." if len(diff) > 4 else "")
 
 
+def inputs_identity(conf: Config) -> dict:
+    """What a run reads, by content rather than by path: its data files and folders
+    (:meth:`~lstsd.config.DatasetConfig.inputs`, :func:`~lstsd.fileio.content_fingerprint`), a teacher run's own
+    fingerprint, length, status and score, a teacher file's content. Recorded in the folder's .hydra/inputs.json."""
+    out = {"data": content_fingerprint(conf.dataset.inputs())}
+    teacher_run = getattr(conf.method, "teacher_run", None)
+    if teacher_run is not None:
+        record = RunDir(Path(str(teacher_run)).expanduser()).read_results() or {}
+        out["teacher_run"] = {k: record.get(k) for k in ("status", "fingerprint", "epochs", "test_acc_final")}
+    if getattr(conf.method, "teacher_checkpoint", None) is not None:
+        out["teacher_checkpoint"] = content_fingerprint([str(conf.method.teacher_checkpoint)])
+    return out
+
+
+def claim_inputs(files: RunDir, conf: Config, trained: bool) -> None:
+    """Refuse a folder that has trained on other inputs (:func:`inputs_identity`), then record this run's."""
+    inputs = inputs_identity(conf)
+    saved = read_json(files.inputs) if trained and files.inputs.exists() else None
+    diff = differences(saved, inputs, "inputs") if saved is not None else []
+    if diff and not conf.trainer.force_resume:
+        read = [*conf.dataset.inputs(), *(str(getattr(conf.method, k)) for k in ("teacher_run", "teacher_checkpoint")
+                                          if getattr(conf.method, k, None) is not None)]
+        raise ConfigError(f"{files.path} holds a run of other inputs ({listed(diff)}: the content of "
+                          f"{', '.join(read)} differs from its first launch's): {HOW}")
+    if saved != inputs:
+        files.inputs.parent.mkdir(parents=True, exist_ok=True)
+        write_json(inputs, files.inputs)
+
+
 def claim(files: RunDir, cfg: DictConfig, conf: Config, overrides: list[str], job) -> dict:
     """Check that the run folder belongs to this configuration, then record it there (``.hydra/``, once); return
     the run's identity. Another configuration's folder (once it has trained: a checkpoint, an epoch's metrics
@@ -150,7 +185,8 @@ def claim(files: RunDir, cfg: DictConfig, conf: Config, overrides: list[str], jo
     differs (:data:`lstsd.config.identity.RELAUNCH_KEYS` may differ)."""
     ident, force = run_identity(cfg), conf.trainer.force_resume
     saved = files.read_config()
-    if saved is not None and not (files.checkpoint.exists() or files.read_metrics() or files.completed()):
+    trained = bool(files.checkpoint.exists() or files.read_metrics() or files.completed())
+    if saved is not None and not trained:
         files.config.unlink()  # a run that failed before its first epoch (a bad input) holds nothing to keep
         saved = None
     diff = differences(run_identity(saved), ident) if saved is not None else []
@@ -162,6 +198,7 @@ def claim(files: RunDir, cfg: DictConfig, conf: Config, overrides: list[str], jo
         if foreign:
             raise ConfigError(f"{files.checkpoint} is a checkpoint of another configuration ({listed(foreign)}): "
                               f"delete it, or {HOW}")
+    claim_inputs(files, conf, trained)
     if diff and not (files.completed() is not None and conf.trainer.skip_completed):  # forced onto another run
         log.warning(f"{files.path}: resumed with another configuration (trainer.force_resume=true); its .hydra/ "
                     "now records this one")
@@ -283,6 +320,8 @@ def run_validated(conf: Config, files: RunDir, overrides: list[str], ident: Opti
             raise TrainingError(f"cannot write {e.filename or files.path}: {e.strerror or e} (errno {e.errno})") from e
         failed = False
         return results
+    except RefusedRelaunch:
+        raise  # the folder's run is untouched: its results.json (if any) still describes it
     except Exception as e:  # a bad input found while building (missing data, a teacher that does not fit) too
         if distributed.is_main():
             try:

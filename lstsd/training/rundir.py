@@ -3,6 +3,8 @@
 A run's folder (Hydra's output directory of one job) holds:
 
 * ``.hydra/config.yaml``: the composed configuration (Hydra writes it; a run through the API writes it here);
+* ``.hydra/inputs.json``: what the run read, by content (its data files, its teacher run or file:
+  :func:`lstsd.training.run.inputs_identity`), so that a relaunch on other data or another teacher is refused;
 * ``metrics.jsonl``: one JSON row per finished epoch;
 * ``last.pt``: the checkpoint a run resumes from (:mod:`lstsd.training.checkpoint`);
 * ``best.pt`` (``trainer.save_best=true``): the weights of the best epoch so far, with the epoch, the metric that
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 CONFIG = ".hydra/config.yaml"
 OVERRIDES = ".hydra/overrides.yaml"
 HYDRA = ".hydra/hydra.yaml"
+INPUTS = ".hydra/inputs.json"
 METRICS = "metrics.jsonl"
 RESULTS = "results.json"
 CHECKPOINT = "last.pt"
@@ -64,7 +67,8 @@ class RunDir:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.config, self.overrides, self.hydra = (self.path / n for n in (CONFIG, OVERRIDES, HYDRA))
+        self.config, self.overrides, self.hydra, self.inputs = (self.path / n for n in
+                                                                (CONFIG, OVERRIDES, HYDRA, INPUTS))
         self.metrics, self.results, self.checkpoint, self.best = (self.path / n for n in
                                                                   (METRICS, RESULTS, CHECKPOINT, BEST))
 
@@ -165,6 +169,28 @@ class RunDir:
         finally:
             os.close(fd)  # releases the lock
 
+    @contextlib.contextmanager
+    def reading(self, key: str):
+        """Hold a shared lock on the folder's ``.lock`` while its files are read (a teacher run): refused with a
+        ConfigError naming ``key`` and the holder while a process runs in it (it may be writing a newer
+        checkpoint). A folder that was never locked, or cannot be opened for reading, is read as it is."""
+        try:
+            fd = os.open(self.path / LOCK, os.O_RDONLY)
+        except OSError:
+            yield self
+            return
+        try:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+                    raise ConfigError(f"{key}={str(self.path)!r} is invalid now: the run is in use by {holder} "
+                                      "(allowed a run no process is writing; wait for it to end)") from None
+            yield self
+        finally:
+            os.close(fd)
+
     def write_hydra(self, cfg, overrides: list[str], hydra=None) -> None:
         """``.hydra/``: the composed config, the overrides and Hydra's own config (Hydra's files, written here
         instead of by Hydra so that the folder's record of its configuration is written once: a relaunch never
@@ -246,7 +272,8 @@ def results_record(config, info, history: list[dict], method, seconds: tuple[flo
             out[f"{key}_final"] = h[-1][key]
     out["bank_bytes"] = method.bank_bytes()
     if method.teacher_dir is not None:
-        teacher = RunDir(method.teacher_dir).read_results() or {}
+        # the record read with its weights (a run extended since would record another score)
+        teacher = getattr(method, "teacher_record", None) or RunDir(method.teacher_dir).read_results() or {}
         out |= {"teacher_dir": str(method.teacher_dir), "teacher_test_acc": teacher.get("test_acc_final"),
                 "teacher_dataset": teacher.get("dataset")}
     if method.minigen_ends:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from itertools import accumulate
+from types import SimpleNamespace
 from typing import Callable, Optional, Sequence
 
 from torch.optim import Optimizer
@@ -41,9 +42,30 @@ class Schedule:
 
     def __init__(self, cfg, optimizer: Optimizer, cycle_steps: Sequence[int], warmup_steps: int = 0):
         self.optimizer, self.cfg, self.warmup = optimizer, cfg, warmup_steps
-        self.base = [group["lr"] for group in optimizer.param_groups]
+        self.base = [group["lr"] for group in optimizer.param_groups] if optimizer is not None else []
+        self.cycle_steps = list(cycle_steps)
         self.starts = [0, *accumulate(cycle_steps)][:-1]
         self.cycles = [factor(cfg, n) for n in cycle_steps]
+
+    def spec(self) -> dict:
+        """What determines the rates (kept in a checkpoint, so that a resume can compare them)."""
+        keys = ("name", "milestones", "gamma", "lr_min")
+        return {"cfg": {k: (list(v) if k == "milestones" else v) for k in keys if (v := getattr(self.cfg, k, None))
+                        is not None}, "base": list(self.base), "cycle_steps": self.cycle_steps, "warmup": self.warmup}
+
+    @classmethod
+    def of_spec(cls, spec: dict) -> "Schedule":
+        """The schedule a :meth:`spec` describes, without an optimiser (its :meth:`rates` only)."""
+        schedule = cls(SimpleNamespace(**spec["cfg"]), None, spec["cycle_steps"], spec["warmup"])
+        schedule.base = list(spec["base"])
+        return schedule
+
+    def first_difference(self, other: "Schedule", steps: int) -> Optional[int]:
+        """The first of updates 0 .. steps - 1 whose rates differ between the two schedules (None: they agree)."""
+        for t in range(steps):
+            if any(not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-15) for a, b in zip(self.rates(t), other.rates(t))):
+                return t
+        return None
 
     def rates(self, t: int) -> list[float]:
         k = bisect_right(self.starts, t) - 1

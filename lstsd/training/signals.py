@@ -1,4 +1,5 @@
-"""The stop-signal guard: a preemption or time-limit signal ends a run at a step boundary, after a checkpoint."""
+"""The stop-signal guard: a preemption or time-limit signal, or Ctrl-C, ends a run at a step boundary, after a
+checkpoint."""
 from __future__ import annotations
 
 import logging
@@ -14,8 +15,9 @@ from lstsd.errors import TrainingError
 log = logging.getLogger("lstsd.training")
 
 CHECK_STEPS = 20  # with several processes: how often they agree on a stop signal
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)  # SLURM preemption; --signal before the time
-# limit (submitit asks for USR2 and requeues the job in its handler, which runs after the checkpoint)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)  # SLURM preemption; --signal
+# before the time limit (submitit asks for USR2 and requeues the job in its handler, which runs after the
+# checkpoint); Ctrl-C (a second one stops at once, without the checkpoint)
 
 
 class StopGuard:
@@ -44,7 +46,9 @@ class StopGuard:
         self.previous = {}
 
     def request(self, signum, frame=None) -> None:
-        """The signal handler: remember the signal; the current step finishes first."""
+        """The signal handler: remember the signal; the current step finishes first. A second Ctrl-C does not wait."""
+        if signum == signal.SIGINT and self.signum == signal.SIGINT:
+            raise KeyboardInterrupt
         self.signum = signum
 
     def requested(self, global_step: int, now: bool = False) -> bool:
@@ -66,5 +70,7 @@ class StopGuard:
         name = signal.Signals(self.signum).name
         log.warning(f"{name}: checkpointed at {where}; stopping")
         self.restore()
+        if self.signum == signal.SIGINT:  # Ctrl-C: the command line ends with one line (exit code 130)
+            raise KeyboardInterrupt
         os.kill(os.getpid(), self.signum)
         raise TrainingError(f"stopped by {name} after checkpointing")

@@ -114,7 +114,18 @@ def from_run(run_dir: str | Path, key: str, student: Student, own_inputs: bool =
     the student's tokens are the teacher's input, so the teacher must have the same tokeniser (the same text model
     and vocabulary)."""
     d = RunDir(Path(run_dir).expanduser())
-    res = d.require_finished(key)
+    with d.reading(key):  # not while another process extends it: its results and weights read as one
+        res = d.require_finished(key)
+        try:
+            state = torch.load(d.checkpoint, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - truncated, garbage, another pickle
+            raise ConfigError(f"{key}={str(d.path)!r} is invalid: its last.pt is not readable ({type(e).__name__}: "
+                              f"{one_line(e)})") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise ConfigError(f"{key}={str(d.path)!r} is invalid: its last.pt is not an lstsd checkpoint")
+    if state.get("epoch", res.get("epochs")) != res.get("epochs"):
+        raise ConfigError(f"{key}={str(d.path)!r} is invalid: its last.pt is at epoch {state.get('epoch')} but its "
+                          f"results.json records {res.get('epochs')} (allowed a run whose checkpoint is its result)")
     k = student.info.num_classes
     require(res.get("num_classes") == k, key,
             f"a run with {k} classes like this dataset (it has {res.get('num_classes')})", str(d.path))
@@ -124,14 +135,18 @@ def from_run(run_dir: str | Path, key: str, student: Student, own_inputs: bool =
     if vocab is not None:  # a textcnn teacher embeds the student's token ids: the same vocabulary, word for word
         require(res.get("vocab_sha256") == student.info.vocab_sha256, key, "a run with the student's vocabulary "
                 "(the same task, training split and model.max_vocab)", str(d.path))
-    model = build_model(model_cfg, k, res["input_shape"], vocab)
-    state = torch.load(d.checkpoint, map_location="cpu", weights_only=False)["model"]
+    shape = res.get("input_shape")
+    require(isinstance(shape, list) and all(isinstance(n, int) and n >= 1 for n in shape), key,
+            "a run whose results.json records its input_shape (a list of sizes)", str(d.path))
+    model = build_model(model_cfg, k, shape, vocab)
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(state["model"])
     except RuntimeError as e:
         raise ConfigError(f"{key}={str(d.path)!r} is invalid: its last.pt does not fit its config ({e})") from None
     inputs = build_data(load_section(d.path, "dataset"), 0, student.device).train if own_inputs else None
-    return Teacher(freeze(model.to(student.device)), str(run_dir), inputs)
+    teacher = freeze(model.to(student.device))
+    check_outputs(teacher, None if own_inputs or vocab is not None else student.probe, k, f"{key}={str(d.path)!r}")
+    return Teacher(teacher, str(run_dir), inputs, record=res)
 
 
 def from_pretrained(value, student: Student, probe, compose: Optional[Compose]) -> nn.Module:
@@ -314,8 +329,13 @@ def teacher_model_config(value, student: Student, compose: Optional[Compose], ke
 
 
 def check_outputs(teacher: nn.Module, x, num_classes: int, what: str) -> None:
-    """One forward pass of ``x`` in eval mode: the teacher gives ``num_classes`` scores per sample, or a
-    :class:`ConfigError` names ``what`` (nothing to check without ``x``)."""
+    """The teacher's weights are finite, and one forward pass of ``x`` in eval mode gives ``num_classes`` finite
+    scores per sample, or a :class:`ConfigError` names ``what`` (no pass without ``x``)."""
+    tensors = [*teacher.named_parameters(), *teacher.named_buffers()]
+    bad = [name for name, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ConfigError(f"{what} is invalid: its weights hold non-finite values (NaN or inf) in "
+                          f"{', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}: allowed finite weights")
     if x is None:
         return
     try:
@@ -324,7 +344,13 @@ def check_outputs(teacher: nn.Module, x, num_classes: int, what: str) -> None:
     except Exception as e:  # noqa: BLE001 - whatever the layers raise: the shapes do not fit
         raise ConfigError(f"{what} does not fit the student's input (shape {'x'.join(map(str, x.shape[1:]))}): "
                           f"{type(e).__name__}: {one_line(e)}") from None
+    if not isinstance(out, Tensor) or not out.is_floating_point():
+        kind = out.dtype if isinstance(out, Tensor) else f"a {type(out).__name__}"
+        raise ConfigError(f"{what} is invalid: it returns {kind}, not a floating-point tensor of logits")
     if out.ndim != 2 or out.shape[1] != num_classes:
         raise ConfigError(f"{what} is invalid: it gives outputs of shape {tuple(out.shape)}, not (batch, "
                           f"{num_classes}): a teacher of another number of classes than the student's "
                           f"{num_classes}")
+    if not bool(torch.isfinite(out).all()):
+        raise ConfigError(f"{what} is invalid: its outputs on the student's first samples are not finite (NaN or "
+                          "inf): allowed a teacher whose logits are finite numbers")

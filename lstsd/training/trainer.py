@@ -27,6 +27,7 @@ from lstsd.training import checkpoint, console
 from lstsd.training.evaluation import evaluate
 from lstsd.training.provenance import provenance
 from lstsd.training.rundir import RunDir, results_record
+from lstsd.training.schedules import Schedule
 from lstsd.training.signals import StopGuard
 from lstsd.training.step_stats import StepStats, non_finite_error
 from lstsd.training.trackers import NoTracker, Tracker
@@ -68,6 +69,7 @@ class Trainer:
         self.cfg, self.model, self.method, self.data = cfg, model, method, data
         self.optimizer, self.scheduler, self.tracker = optimizer, scheduler, tracker or NoTracker()
         self.files, self.epochs, self.identity = RunDir(run_dir), cfg.trainer.epochs, identity
+        self.trained_as: list[int] = []  # earlier lengths of a run resumed with another one (force_resume)
         self.callbacks = list(callbacks)
         self.step_callbacks = [c for c in self.callbacks if type(c).on_step_end is not Callback.on_step_end]
         self.start_epoch = self.global_step = 0
@@ -145,6 +147,7 @@ class Trainer:
         means = {k: v.item() / count for k, v in totals.items()}  # the epoch's one read-back
         if first_bad >= 0:
             raise non_finite_error(first_bad, epoch, means, self.last_checkpoint())
+        self.check_banks(epoch)
         return {"epoch": epoch + 1, "lr": lr, "train_loss": means.pop("loss"),
                 "train_acc": 100.0 * means.pop("correct")} | means
 
@@ -184,6 +187,7 @@ class Trainer:
                                  (self.train_seconds, self.wall_seconds), self.global_step)
         results |= {"world_size": distributed.world_size()} if distributed.active() else {}
         results |= {"fingerprint": fingerprint(self.identity)} if self.identity is not None else {}
+        results |= {"trained_as_epochs": self.trained_as} if self.trained_as else {}
         results["provenance"] = self.provenance
         if main:
             self.files.write_results(results)
@@ -247,6 +251,9 @@ class Trainer:
             "rng_cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
             "seconds": (self.train_seconds, self.wall_seconds),
             "config": self.identity,  # a relaunch of another configuration refuses this file
+            "epochs": self.epochs,  # the length it was trained for, and its learning rates: a relaunch of
+            "schedule": self.scheduler.spec(),  # another length resumes only where the rates so far agree
+            "trained_as": self.trained_as,  # the lengths a forced resume left behind
             "provenance": self.provenance,
         }
 
@@ -279,11 +286,50 @@ class Trainer:
         from lstsd.errors import TrainingError
 
         state = checkpoint.load(path)
+        self.check_length(state, path)
         try:
             self.load_state_dict(state)
         except Exception as e:  # noqa: BLE001 - any failure here means the file does not fit this run
             raise TrainingError(f"cannot resume from {path}: {type(e).__name__}: {e} {checkpoint.START_AFRESH}") from e
         log.info(f"resumed from {path} after {self.position()}")
+
+    def check_banks(self, epoch: int) -> None:
+        """A bank keeps a sample's earlier row for a non-finite one (a float16 bank overflowing while the loss
+        stays finite): the run ends before the epoch's checkpoint instead of training on stale rows (one read an
+        epoch)."""
+        from lstsd.errors import TrainingError
+
+        flags = [b.refused for b in self.method.banks_found()]
+        if flags and bool(torch.stack([f.to(self.device) for f in flags]).any()):
+            raise TrainingError(f"method {self.method.name}: non-finite predictions (NaN or inf, or beyond a float16 "
+                                f"bank's range) were kept out of its per-sample banks in epoch {epoch + 1}; "
+                                f"method.bank_dtype=float32 keeps larger logits; {self.last_checkpoint() or 'no'} "
+                                "checkpoint holds the last good state")
+
+    def check_length(self, state: dict, path: Path) -> None:
+        """A checkpoint resumes into a run of another ``trainer.epochs`` only where that is the same run so far: not
+        past its end, and with the learning rates of every update so far unchanged (a cosine or a step schedule
+        has the shape of its length); ``trainer.force_resume=true`` resumes anyway and records both lengths."""
+        from lstsd.errors import RefusedRelaunch
+
+        done, old = state.get("epoch", 0), state.get("epochs", self.epochs)
+        self.trained_as = list(state.get("trained_as", []))
+        if done > self.epochs:
+            raise RefusedRelaunch(f"trainer.epochs={self.epochs} is invalid: {path} has trained {done} epochs "
+                                  f"(allowed {max(done, old)} or more; a shorter run is a new run folder)")
+        first = Schedule.of_spec(state["schedule"]).first_difference(self.scheduler, state.get("global_step", 0)) \
+            if old != self.epochs and "schedule" in state else None
+        if first is None:
+            return
+        where = f"update {first} (epoch {first // max(1, self.steps_per_epoch) + 1})"
+        if not self.cfg.trainer.force_resume:
+            raise RefusedRelaunch(
+                f"trainer.epochs={self.epochs} is invalid: {path} was trained as a run of {old} epochs, whose "
+                f"learning rates differ from this length's from {where} on (schedule {self.cfg.schedule.name}); "
+                f"allowed {old}, or trainer.force_resume=true to go on with this length's rates")
+        log.warning(f"{path}: resumed as a run of {self.epochs} epochs; its first {done} epochs followed the learning "
+                    f"rates of {old} epochs (they differ from {where})")
+        self.trained_as = [*state.get("trained_as", []), old]
 
     def save_checkpoint(self) -> None:
         if self.cfg.trainer.checkpoint:

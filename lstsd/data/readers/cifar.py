@@ -14,6 +14,7 @@ N x 3 x 32 x 32), and the labels N integers in [0, classes). Anything else is re
 from __future__ import annotations
 
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -148,5 +149,13 @@ def load_cifar(cfg, name: str) -> Splits:
     return Splits(sets, classes, mean, std, scale=255.0, augment="crop_flip")
 
 
+@dataclass
+class CIFARConfig(DatasetConfig):
+    """CIFAR's keys are every dataset's; its files are the python-pickle folder under ``dataset.root``."""
+
+    def inputs(self) -> list[str]:
+        return [str(Path(self.root) / CIFAR[self.name][0])]
+
+
 for _name in CIFAR:
-    register_dataset(_name, DatasetConfig)(lambda cfg, _name=_name: load_cifar(cfg, _name))
+    register_dataset(_name, CIFARConfig)(lambda cfg, _name=_name: load_cifar(cfg, _name))

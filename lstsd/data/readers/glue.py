@@ -47,6 +47,9 @@ class TextDatasetConfig(DatasetConfig):
                     self.pair)
         require(not self.augment, "dataset.augment", "false for text (there is no text augmentation)", self.augment)
 
+    def inputs(self) -> list[str]:
+        return super().inputs() or [str(Path(self.root) / self.folder)]
+
 
 @dataclass(frozen=True)
 class Task:

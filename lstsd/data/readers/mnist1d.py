@@ -78,6 +78,11 @@ class MNIST1DConfig(DatasetConfig):
                 f"an integer >= dataset.template_len={self.template_len}", self.final_seq_length)
         require(0 <= self.data_seed < 2**32, "dataset.data_seed", "an integer in [0, 2^32)", self.data_seed)
 
+    def inputs(self) -> list[str]:
+        """The published pickle where it is read (its generator's keys otherwise say what the data is)."""
+        published = Path(self.root).expanduser() / PUBLISHED_PICKLE
+        return [str(published)] if GeneratorArgs.of(self).canonical and published.is_file() else []
+
 
 log = logging.getLogger(__name__)
 

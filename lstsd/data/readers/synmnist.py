@@ -51,6 +51,11 @@ class SynMNISTConfig(DatasetConfig):
         require(self.size >= 4, "dataset.size", "an integer >= 4", self.size)
         require_choice("dataset.digits", self.digits, DIGITS)
 
+    def inputs(self) -> list[str]:
+        """MNIST's IDX files where they are read."""
+        found = find_mnist(Path(self.root).expanduser()) if self.digits != "sklearn" else None
+        return [str(p) for paths in (found or {}).values() for p in paths]
+
 
 log = logging.getLogger(__name__)
 
