@@ -2,6 +2,7 @@
 (and GPUs) per job that fits the machine, ``experiment=demo``'s joblib launcher gets the same count, a failed or
 killed job never hides the others, and every sweep says where it goes as it starts."""
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -177,6 +178,14 @@ def test_at_most_max_parallel_jobs_with_their_threads_and_a_failed_job_never_hid
     assert "Failed (1 runs):" in table
     assert "TrainingError: non-finite loss at step" in table
     assert "Traceback" not in r.stdout + r.stderr
+    # each job's line on the launching console as it ends, numbered in the order they end (their own consoles
+    # are their log files)
+    lines = re.findall(r"\[(\d)/3\] .*?(optim\.lr=\S+) .*?: (failed \(TrainingError: non-finite loss|"
+                       r"\d+\.\d\d final)", r.stdout + r.stderr)
+    assert sorted(n for n, _, _ in lines) == ["1", "2", "3"], r.stdout + r.stderr
+    ended = {lr: score for _, lr, score in lines}
+    assert ended["optim.lr=1e+30"].startswith("failed") and ended["optim.lr=0.05"].endswith(" final")
+    assert ended["optim.lr=0.02"].endswith(" final")
 
 
 def test_every_sweep_says_where_it_goes_and_how_many_jobs(tmp_path):

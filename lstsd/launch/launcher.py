@@ -23,6 +23,17 @@ from hydra.core.utils import JobReturn
 log = logging.getLogger(__name__)
 
 
+def show_job_line(result: JobReturn, done: int) -> None:
+    """The finished job's line on the launching console (``[3/4] method=lstsd seed=0: 94.90 final (23 s); ...``):
+    the job's own console is its log file."""
+    from lstsd.training.run import job_line
+
+    folder = result.hydra_cfg.hydra.runtime.output_dir if result.hydra_cfg is not None else None
+    line = job_line(folder, done=done) if folder is not None else None
+    if line is not None:
+        log.info(line)
+
+
 class SlurmLaunch:
     """On top of hydra-submitit-launcher's ``SlurmLauncher``."""
 
@@ -116,6 +127,7 @@ class WorkstationLaunch:
         def finish(i: int, job: Any) -> None:
             pool.give_back(running.pop(i)[1])
             returns[i] = job_return(job, list(job_overrides[i]), initial_job_idx + i)
+            show_job_line(returns[i], initial_job_idx + sum(r is not None for r in returns))
 
         try:
             run_at_most(len(job_overrides), p.max_parallel, start, lambda job: job.done(), finish)

@@ -264,18 +264,31 @@ def summary(results: dict, folder: Path) -> str:
 
 
 def job_done(folder: Path, results: dict) -> None:
-    """In a sweep, one line for the finished job: how many of the sweep's jobs are done and failed, its score and
-    time, and the time left (the console of jobs run side by side shows these instead of their epochs)."""
+    """In a sweep, one line for the finished job (:func:`job_line`)."""
+    line = job_line(folder, results)
+    if line is not None:
+        log.info(line)
+
+
+def job_line(folder: Path, results: Optional[dict] = None, done: Optional[int] = None) -> Optional[str]:
+    """The line of a finished job of a sweep (None for a run outside one): how many of the sweep's jobs are done
+    and failed, its score (or its error) and time, and the time left. A run prints it as it ends; a launcher whose
+    jobs run in processes of their own prints it as each one ends (their consoles are their log files), with
+    ``done`` its own count of the jobs ended (two ending together are then told apart)."""
     from lstsd.training.trackers import sweep_folder
 
     sweep = sweep_folder(folder)
-    if sweep is None:
-        return
-    done, failed, total, elapsed = sweep_progress(sweep)
-    m = results["headline"]
+    results = results if results is not None else RunDir(folder).read_results()
+    if sweep is None or results is None:
+        return None
+    finished, failed, total, elapsed = sweep_progress(sweep)
+    done = finished if done is None else done
     job = Path(folder).resolve().relative_to(sweep).as_posix().replace(",", " ")
-    log.info(sweep_line(done, total, failed, job, f"{results[f'test_{m}_final']:.2f} final",
-                        results["wall_seconds"], elapsed))
+    if results.get("status") != "completed":
+        score = f"failed ({str(results.get('error', ''))[:100]})"
+    else:
+        score = f"{results['test_' + results['headline'] + '_final']:.2f} final"
+    return sweep_line(done, total, failed, job, score, results.get("wall_seconds", 0.0), elapsed)
 
 
 def only_rank_0_writes_logs() -> None:
