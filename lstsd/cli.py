@@ -57,6 +57,11 @@ def app(cfg: DictConfig) -> float:
         if os.environ.get("LSTSD_DEBUG") == "1" or in_sweep():
             raise  # a sweep's job: marked failed with this error, and the other jobs go on
         fail(e)
+    except SystemExit as e:  # one's own code (a model or dataset _target_, a method) ended the process
+        if os.environ.get("LSTSD_DEBUG") == "1" or in_sweep():
+            raise
+        fail(TrainingError(f"the run's own code called sys.exit({e.code!r}) (a model._target_, dataset._target_ or "
+                           "a component of an imports= module): allowed code that returns or raises"))
     except Exception as e:  # noqa: BLE001 - an error of lstsd or of the code it runs (a user's model, dataset)
         if os.environ.get("LSTSD_DEBUG") == "1" or in_sweep():
             raise
@@ -305,8 +310,10 @@ def one_line_of(e: Exception, argv: list[str]) -> ConfigError | TrainingError:
         return composition_error(e, argv)
     if isinstance(e, TrainingError):
         return e
-    if isinstance(e, OSError):  # before a job ran (Hydra creating the output folder, its log file): bad input
-        return ConfigError(f"{e.filename or 'a file'}: {e.strerror or e}")
+    os_error = e if isinstance(e, OSError) else e.__cause__ if isinstance(e.__cause__, OSError) else None
+    if os_error is not None:  # before a job ran (Hydra creating the output folder, its log file): bad input
+        return ConfigError(f"{os_error.filename or 'a file'}: {os_error.strerror or os_error} (the run folder, or "
+                           "its log file, cannot be written)")
     # Hydra's machinery around the job (its logging settings): bad input
     cause = f" ({type(e.__cause__).__name__}: {one_line(e.__cause__)})" if e.__cause__ is not None else ""
     return ConfigError(f"Hydra could not start the run: {type(e).__name__}: {one_line(e)}{cause} (check the "

@@ -301,3 +301,17 @@ def test_a_run_whose_banks_refused_rows_ends_before_its_checkpoint(tmp_path, mon
                                             r"banks in epoch 1; method.bank_dtype=float32"):
         run(tiny("method=lstsd", "method.minigen_epochs=1"), tmp_path)
     assert not (tmp_path / "last.pt").exists()
+
+
+def test_a_run_folder_whose_log_cannot_be_written_and_own_code_that_exits_are_one_line(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "cli.log").mkdir(parents=True)  # the log file cannot be opened (as on a read-only mount)
+    out = run_cli("trainer.epochs=1", f"hydra.run.dir={run_dir}")
+    assert out.returncode == 2 and out.stderr == (f"lstsd: error: {run_dir / 'cli.log'}: Is a directory (the run "
+                                                  "folder, or its log file, cannot be written)\n")
+    (tmp_path / "exits.py").write_text("import sys\n\n\ndef Net(num_classes):\n    sys.exit(4)\n")
+    out = run_cli("model._target_=exits.Net", "trainer.epochs=1", f"hydra.run.dir={tmp_path / 'b'}",
+                  PYTHONPATH=str(tmp_path))
+    assert out.returncode == 1 and out.stderr == (
+        "lstsd: training failed: the run's own code called sys.exit(4) (a model._target_, dataset._target_ or a "
+        "component of an imports= module): allowed code that returns or raises\n")
