@@ -47,11 +47,28 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def folder_listing(top: Path) -> list[tuple[str, str, int]]:
+    """(folder relative to ``top``, file name, size) of every file under ``top``, sorted; links to folders followed
+    as the image readers follow them, each real folder once (a loop ends there; the readers refuse it)."""
+    out, seen = [], set()
+    for folder, dirs, files in os.walk(top, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        rel = Path(folder).relative_to(top).as_posix()
+        for name in files:
+            with contextlib.suppress(OSError):  # a file gone meanwhile or unreadable: the reader says so
+                out.append((rel, name, (Path(folder) / name).stat().st_size))
+    return sorted(out)
+
+
 def content_fingerprint(paths) -> str:
     """A short hash of what ``paths`` hold, the same for a moved or copied set of the same files: a file by its
-    content (:func:`file_digest`), a folder by the names (relative to it) and sizes of the files under it (symbolic
-    links to folders not followed; a file rewritten at the same size is not seen: a folder of a million images is
-    listed in seconds, not read); a path that does not exist as ``missing``."""
+    content (:func:`file_digest`), a folder by the names (relative to it) and sizes of the files under it
+    (:func:`folder_listing`; a file rewritten at the same size is not seen: a folder of a million images is listed
+    in seconds, not read); a path that does not exist as ``missing``."""
     h = hashlib.sha256()
     for path in map(Path, paths):
         path = path.expanduser()
@@ -62,11 +79,8 @@ def content_fingerprint(paths) -> str:
                 h.update(b"unreadable")
         elif path.is_dir():
             h.update(b"folder")
-            for folder, _, files in sorted(os.walk(path)):
-                rel = Path(folder).relative_to(path).as_posix()
-                for name in sorted(files):
-                    with contextlib.suppress(OSError):  # a file gone meanwhile or unreadable: the reader says so
-                        h.update(f"\n{rel}/{name} {(Path(folder) / name).stat().st_size}".encode())
+            for rel, name, size in folder_listing(path):
+                h.update(f"\n{rel}/{name} {size}".encode())
         else:
             h.update(b"missing")
         h.update(b"\0")

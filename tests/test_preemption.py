@@ -3,6 +3,7 @@ SIGUSR1 in the middle of an epoch, then launched again with the same command and
 the results.json of an uninterrupted run, wall time aside."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -85,6 +86,9 @@ def test_stop_signal_mid_epoch_checkpoints_then_relaunch(tmp_path, uninterrupted
         assert not (tmp_path / "results.json").exists()  # not a failed run: an interrupted one
     else:
         assert proc.returncode == -sig  # the default action ran after the checkpoint
+        name = signal.Signals(sig).name
+        assert re.fullmatch(rf"lstsd: stopped by {name} after checkpointing at step \d+ of epoch 4; the same "
+                            "command resumes", proc.stderr.read().strip().splitlines()[-1])
     state = torch.load(tmp_path / "last.pt", weights_only=False)
     assert state["in_epoch"] is not None
     assert 0 < state["in_epoch"]["step"] <= 60  # inside epoch 4

@@ -80,7 +80,7 @@ def test_a_shorter_length_than_the_checkpoint_is_refused_and_nothing_written(tmp
         run(tiny("trainer.epochs=4"), tmp_path, callbacks=[CrashAt(2)])  # checkpointed after epoch 2
     before = snapshot(tmp_path)
     with pytest.raises(RefusedRelaunch, match=rf"trainer.epochs=1 is invalid: {tmp_path / 'last.pt'} has trained 2 "
-                                              r"epochs \(allowed 4 or more"):
+                                              r"epochs \(allowed 4, or more where the learning rates so far stay those of 4 epochs"):
         run(tiny("trainer.epochs=1"), tmp_path)
     assert snapshot(tmp_path) == before  # no results.json claiming "completed, epochs 1"
 
@@ -315,3 +315,31 @@ def test_a_run_folder_whose_log_cannot_be_written_and_own_code_that_exits_are_on
     assert out.returncode == 1 and out.stderr == (
         "lstsd: training failed: the run's own code called sys.exit(4) (a model._target_, dataset._target_ or a "
         "component of an imports= module): allowed code that returns or raises\n")
+
+
+def test_legacy_folders_and_teacher_weights_and_linked_class_folders(tmp_path):
+    """A trained folder without inputs.json is not stamped with this launch's inputs; a teacher's weights are part
+    of the student's inputs; a class folder linked from outside the tree is listed like the reader lists it."""
+    data, out = npz(tmp_path / "d.npz", 0), tmp_path / "run"
+    run(compose_cfg(*NPZ, f"dataset.path={data}"), out)
+    (out / ".hydra" / "inputs.json").unlink()  # as a folder trained before inputs were recorded
+    run(compose_cfg(*NPZ, f"dataset.path={npz(tmp_path / 'e.npz', 1)}"), out)  # skipped, with a warning
+    assert not (out / ".hydra" / "inputs.json").exists()
+    a, b = tmp_path / "a", tmp_path / "b"
+    run(tiny("trainer.epochs=1"), a)
+    run(tiny("trainer.epochs=1", "seed=1"), b)
+    run(tiny("method=kd", f"method.teacher_run={a}", "trainer.epochs=1"), tmp_path / "s")
+    shutil.copy(b / "last.pt", a / "last.pt")  # other weights, the same results.json
+    with pytest.raises(ConfigError, match=r"other inputs \(inputs.teacher_run.weights: \w+ -> \w+"):
+        run(tiny("method=kd", f"method.teacher_run={a}", "trainer.epochs=1"), tmp_path / "s")
+    outside = tmp_path / "outside" / "bee"
+    outside.mkdir(parents=True)
+    (outside / "0.png").write_bytes(b"x")
+    tree = tmp_path / "tree" / "train"
+    tree.mkdir(parents=True)
+    (tree / "bee").symlink_to(outside)
+    before = content_fingerprint([tree])
+    (outside / "1.png").write_bytes(b"y")
+    assert content_fingerprint([tree]) != before
+    (outside / "loop").symlink_to(tree)  # a loop ends at the folder seen already
+    assert content_fingerprint([tree]) != before

@@ -28,6 +28,12 @@ def atomic_save(obj, path: Path) -> None:
 def stored_identity(path: Path):
     """The run identity (:func:`lstsd.config.identity.run_identity`) a checkpoint was written with (None when it has
     none), read without loading its tensors; a file that is not a checkpoint is a ConfigError naming it."""
+    return peek(path).get("config")
+
+
+def peek(path: Path) -> dict:
+    """A checkpoint's state with its tensors memory-mapped, not read (its position, identity, schedule); a file that
+    is not a checkpoint is a ConfigError naming it."""
     try:
         try:
             state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
@@ -38,7 +44,7 @@ def stored_identity(path: Path):
                           f"{NOT_READABLE}") from None
     if not isinstance(state, dict) or "model" not in state:
         raise ConfigError(f"{path}: not an lstsd checkpoint {NOT_READABLE}")
-    return state.get("config")
+    return state
 
 
 def save(state: dict, path: Path) -> None:

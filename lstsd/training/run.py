@@ -156,8 +156,11 @@ def inputs_identity(conf: Config) -> dict:
     out = {"data": content_fingerprint(conf.dataset.inputs())}
     teacher_run = getattr(conf.method, "teacher_run", None)
     if teacher_run is not None:
-        record = RunDir(Path(str(teacher_run)).expanduser()).read_results() or {}
+        teacher = RunDir(Path(str(teacher_run)).expanduser())
+        record = teacher.read_results() or {}
         out["teacher_run"] = {k: record.get(k) for k in ("status", "fingerprint", "epochs", "test_acc_final")}
+        out["teacher_run"]["weights"] = content_fingerprint([teacher.checkpoint]) if teacher.checkpoint.exists() \
+            else None
     if getattr(conf.method, "teacher_checkpoint", None) is not None:
         out["teacher_checkpoint"] = content_fingerprint([str(conf.method.teacher_checkpoint)])
     return out
@@ -166,6 +169,10 @@ def inputs_identity(conf: Config) -> dict:
 def claim_inputs(files: RunDir, conf: Config, trained: bool) -> None:
     """Refuse a folder that has trained on other inputs (:func:`inputs_identity`), then record this run's."""
     inputs = inputs_identity(conf)
+    if trained and not files.inputs.exists() and not conf.trainer.force_resume:
+        log.warning(f"{files.path} was trained before lstsd recorded a run's inputs: they are not checked, nor "
+                    "recorded now (trainer.force_resume=true records this launch's)")
+        return
     saved = read_json(files.inputs) if trained and files.inputs.exists() else None
     diff = differences(saved, inputs, "inputs") if saved is not None else []
     if diff and not conf.trainer.force_resume:
@@ -321,6 +328,8 @@ def run_validated(conf: Config, files: RunDir, overrides: list[str], ident: Opti
             trainer = assemble(conf, files.path, overrides, teacher, ident, callbacks)
         except OSError as e:  # an unreadable data file or folder: bad input
             raise ConfigError(f"{e.filename or 'a file'}: {e.strerror or e}") from None
+        trainer.check_relaunch()  # every rank (each resumes from the file), before the first line: a refused
+        # relaunch logs nothing
         if distributed.is_main():  # only rank 0 writes files and logs
             log.info(f"{conf.method.label} on {conf.dataset.name} / {conf.model.name}, seed {conf.seed}, "
                      f"{conf.trainer.epochs} epochs: {files.path}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 
 import torch
@@ -72,5 +73,8 @@ class StopGuard:
         self.restore()
         if self.signum == signal.SIGINT:  # Ctrl-C: the command line ends with one line (exit code 130)
             raise KeyboardInterrupt
+        if distributed.is_main():  # the console's one line (the log has the warning above)
+            print(f"lstsd: stopped by {name} after checkpointing at {where}; the same command resumes",
+                  file=sys.stderr, flush=True)
         os.kill(os.getpid(), self.signum)
         raise TrainingError(f"stopped by {name} after checkpointing")

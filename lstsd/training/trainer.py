@@ -306,6 +306,12 @@ class Trainer:
                                 f"method.bank_dtype=float32 keeps larger logits; {self.last_checkpoint() or 'no'} "
                                 "checkpoint holds the last good state")
 
+    def check_relaunch(self) -> None:
+        """Before anything is logged or written: the checkpoint a relaunch would resume fits this length
+        (:meth:`check_length`, on the memory-mapped file)."""
+        if self.cfg.trainer.resume and self.files.checkpoint.exists():
+            self.check_length(checkpoint.peek(self.files.checkpoint), self.files.checkpoint)
+
     def check_length(self, state: dict, path: Path) -> None:
         """A checkpoint resumes into a run of another ``trainer.epochs`` only where that is the same run so far: not
         past its end, and with the learning rates of every update so far unchanged (a cosine or a step schedule
@@ -316,7 +322,8 @@ class Trainer:
         self.trained_as = list(state.get("trained_as", []))
         if done > self.epochs:
             raise RefusedRelaunch(f"trainer.epochs={self.epochs} is invalid: {path} has trained {done} epochs "
-                                  f"(allowed {max(done, old)} or more; a shorter run is a new run folder)")
+                                  f"(allowed {old}, or more where the learning rates so far stay those of {old} "
+                                  "epochs; a shorter run is a new run folder)")
         first = Schedule.of_spec(state["schedule"]).first_difference(self.scheduler, state.get("global_step", 0)) \
             if old != self.epochs and "schedule" in state else None
         if first is None:
