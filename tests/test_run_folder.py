@@ -250,7 +250,8 @@ def test_read_only_run_folder_is_one_line_exit_2(tmp_path):
     assert r.returncode == 2, r.stderr
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, r.stderr
-    assert lines[0] == f"lstsd: error: {mount}/run: Read-only file system", r.stderr
+    assert lines[0] == (f"lstsd: error: {mount}/run: Read-only file system (the run folder, or its log file, "
+                        "cannot be written)"), r.stderr
 
 
 # --------------------------------------------------------------------------- lstsd-report on damaged folders
