@@ -70,6 +70,7 @@ class Method:
     name = "base"
     lr_cycles: Optional[list[int]] = None  # epochs per learning-rate cycle; None: one schedule over the run
     teacher_dir: Optional[str] = None  # the finished run the teacher was loaded from (KD, LW-KD)
+    teacher_record: Optional[dict] = None  # that run's results.json, read with the weights
     minigen_ends: Optional[list[int]] = None  # epochs at which mini-generations end (snapshots)
     teacher_forwards = 0  # forward passes of the student's architecture a step adds (lstsd-bench's inherent cost)
     images_per_step = 1  # images a step trains on per new image (lstsd-bench)

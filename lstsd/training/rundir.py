@@ -273,7 +273,7 @@ def results_record(config, info, history: list[dict], method, seconds: tuple[flo
     out["bank_bytes"] = method.bank_bytes()
     if method.teacher_dir is not None:
         # the record read with its weights (a run extended since would record another score)
-        teacher = getattr(method, "teacher_record", None) or RunDir(method.teacher_dir).read_results() or {}
+        teacher = method.teacher_record or RunDir(method.teacher_dir).read_results() or {}
         out |= {"teacher_dir": str(method.teacher_dir), "teacher_test_acc": teacher.get("test_acc_final"),
                 "teacher_dataset": teacher.get("dataset")}
     if method.minigen_ends:
