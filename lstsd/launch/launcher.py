@@ -4,7 +4,7 @@ each one line: this module's behaviour on top of hydra-submitit-launcher's class
 
 * ``hydra/launcher=slurm`` (``lstsd/conf/hydra/launcher/slurm.yaml``): :class:`SlurmLaunch`, which reads job states
   from squeue where sacct fails and waits for every job of a launch, a job that ended without a result counted
-  as failed (:mod:`lstsd.launch.slurm`).
+  as failed (:mod:`lstsd.launch.slurm`), printing each job's line as it ends.
 * ``hydra/launcher=workstation`` (``lstsd/conf/hydra/launcher/workstation.yaml``): :class:`WorkstationLaunch`,
   which runs at most ``max_parallel`` jobs at a time, each with its thread count and its GPUs
   (:mod:`lstsd.launch.workstation`), and counts a job that ended without a result as failed instead of stopping
@@ -12,10 +12,13 @@ each one line: this module's behaviour on top of hydra-submitit-launcher's class
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import signal
+import threading
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from hydra.core.utils import JobReturn
@@ -26,10 +29,47 @@ log = logging.getLogger(__name__)
 def show_job_line(result: JobReturn, done: int) -> None:
     """The finished job's line on the launching console (``[3/4] method=lstsd seed=0: 94.90 final (23 s); ...``):
     the job's own console is its log file."""
+    if result.hydra_cfg is not None:
+        show_job_line_of(Path(result.hydra_cfg.hydra.runtime.output_dir), done)
+
+
+@contextlib.contextmanager
+def job_lines_as_they_end(sweep_dir: Path, poll_s: float = 2.0):
+    """While a launch waits for jobs it does not run itself (SLURM), print each job's line as its results.json
+    appears (a thread that reads the sweep folder every ``poll_s`` seconds, and once more at the end)."""
+    from lstsd.training.rundir import RESULTS
+
+    def ended() -> set:
+        return {p.parent for p in sweep_dir.glob(f"*/{RESULTS}")} if sweep_dir.is_dir() else set()
+
+    before, shown, stop = ended(), set(), threading.Event()
+
+    def show_new() -> None:
+        for folder in sorted(ended() - before - shown):
+            shown.add(folder)
+            show_job_line_of(folder, len(before) + len(shown))
+
+    def watch() -> None:
+        while not stop.wait(poll_s):
+            show_new()
+
+    thread = threading.Thread(target=watch, name="lstsd-job-lines", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        show_new()
+
+
+def show_job_line_of(folder: Path, done: int) -> None:
     from lstsd.training.run import job_line
 
-    folder = result.hydra_cfg.hydra.runtime.output_dir if result.hydra_cfg is not None else None
-    line = job_line(folder, done=done) if folder is not None else None
+    try:
+        line = job_line(folder, done=done)
+    except Exception:  # noqa: BLE001 - a results.json being written or damaged: the table at the end says so
+        return
     if line is not None:
         log.info(line)
 
@@ -52,7 +92,8 @@ class SlurmLaunch:
 
         before = set(SlurmJob.watcher._registered)  # the jobs of this launch: the ones registered from now on
         try:
-            return super().launch(job_overrides, initial_job_idx)
+            with job_lines_as_they_end(Path(str(self.config.hydra.sweep.dir))):
+                return super().launch(job_overrides, initial_job_idx)
         except (UncompletedJobError, FailedJobError) as e:  # one job ended without a result: wait for all of them
             launched = sorted(set(SlurmJob.watcher._registered) - before)
             waited = re.match(r"Job (\S+) \(task", str(e))  # submitit's message: "Job <id> (task: 0) with path ..."

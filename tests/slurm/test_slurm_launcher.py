@@ -88,6 +88,10 @@ def test_array_of_four_runs_never_more_than_two_at_once(four_runs):
     assert max(sum(a <= t < b for a, b in spans) for t, _ in spans) == 2, spans
     assert "| default | mnist1d | mnist1d_cnn | vanilla | 4 | acc |" in r.stdout  # the end-of-sweep table
     sacct_said_at_most_once(r.stdout + r.stderr)
+    # each job's line on the launching console as it ends (read from its results.json)
+    ended = re.findall(r"\[(\d)/4\] .*seed=(\d).*: \d+\.\d\d final", r.stdout + r.stderr)
+    assert sorted(n for n, _ in ended) == ["1", "2", "3", "4"], r.stdout[-3000:] + r.stderr[-3000:]
+    assert sorted(seed for _, seed in ended) == ["0", "1", "2", "3"], ended
 
 
 @pytest.mark.timeout(240)
@@ -233,7 +237,9 @@ def test_cancelled_array_relaunched_resumes_the_unfinished_runs(slurm, tmp_path)
     assert launcher.returncode == 1, out[-3000:]
     assert "Traceback" not in out, out[-3000:]
     assert "3 of 3 jobs failed" in out, out[-3000:]
-    assert out.count("TrainingError: stopped by SIGTERM after checkpointing") == 2 + 2  # the list and the table
+    # the two jobs' lines as they ended, the list and the table
+    assert out.count("TrainingError: stopped by SIGTERM after checkpointing") == 2 + 2 + 2
+    assert len(re.findall(r"\[\d/3\] .*: failed \(TrainingError: stopped by SIGTERM after checkpointing", out)) == 2
     assert re.search(rf"seed=2: JobEnded: SLURM job {arrays[0]}_2 ended without a result \(state: CANCELLED\)", out)
     assert "| 0 | acc | - | - | 2 failed |" in out
     assert "Missing (1 jobs of the sweep never started)" in out
