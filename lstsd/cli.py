@@ -53,22 +53,23 @@ def app(cfg: DictConfig) -> float:
 
     try:
         results = run(cfg)
-    except (ConfigError, TrainingError) as e:  # stop here, before Hydra wraps it in a multi-line job report
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - stop here, before Hydra wraps it in a multi-line report
         if os.environ.get("LSTSD_DEBUG") == "1" or in_sweep():
             raise  # a sweep's job: marked failed with this error, and the other jobs go on
-        fail(e)
-    except SystemExit as e:  # one's own code (a model or dataset _target_, a method) ended the process
-        if os.environ.get("LSTSD_DEBUG") == "1" or in_sweep():
-            raise
-        fail(TrainingError(f"the run's own code called sys.exit({e.code!r}) (a model._target_, dataset._target_ or "
-                           "a component of an imports= module): allowed code that returns or raises"))
-    except Exception as e:  # noqa: BLE001 - an error of lstsd or of the code it runs (a user's model, dataset)
-        if os.environ.get("LSTSD_DEBUG") == "1" or in_sweep():
-            raise
-        fail(TrainingError(f"{type(e).__name__}: {one_line(e)} ({traceback_logged()}; HYDRA_FULL_ERROR=1 prints "
-                           "it)"))
+        fail(run_error(e))
     metric = results.get("headline", "acc")  # what a hyper-parameter sweeper maximises: the headline metric
     return results.get(f"val_{metric}_final", results[f"test_{metric}_final"])
+
+
+def run_error(e: BaseException) -> ConfigError | TrainingError:
+    """The one line a run ends with: its own error; one's own code (a model or dataset ``_target_``, a method)
+    ending the process; any other exception, its traceback written to the run's log (called while handling it)."""
+    if isinstance(e, (ConfigError, TrainingError)):
+        return e
+    if isinstance(e, SystemExit):
+        return TrainingError(f"the run's own code called sys.exit({e.code!r}) (a model._target_, dataset._target_ or "
+                             "a component of an imports= module): allowed code that returns or raises")
+    return TrainingError(f"{type(e).__name__}: {one_line(e)} ({traceback_logged()}; HYDRA_FULL_ERROR=1 prints it)")
 
 
 def traceback_logged() -> str:

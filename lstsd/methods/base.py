@@ -205,6 +205,11 @@ class Method:
             self.bank_list = [v for v in values if isinstance(v, SampleBank)]
         return self.bank_list
 
+    def banks_refused(self) -> bool:
+        """Whether a bank kept a non-finite row out since its flag was cleared (one device-to-host read)."""
+        flags = [b.refused for b in self.banks_found()]
+        return bool(flags) and bool(torch.stack([f.to(flags[0].device) for f in flags]).any())
+
     def after_optimizer_step(self) -> None:
         """The step's bookkeeping (bank writes, EMA update, the last batch) after ``optimizer.step()`` of the step
         whose loss :meth:`compute_loss` gave, without gradients. A bank keeps its earlier row for a non-finite row
@@ -251,12 +256,10 @@ class Method:
         if self.own_loop and self.pending is not None:
             raise RuntimeError(f"{where} with the last compute_loss() awaiting after_optimizer_step(): call "
                                "after_optimizer_step() after the step's optimizer.step(), then on_epoch_end()")
-        if self.own_loop:  # the epoch's one read-back of the banks' refused rows, before the epoch's end updates
-            banks = self.banks_found()
-            if banks and bool(torch.stack([b.refused.to(banks[0].refused.device) for b in banks]).any()):
-                for bank in banks:
-                    bank.clear_refused()
-                raise RuntimeError(refused_rows_error(self.name, f"on_epoch_end({epoch})", epoch, self.steps_done))
+        if self.own_loop and self.banks_refused():  # the epoch's one read-back, before the epoch's end updates
+            for bank in self.banks_found():
+                bank.clear_refused()
+            raise RuntimeError(refused_rows_error(self.name, f"on_epoch_end({epoch})", epoch, self.steps_done))
 
     def after_on_epoch_end(self, epoch: int) -> None:
         self.open_epoch = None

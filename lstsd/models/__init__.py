@@ -8,7 +8,7 @@ import copy
 import inspect
 from typing import Optional
 
-from torch import nn
+from torch import Tensor, nn
 
 from lstsd.registry import MODELS
 
@@ -36,6 +36,14 @@ def pretrained_classes(cfg) -> Optional[int]:
         return None
     count = getattr(MODELS[cfg.arch], "pretrained_classes", None)
     return None if count is None else count(cfg)
+
+
+def not_logits(out) -> Optional[str]:
+    """What a model's output is when it is not a floating-point tensor of logits (``a tuple``, ``a tensor of
+    torch.int64``), or None: the check of a student's dry forward pass and of a teacher's."""
+    if isinstance(out, Tensor):
+        return None if out.is_floating_point() else f"a tensor of {out.dtype}"
+    return f"a {type(out).__name__}"
 
 
 def freeze(model: nn.Module) -> nn.Module:

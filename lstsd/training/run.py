@@ -30,7 +30,7 @@ from lstsd.training.trackers import build_trackers
 from lstsd.methods import build_method
 from lstsd.methods.base import RunContext
 from lstsd.methods.teacher import TeacherConfig
-from lstsd.models import build_model, check_model
+from lstsd.models import build_model, check_model, not_logits
 from lstsd.training.console import sweep_line
 from lstsd.training.rundir import RunDir, failure_record, read_json, sweep_progress, write_json
 from lstsd.training.schedules import build_schedule
@@ -130,8 +130,7 @@ def dry_forward(model, data, conf: Config) -> None:
         raise ConfigError(f"{where}: {type(e).__name__}: {one_line(e)}") from None
     finally:
         model.train()
-    if not isinstance(out, torch.Tensor) or not out.is_floating_point():
-        what = f"a tensor of {out.dtype}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
+    if (what := not_logits(out)) is not None:
         raise ConfigError(f"{where}: it returns {what}, not a floating-point tensor of logits (batch, "
                           f"{data.info.num_classes}) (a model returning several outputs: wrap it to return the "
                           "logits alone)")

@@ -62,6 +62,11 @@ def read_json(path: Path):
         raise ConfigError(f"{path}: not a readable JSON file ({type(e).__name__}: {one_line(e)})") from None
 
 
+def lock_holder(fd: int) -> str:
+    """Who holds a folder's lock, as its holder wrote it into the lock file (``process <pid> on <host> since ...``)."""
+    return os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+
+
 class RunDir:
     """The files of one run's folder."""
 
@@ -159,7 +164,7 @@ class RunDir:
                     log.warning(f"{self.path / name}: this file system has no file locks ({e.strerror}): "
                                 "nothing stops a second process from running in this folder")
                 else:
-                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+                    holder = lock_holder(fd)
                     raise ConfigError(f"{self.path} is in use by {holder}: one process per run folder; wait for it "
                                       "to end, or launch into another folder (another name= or hydra.run.dir=)")
             os.ftruncate(fd, 0)
@@ -184,7 +189,7 @@ class RunDir:
                 fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except OSError as e:
                 if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+                    holder = lock_holder(fd)
                     raise ConfigError(f"{key}={str(self.path)!r} is invalid now: the run is in use by {holder} "
                                       "(allowed a run no process is writing; wait for it to end)") from None
             yield self

@@ -38,7 +38,7 @@ from lstsd.data.text import ENCODERS
 from lstsd.data.types import DataInfo
 from lstsd.errors import ConfigError, one_line, require
 from lstsd.methods.teacher import Teacher, TeacherConfig
-from lstsd.models import build_model, check_model, freeze, frozen_copy, pretrained_classes
+from lstsd.models import build_model, check_model, freeze, frozen_copy, not_logits, pretrained_classes
 from lstsd.models.checkpoint_files import load_state, read_checkpoint
 from lstsd.registry import DATASETS, MODELS
 from lstsd.training.rundir import TEACHER_LOCK, RunDir
@@ -344,8 +344,7 @@ def check_outputs(teacher: nn.Module, x, num_classes: int, what: str) -> None:
     except Exception as e:  # noqa: BLE001 - whatever the layers raise: the shapes do not fit
         raise ConfigError(f"{what} does not fit the student's input (shape {'x'.join(map(str, x.shape[1:]))}): "
                           f"{type(e).__name__}: {one_line(e)}") from None
-    if not isinstance(out, Tensor) or not out.is_floating_point():
-        kind = out.dtype if isinstance(out, Tensor) else f"a {type(out).__name__}"
+    if (kind := not_logits(out)) is not None:
         raise ConfigError(f"{what} is invalid: it returns {kind}, not a floating-point tensor of logits")
     if out.ndim != 2 or out.shape[1] != num_classes:
         raise ConfigError(f"{what} is invalid: it gives outputs of shape {tuple(out.shape)}, not (batch, "

@@ -285,8 +285,7 @@ class Trainer:
         """Load ``path``; any mismatch is a :class:`~lstsd.errors.TrainingError` saying how to start afresh."""
         from lstsd.errors import TrainingError
 
-        state = checkpoint.load(path)
-        self.check_length(state, path)
+        state = checkpoint.load(path)  # its length was checked before the run began (check_relaunch)
         try:
             self.load_state_dict(state)
         except Exception as e:  # noqa: BLE001 - any failure here means the file does not fit this run
@@ -299,8 +298,7 @@ class Trainer:
         epoch)."""
         from lstsd.errors import TrainingError
 
-        flags = [b.refused for b in self.method.banks_found()]
-        if flags and bool(torch.stack([f.to(self.device) for f in flags]).any()):
+        if self.method.banks_refused():
             raise TrainingError(f"method {self.method.name}: non-finite predictions (NaN or inf, or beyond a float16 "
                                 f"bank's range) were kept out of its per-sample banks in epoch {epoch + 1}; "
                                 f"method.bank_dtype=float32 keeps larger logits; {self.last_checkpoint() or 'no'} "
