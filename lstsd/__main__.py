@@ -1,3 +1,3 @@
-from lstsd.cli import main
+from lstsd.cli import entry
 
-main()
+entry()

@@ -305,35 +305,42 @@ def method_labels(text: str) -> list[str]:
     return labels
 
 
-STARTUP = {  # the start-up row's commands: python and torch alone, a typo refused, and a default 1-epoch run
+STARTUP = {  # the start-up row's commands: python and torch alone, a typo refused, a default 1-epoch and whole run
     "import torch": [sys.executable, "-c", "import torch"],
     "lstsd typo (refused)": [sys.executable, "-m", "lstsd", "trainer.epoch=1"],
     "lstsd 1-epoch run": [sys.executable, "-m", "lstsd", "trainer.epochs=1", "trainer.progress=false"],
+    "lstsd default run (200 epochs)": [sys.executable, "-m", "lstsd", "trainer.progress=false"],
 }
 
 
 def startup(rounds: int) -> str:
     """``--startup``: each command of :data:`STARTUP` as a fresh process, interleaved over ``rounds`` rounds; the
-    median CPU time (user + system, from the children's resource usage) and wall time of each, and the ratios of
-    the run's and the typo's CPU to ``import torch``'s."""
+    median CPU time (user + system, from the children's resource usage) and wall time of each, the ratios of the
+    runs' and the typo's CPU to ``import torch``'s, and of each run's CPU to its training steps' time (results.json's
+    ``train_seconds``: the epochs' steps, on one thread, so their wall time is their CPU time)."""
     import resource
 
-    cpu, wall = {k: [] for k in STARTUP}, {k: [] for k in STARTUP}
+    cpu, wall, steps = ({k: [] for k in STARTUP} for _ in range(3))
     with tempfile.TemporaryDirectory() as folder:
         for r in range(rounds):
             for label, command in STARTUP.items():
-                extra = [f"hydra.run.dir={folder}/run{r}"] if "run" in label else []
+                run_dir = Path(folder) / f"{label.split()[1]}{r}"
+                extra = [f"hydra.run.dir={run_dir}"] if "run" in label else []
                 before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
                 subprocess.run([*command, *extra], capture_output=True, env={**os.environ, "WANDB_MODE": "disabled"})
                 after = resource.getrusage(resource.RUSAGE_CHILDREN)
                 wall[label].append(time.perf_counter() - start)
                 cpu[label].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+                if extra:
+                    steps[label].append(cpu[label][-1] / json.loads((run_dir / "results.json").read_text())
+                                        ["train_seconds"])
     base = statistics.median(cpu["import torch"])
     lines = [f"start-up: median of {rounds} rounds, each command a fresh process", "",
-             "| command | CPU s | wall s | CPU × import torch |", "|---|---|---|---|"]
+             "| command | CPU s | wall s | CPU × import torch | CPU × its training steps |", "|---|---|---|---|---|"]
     for label in STARTUP:
         c = statistics.median(cpu[label])
-        lines.append(f"| {label} | {c:.2f} | {statistics.median(wall[label]):.2f} | {c / base:.2f} |")
+        ratio = f"{statistics.median(steps[label]):.2f}" if steps[label] else "-"
+        lines.append(f"| {label} | {c:.2f} | {statistics.median(wall[label]):.2f} | {c / base:.2f} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -352,7 +359,7 @@ def main(argv=None) -> None:
     parser.add_argument("--json", action="store_true", help="print the rows as a JSON list instead of a table")
     parser.add_argument("--smoke", action="store_true", help="a tiny CPU model and 1 step: checks that it runs")
     parser.add_argument("--startup", type=positive, metavar="ROUNDS",
-                        help="instead: the start-up of a fresh process (import torch, a typo refused, a 1-epoch run)")
+                        help="instead: the start-up of a fresh process (import torch, a typo refused, a 1-epoch and a default 200-epoch run)")
     args = parser.parse_args(argv)
     if args.startup:
         return print(startup(args.startup))

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from lstsd.config import compose
-from lstsd.errors import (ConfigError, TrainingError, missing_extra, one_line,
+from lstsd.errors import (ConfigError, TrainingError, ends_without_teardown, missing_extra, one_line,
                           quiet_when_piped_into_a_closed_reader)
 from lstsd.launch.sweeper import as_one_value_sweeps, failed_jobs, single_method_keys
 
@@ -348,6 +348,10 @@ def evaluate_main(argv=None) -> None:
     width = max(map(len, scores))
     for key, value in scores.items():
         print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+
+
+entry = ends_without_teardown(main)  # the console scripts (pyproject.toml) and python -m lstsd
+evaluate_entry = ends_without_teardown(evaluate_main)
 
 
 def evaluate_run(path: Path) -> dict:

@@ -113,8 +113,13 @@ def test_bad_override_exits_2_with_one_line():
 def test_the_startup_row_times_fresh_processes():
     r = bench("--startup", "1")
     assert r.returncode == 0, r.stderr
-    rows = {line.split(" | ")[0].strip("| "): line for line in r.stdout.splitlines() if line.startswith("| ")}
-    assert set(rows) == {"command", "import torch", "lstsd typo (refused)", "lstsd 1-epoch run"}
-    assert rows["import torch"].endswith("| 1.00 |")
-    ratio = float(rows["lstsd 1-epoch run"].split(" | ")[-1].strip(" |"))
-    assert ratio > 1  # a run imports torch and more
+    rows = {line.split(" | ")[0].strip("| "): line.strip("| ").split(" | ") for line in r.stdout.splitlines()
+            if line.startswith("| ")}
+    assert set(rows) == {"command", "import torch", "lstsd typo (refused)", "lstsd 1-epoch run",
+                         "lstsd default run (200 epochs)"}
+    assert rows["import torch"][3:] == ["1.00", "-"]
+    assert rows["lstsd typo (refused)"][4] == "-"  # no run, no training steps
+    run, whole = rows["lstsd 1-epoch run"], rows["lstsd default run (200 epochs)"]
+    assert float(run[3]) > 1  # a run imports torch and more
+    assert float(whole[1]) > float(run[1])  # 200 epochs take longer than one
+    assert float(whole[4]) > 1  # the process does more than its training steps

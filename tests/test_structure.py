@@ -269,13 +269,15 @@ def test_every_experiment_composes_from_the_snapshot_as_from_the_schemas(tmp_pat
 
 def test_a_default_run_imports_no_optional_library(tmp_path):
     """A default run (MNIST-1D, vanilla) imports neither timm, torchvision's models, wandb, tensorboard nor
-    scikit-learn: each is loaded only by the option that needs it (model=timm, logger=wandb, ...)."""
+    scikit-learn: each is loaded only by the option that needs it (model=timm, logger=wandb, ...); nor
+    torch._dynamo, which only trainer.compile needs (lstsd.training.optimizers)."""
     script = textwrap.dedent(f"""
         import sys
         sys.argv = ["lstsd", "trainer.epochs=1", "trainer.progress=false", "hydra.run.dir={tmp_path / 'run'}"]
         from lstsd.cli import main
         main()
-        heavy = ("timm", "wandb", "tensorboard", "sklearn", "torchvision.models", "transformers", "lightning")
+        heavy = ("timm", "wandb", "tensorboard", "sklearn", "torchvision.models", "transformers", "lightning",
+                 "torch._dynamo", "sympy")
         print("IMPORTED", sorted(m for m in heavy if m in sys.modules))
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,

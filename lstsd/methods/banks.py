@@ -76,7 +76,8 @@ class SampleBank:
             values = top.values.to(self.values.dtype)
         else:
             values = rows.to(self.values.dtype)
-        finite = torch.isfinite(values).all(1).to(index.device)
+        # x - x is 0 for a finite x and NaN for inf or NaN: three kernels where isfinite(...).all(1) takes five
+        finite = ((values - values).sum(1) == 0).to(index.device)
         target = torch.where(finite, index, len(self.values))  # a non-finite row goes to the scratch row
         self.all_values[target] = values
         if self.topk:

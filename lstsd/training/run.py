@@ -22,7 +22,7 @@ from lstsd import distributed
 from lstsd.config import Config, compose, validate
 from lstsd.config.identity import differences, run_identity
 from lstsd.data import build_data
-from lstsd.training import checkpoint
+from lstsd.training import checkpoint, optimizers
 from lstsd.training.trainer import Callback, Trainer, autocast
 from lstsd.fileio import content_fingerprint
 from lstsd.errors import EXTRAS, ConfigError, RefusedRelaunch, TrainingError, need_extra, one_line
@@ -98,7 +98,7 @@ def assemble(conf: Config, run_dir: Path, overrides: list[str], teacher: Optiona
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
                                                         broadcast_buffers=False)
     try:
-        optimizer = instantiate(conf.optim, _convert_="all")(model.parameters())
+        optimizer = optimizers.build(instantiate(conf.optim, _convert_="all"), model.parameters())
     except (ValueError, TypeError) as e:  # the optimiser's own argument checks, beyond the schema's
         raise ConfigError(f"optim: {conf.optim._target_} refuses its arguments: {one_line(e)}") from None
     steps = min(len(data.train), conf.trainer.limit_batches or len(data.train))  # updates an epoch
