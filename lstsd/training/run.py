@@ -18,7 +18,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from lstsd import distributed
+from lstsd import distributed, machine
 from lstsd.config import Config, compose, validate
 from lstsd.config.identity import differences, run_identity
 from lstsd.data import build_data
@@ -83,6 +83,8 @@ def assemble(conf: Config, run_dir: Path, overrides: list[str], teacher: Optiona
     threads = conf.trainer.threads or (1 if device.type == "cpu" else None)  # see TrainerConfig.threads
     if threads:
         torch.set_num_threads(threads)
+    if device.type == "cpu":
+        machine.keep_freed_memory()
     seed_everything(conf.seed)
     data = build_data(conf.dataset, conf.seed, device, channels_last=conf.trainer.channels_last,
                       rank=distributed.rank(), world_size=distributed.world_size(), model_cfg=conf.model)

@@ -1,6 +1,8 @@
-"""torch.optim's optimisers as the trainer builds them (lstsd.training.optimizers.eager): the same updates, states
-and checkpoints as the stock classes, to the bit, without importing torch._dynamo; and the console commands' end
-without the interpreter's teardown (lstsd.errors.ends_without_teardown) keeps exit handlers, output and status."""
+"""What a process pays beyond its training steps, and that cutting it changes nothing a run computes: torch.optim's
+optimisers as the trainer builds them (lstsd.training.optimizers.eager) give the stock classes' updates, states and
+checkpoints to the bit without importing torch._dynamo; the console commands' end without the interpreter's teardown
+(lstsd.errors.ends_without_teardown) keeps exit handlers, output and status; a CPU run's allocator keeps freed
+memory (lstsd.machine.keep_freed_memory)."""
 import functools
 import os
 import subprocess
@@ -10,6 +12,7 @@ import textwrap
 import pytest
 import torch
 
+from lstsd.machine import keep_freed_memory
 from lstsd.training.optimizers import build, eager
 
 CASES = [
@@ -130,3 +133,25 @@ def test_a_thread_still_running_or_an_error_ends_the_usual_way(tmp_path):
     assert out.returncode == 1 and "KeyError: 'boom'" in out.stderr  # the traceback, as Python prints it
     assert out.stderr.endswith("teardown\n")
     assert (tmp_path / "atexit").read_text() == "ran"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_a_cpu_run_keeps_freed_memory_for_reuse():
+    script = textwrap.dedent("""
+        import ctypes
+        from lstsd.machine import keep_freed_memory
+        class Info(ctypes.Structure):  # glibc's struct mallinfo2
+            _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                       "fsmblks", "uordblks", "fordblks", "keepcost")]
+        libc = ctypes.CDLL(None)
+        libc.mallinfo2.restype = Info
+        def mappings_of_a_block():
+            before = libc.mallinfo2().hblks
+            block = ctypes.create_string_buffer(4 << 20)  # a 4 MiB block, as a batch's activation
+            return libc.mallinfo2().hblks - before
+        print(mappings_of_a_block(), keep_freed_memory(), keep_freed_memory(), mappings_of_a_block())
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "True", "True", "0"]  # mapped afresh before; from the heap after
+    assert keep_freed_memory() in (True, False)
