@@ -324,14 +324,14 @@ def startup(rounds: int) -> str:
     with tempfile.TemporaryDirectory() as folder:
         for r in range(rounds):
             for label, command in STARTUP.items():
-                run_dir = Path(folder) / f"{label.split()[1]}{r}"
-                extra = [f"hydra.run.dir={run_dir}"] if "run" in label else []
+                run_dir = Path(folder) / f"{label.split()[1]}{r}" if "run" in label else None
+                extra = [f"hydra.run.dir={run_dir}"] if run_dir else []
                 before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
                 subprocess.run([*command, *extra], capture_output=True, env={**os.environ, "WANDB_MODE": "disabled"})
                 after = resource.getrusage(resource.RUSAGE_CHILDREN)
                 wall[label].append(time.perf_counter() - start)
                 cpu[label].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
-                if extra:
+                if run_dir:
                     steps[label].append(cpu[label][-1] / json.loads((run_dir / "results.json").read_text())
                                         ["train_seconds"])
     base = statistics.median(cpu["import torch"])
@@ -359,7 +359,8 @@ def main(argv=None) -> None:
     parser.add_argument("--json", action="store_true", help="print the rows as a JSON list instead of a table")
     parser.add_argument("--smoke", action="store_true", help="a tiny CPU model and 1 step: checks that it runs")
     parser.add_argument("--startup", type=positive, metavar="ROUNDS",
-                        help="instead: the start-up of a fresh process (import torch, a typo refused, a 1-epoch and a default 200-epoch run)")
+                        help="instead: the start-up of a fresh process (import torch, a typo refused, a 1-epoch "
+                             "and a default 200-epoch run)")
     args = parser.parse_args(argv)
     if args.startup:
         return print(startup(args.startup))

@@ -131,12 +131,12 @@ def quiet_when_piped_into_a_closed_reader(main: Callable) -> Callable:
 
 def ends_without_teardown(main: Callable[[], None]) -> Callable[[], None]:
     """A console command's entry point: ``main()``, then the end of the process without the interpreter's teardown of
-    its modules, which takes about 0.5 s of CPU once torch is imported (a third of ``python -c "import torch"``'s
-    1.4 s on the machine of docs/performance.md). What an exit must do still happens first: the exit handlers run
-    (logging's flush, trackers, data-loader workers, temporary folders), the standard streams are flushed, and the
-    exit status is ``sys.exit``'s. With another non-daemon thread still running, or on an exception other than
-    SystemExit (its traceback), the process ends the usual way. Only the console scripts use it: ``main()`` called
-    in a process of one's own returns (or raises SystemExit) as before."""
+    its modules, which takes about 0.5 s of CPU once torch is imported (``python -c "import torch"`` spends 0.47 s
+    of its 1.6 s there on the machine of docs/performance.md). What an exit must do still happens first: the exit
+    handlers run (logging's flush, trackers, data-loader workers, temporary folders), the standard streams are
+    flushed, and the exit status is ``sys.exit``'s. With another non-daemon thread still running, or on an exception
+    other than SystemExit (its traceback), the process ends the usual way. Only the console scripts use it:
+    ``main()`` called in a process of one's own returns (or raises SystemExit) as before."""
     @functools.wraps(main)
     def entry() -> None:
         try:

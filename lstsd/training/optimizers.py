@@ -11,7 +11,8 @@ compiles the model alone), so the marks do nothing for it.
 :func:`eager` gives the optimiser class with those methods unwrapped to the functions torch wraps (found by the
 wrappers' code objects along each method's ``functools.wraps`` chain); ``step`` keeps what ``_use_grad`` does besides
 the graph breaks: gradients off for the update, or on with ``differentiable=True``. The updates, states and
-checkpoints are the stock class's to the bit (``tests/test_optimizers.py``: SGD, Adam and AdamW, foreach and fused).
+checkpoints are the stock class's to the bit (``tests/test_process_costs.py``: SGD, Adam and AdamW, foreach and
+fused).
 This is a project choice for start-up time, not a change of method: a class that torch does not wrap this way (a
 user's own, or a later torch) is returned unchanged, and torch's profiler hook on ``step`` stays.
 """
