@@ -154,4 +154,4 @@ def test_a_cpu_run_keeps_freed_memory_for_reuse():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1", "True", "True", "0"]  # mapped afresh before; from the heap after
-    assert keep_freed_memory() in (True, False)
+    assert keep_freed_memory() is True  # in this process too (glibc)

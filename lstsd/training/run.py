@@ -153,15 +153,15 @@ def listed(diff: list[str]) -> str:
 def inputs_identity(conf: Config) -> dict:
     """What a run reads, by content rather than by path: its data files and folders
     (:meth:`~lstsd.config.DatasetConfig.inputs`, :func:`~lstsd.fileio.content_fingerprint`), a teacher run's own
-    fingerprint, length, status and score, a teacher file's content. Recorded in the folder's .hydra/inputs.json."""
+    fingerprint, length, status, score and weights (its last.pt's content), a teacher file's content. Recorded in
+    the folder's .hydra/inputs.json."""
     out = {"data": content_fingerprint(conf.dataset.inputs())}
     teacher_run = getattr(conf.method, "teacher_run", None)
     if teacher_run is not None:
         teacher = RunDir(Path(str(teacher_run)).expanduser())
         record = teacher.read_results() or {}
         out["teacher_run"] = {k: record.get(k) for k in ("status", "fingerprint", "epochs", "test_acc_final")}
-        out["teacher_run"]["weights"] = content_fingerprint([teacher.checkpoint]) if teacher.checkpoint.exists() \
-            else None
+        out["teacher_run"]["weights"] = content_fingerprint([teacher.checkpoint])  # "missing" where it has none
     if getattr(conf.method, "teacher_checkpoint", None) is not None:
         out["teacher_checkpoint"] = content_fingerprint([str(conf.method.teacher_checkpoint)])
     return out
